@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from backend.db import Base, utcnow
+from backend.types import JSONType, TZDateTime
+
+
+class Judgment(Base):
+    """One human answer about an item: a moderator's verdict or one crowd worker's answer.
+
+    Crowd answers are idempotent on ``(assignment_id, item_id)``.
+    """
+
+    __tablename__ = "judgments"
+    __table_args__ = (
+        UniqueConstraint("assignment_id", "item_id"),
+        Index("ix_judgments_item_id", "item_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
+    task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id", ondelete="SET NULL"))
+    worker_kind: Mapped[str] = mapped_column(String(20))  # moderator | crowd
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    worker_id: Mapped[str | None] = mapped_column(String(100))
+    label: Mapped[str] = mapped_column(String(50))
+    time_spent_ms: Mapped[int | None] = mapped_column(Integer)
+    is_golden: Mapped[bool] = mapped_column(default=False)
+    golden_label: Mapped[str | None] = mapped_column(String(50))
+    comment: Mapped[str | None] = mapped_column(Text)
+    crowd_pool_id: Mapped[int | None] = mapped_column(
+        ForeignKey("crowd_pools.id", ondelete="SET NULL")
+    )
+    assignment_id: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
+
+
+class CrowdPool(Base):
+    """Our record of a Toloka pool made from a queue.
+
+    ``state`` walks ``intent`` → ``project_created`` → ``pool_created`` →
+    ``tasks_uploaded`` → ``open`` → ``closed``; each step is committed before the next
+    remote call so that a retry after a crash reconciles instead of duplicating.
+    """
+
+    __tablename__ = "crowd_pools"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    queue_id: Mapped[int | None] = mapped_column(ForeignKey("queues.id", ondelete="SET NULL"))
+    kind: Mapped[str] = mapped_column(String(20), default="item")  # item | pair
+    state: Mapped[str] = mapped_column(String(30), default="intent")
+    toloka_project_id: Mapped[str | None] = mapped_column(String(50))
+    toloka_pool_id: Mapped[str | None] = mapped_column(String(50), unique=True)
+    toloka_training_id: Mapped[str | None] = mapped_column(String(50))
+    config: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    aggregation_method: Mapped[str] = mapped_column(String(50), default="MajorityVote")
+    task_count: Mapped[int] = mapped_column(Integer, default=0)
+    answers_count: Mapped[int] = mapped_column(Integer, default=0)
+    spend: Mapped[float] = mapped_column(Float, default=0.0)
+    #: Pull cursor: the last assignment id seen (ids grow monotonically).
+    last_assignment_id: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
+
+
+class CrowdTask(Base):
+    """An item (or pair) pushed to a pool as a Toloka task."""
+
+    __tablename__ = "crowd_tasks"
+    __table_args__ = (UniqueConstraint("pool_id", "item_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pool_id: Mapped[int] = mapped_column(ForeignKey("crowd_pools.id", ondelete="CASCADE"))
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
+    task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id", ondelete="SET NULL"))
+    toloka_task_id: Mapped[str | None] = mapped_column(String(50))
+    is_golden: Mapped[bool] = mapped_column(default=False)
+    overlap: Mapped[int] = mapped_column(Integer, default=1)
+    aggregated: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)

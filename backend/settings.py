@@ -1,0 +1,85 @@
+"""Configuration, read from the environment (prefix ``QUORUM_``) through a cached ``get_settings()``.
+
+Settings are split per area; each area has its own prefix so that the names stay
+short and grep-able, e.g. ``QUORUM_DATABASE_URL`` or ``QUORUM_QUEUE_CHUNK_SIZE``.
+Nothing here is read at import time.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_PRIORITIES: dict[str, int] = {
+    "SPOT_CHECK": 97,
+    "ANALYTICAL_GOOD": 96,
+    "ML_GOOD": 91,
+    "ML_BAD_HIGH": 90,
+    "GMV": 82,
+    "EXP_V": 82,
+    "GL": 79,
+    "ML_BAD_MIDDLE": 66,
+    "ML_HIDE_MIDDLE": 60,
+    "NEW_PRODUCTS": 57,
+    "SIMILAR_CONFLICT": 70,
+    "MANUAL": 50,
+}
+
+DEFAULT_CROWD_KINDS: list[str] = ["NEW_PRODUCTS", "GL", "ML_GOOD"]
+
+
+class _Base(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore")
+
+
+class Settings(_Base):
+    """Top-level settings (``QUORUM_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="QUORUM_", extra="ignore")
+
+    #: SQLAlchemy URL. Default: a SQLite file under ``data_dir``.
+    database_url: str | None = None
+    #: Where the embedded default keeps its SQLite file, vector index, models and reports.
+    data_dir: Path = Path("var")
+    #: Echo SQL statements (debugging).
+    database_echo: bool = False
+    #: Path to the policy YAML (labels, which are bad). Default: the bundled marketplace policy.
+    policy_path: Path | None = None
+    #: Secret used to sign web session cookies and CSRF tokens.
+    secret_key: SecretStr = SecretStr("change-me-in-production")
+    #: Default lease length for a moderator task, in seconds.
+    lease_seconds: int = 300
+    #: Size of a daily queue chunk (``KIND_DATE_1``, ``_2``, ...).
+    queue_chunk_size: int = 7500
+    #: Priority per queue kind; unknown kinds get ``default_priority``.
+    queue_priorities: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_PRIORITIES))
+    default_priority: int = 50
+    #: Queue kinds worked by the crowd rather than in-house moderators.
+    crowd_queue_kinds: list[str] = Field(default_factory=lambda: list(DEFAULT_CROWD_KINDS))
+    #: Largest batch accepted by ``POST /api/v1/items``.
+    max_ingest_batch: int = 10_000
+    #: Signals that put an item into the GMV / EXP_V queues when nothing else routed it.
+    gmv_top_threshold: float = 10_000.0
+    exposure_top_threshold: float = 50_000.0
+    #: Time zone used to name daily queues.
+    queue_timezone: str = "UTC"
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'quorum.sqlite3').as_posix()}"
+
+    def priority_for(self, kind: str) -> int:
+        return self.queue_priorities.get(kind, self.default_priority)
+
+    def audience_for(self, kind: str) -> str:
+        return "crowd" if kind in self.crowd_queue_kinds else "moderators"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
