@@ -5,7 +5,7 @@ from backend.crowdwork.models import CrowdPool, CrowdTask, Judgment
 from backend.db import Base
 from backend.decisions.models import DecisionEvent, ItemStatus
 from backend.items.models import Item, ItemEmbedding, ItemScore, ItemTag
-from backend.queues.models import Queue, Task
+from backend.queues.models import Queue, Task, TaskSkip
 from backend.rules.models import Rule, RuleHit, RuleVersion
 from backend.users.models import ApiToken, AuditEntry, QueueGrant, User
 
@@ -13,5 +13,5 @@ __all__ = [
     "ApiToken", "AuditEntry", "Base", "CalibrationRun", "CrowdPool", "CrowdTask",
     "DecisionEvent", "Item", "ItemEmbedding", "ItemScore", "ItemStatus", "ItemTag",
     "Judgment", "ModelArtifact", "Queue", "QueueGrant", "Rule", "RuleHit", "RuleVersion",
-    "Task", "ThresholdSet", "User",
+    "Task", "TaskSkip", "ThresholdSet", "User",
 ]

@@ -54,6 +54,9 @@ class Settings(_Base):
     lease_seconds: int = 300
     #: Size of a daily queue chunk (``KIND_DATE_1``, ``_2``, ...).
     queue_chunk_size: int = 7500
+    #: Kinds whose daily queues are always numbered (``NEW_PRODUCTS_2026-11-24_1``); other
+    #: kinds get a suffix only from their second chunk on.
+    queue_chunked_kinds: list[str] = Field(default_factory=lambda: ["NEW_PRODUCTS"])
     #: Priority per queue kind; unknown kinds get ``default_priority``.
     queue_priorities: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_PRIORITIES))
     default_priority: int = 50

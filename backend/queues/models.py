@@ -59,8 +59,19 @@ class Task(Base):
     leased_at: Mapped[datetime | None] = mapped_column(TZDateTime())
     lease_expires_at: Mapped[datetime | None] = mapped_column(TZDateTime())
     lease_count: Mapped[int] = mapped_column(Integer, default=0)
-    skipped_by: Mapped[list[int]] = mapped_column(JSONType, default=list)
     done_at: Mapped[datetime | None] = mapped_column(TZDateTime())
     created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
 
     queue: Mapped[Queue] = relationship()
+
+
+class TaskSkip(Base):
+    """A moderator skipped this task; it is not offered to them again."""
+
+    __tablename__ = "task_skips"
+    __table_args__ = (UniqueConstraint("task_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)

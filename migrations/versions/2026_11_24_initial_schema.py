@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: f3ff9e1186bf
+Revision ID: 0001
 Revises: 
-Create Date: 2026-11-24 06:40:05.910682
+Create Date: 2026-11-24 06:48:45.290995
 """
 
 from collections.abc import Sequence
@@ -13,8 +13,7 @@ from alembic import op
 import backend.types
 from sqlalchemy import Text
 from sqlalchemy.dialects import postgresql
-
-revision: str = 'f3ff9e1186bf'
+revision: str = '0001'
 down_revision: str | Sequence[str] | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -27,10 +26,10 @@ def upgrade() -> None:
     sa.Column('kind', sa.String(length=20), nullable=False),
     sa.Column('status', sa.String(length=20), nullable=False),
     sa.Column('as_of', backend.types.TZDateTime(timezone=True), nullable=False),
-    sa.Column('params', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=False),
+    sa.Column('params', sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True, astext_type=Text()), 'postgresql'), nullable=False),
     sa.Column('labelled_count', sa.Integer(), nullable=False),
-    sa.Column('labelled_set', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=True),
-    sa.Column('result', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=True),
+    sa.Column('labelled_set', sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True, astext_type=Text()), 'postgresql'), nullable=True),
+    sa.Column('result', sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True, astext_type=Text()), 'postgresql'), nullable=True),
     sa.Column('message', sa.Text(), nullable=True),
     sa.Column('report_path', sa.Text(), nullable=True),
     sa.Column('created_at', backend.types.TZDateTime(timezone=True), nullable=False),
@@ -54,7 +53,7 @@ def upgrade() -> None:
     sa.Column('is_golden', sa.Boolean(), nullable=False),
     sa.Column('golden_label', sa.String(length=50), nullable=True),
     sa.Column('safety_score', sa.Float(), nullable=True),
-    sa.Column('metadata', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=False),
+    sa.Column('metadata', sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True, astext_type=Text()), 'postgresql'), nullable=False),
     sa.Column('content_hash', sa.String(length=64), nullable=False),
     sa.Column('created_at', backend.types.TZDateTime(timezone=True), nullable=False),
     sa.Column('updated_at', backend.types.TZDateTime(timezone=True), nullable=False),
@@ -70,9 +69,9 @@ def upgrade() -> None:
     sa.Column('version', sa.Integer(), nullable=False),
     sa.Column('kind', sa.String(length=30), nullable=False),
     sa.Column('encoder_id', sa.String(length=200), nullable=False),
-    sa.Column('labels', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=False),
+    sa.Column('labels', sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True, astext_type=Text()), 'postgresql'), nullable=False),
     sa.Column('train_size', sa.Integer(), nullable=False),
-    sa.Column('metrics', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=False),
+    sa.Column('metrics', sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True, astext_type=Text()), 'postgresql'), nullable=False),
     sa.Column('path', sa.Text(), nullable=False),
     sa.Column('is_active', sa.Boolean(), nullable=False),
     sa.Column('created_at', backend.types.TZDateTime(timezone=True), nullable=False),
@@ -149,7 +148,7 @@ def upgrade() -> None:
     sa.Column('action', sa.String(length=100), nullable=False),
     sa.Column('target_type', sa.String(length=50), nullable=True),
     sa.Column('target_id', sa.String(length=100), nullable=True),
-    sa.Column('details', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=True),
+    sa.Column('details', sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True, astext_type=Text()), 'postgresql'), nullable=True),
     sa.Column('created_at', backend.types.TZDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_audit_log_user_id_users'), ondelete='SET NULL'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_log'))
@@ -165,7 +164,7 @@ def upgrade() -> None:
     sa.Column('toloka_project_id', sa.String(length=50), nullable=True),
     sa.Column('toloka_pool_id', sa.String(length=50), nullable=True),
     sa.Column('toloka_training_id', sa.String(length=50), nullable=True),
-    sa.Column('config', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=False),
+    sa.Column('config', sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True, astext_type=Text()), 'postgresql'), nullable=False),
     sa.Column('aggregation_method', sa.String(length=50), nullable=False),
     sa.Column('task_count', sa.Integer(), nullable=False),
     sa.Column('answers_count', sa.Integer(), nullable=False),
@@ -191,7 +190,7 @@ def upgrade() -> None:
     sa.Column('item_id', sa.Integer(), nullable=False),
     sa.Column('model_id', sa.String(length=200), nullable=False),
     sa.Column('threshold_set_version', sa.Integer(), nullable=True),
-    sa.Column('scores', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=False),
+    sa.Column('scores', sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True, astext_type=Text()), 'postgresql'), nullable=False),
     sa.Column('band', sa.String(length=50), nullable=True),
     sa.Column('created_at', backend.types.TZDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['item_id'], ['items.id'], name=op.f('fk_item_scores_item_id_items'), ondelete='CASCADE'),
@@ -238,7 +237,7 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('rule_id', sa.Integer(), nullable=False),
     sa.Column('version', sa.Integer(), nullable=False),
-    sa.Column('definition', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=False),
+    sa.Column('definition', sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True, astext_type=Text()), 'postgresql'), nullable=False),
     sa.Column('created_by', sa.Integer(), nullable=True),
     sa.Column('created_at', backend.types.TZDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['created_by'], ['users.id'], name=op.f('fk_rule_versions_created_by_users'), ondelete='SET NULL'),
@@ -251,13 +250,12 @@ def upgrade() -> None:
     sa.Column('queue_id', sa.Integer(), nullable=False),
     sa.Column('item_id', sa.Integer(), nullable=False),
     sa.Column('task_type', sa.String(length=10), nullable=False),
-    sa.Column('payload', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=True),
+    sa.Column('payload', sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True, astext_type=Text()), 'postgresql'), nullable=True),
     sa.Column('state', sa.String(length=10), nullable=False),
     sa.Column('lease_owner_id', sa.Integer(), nullable=True),
     sa.Column('leased_at', backend.types.TZDateTime(timezone=True), nullable=True),
     sa.Column('lease_expires_at', backend.types.TZDateTime(timezone=True), nullable=True),
     sa.Column('lease_count', sa.Integer(), nullable=False),
-    sa.Column('skipped_by', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=False),
     sa.Column('done_at', backend.types.TZDateTime(timezone=True), nullable=True),
     sa.Column('created_at', backend.types.TZDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['item_id'], ['items.id'], name=op.f('fk_tasks_item_id_items'), ondelete='CASCADE'),
@@ -275,9 +273,9 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('version', sa.Integer(), nullable=False),
     sa.Column('state', sa.String(length=20), nullable=False),
-    sa.Column('bands', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=False),
+    sa.Column('bands', sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True, astext_type=Text()), 'postgresql'), nullable=False),
     sa.Column('reuse_distance', sa.Float(), nullable=True),
-    sa.Column('auto_decide', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=False),
+    sa.Column('auto_decide', sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True, astext_type=Text()), 'postgresql'), nullable=False),
     sa.Column('calibration_run_id', sa.Integer(), nullable=True),
     sa.Column('note', sa.Text(), nullable=True),
     sa.Column('created_by', sa.Integer(), nullable=True),
@@ -324,7 +322,7 @@ def upgrade() -> None:
     sa.Column('aggregation_method', sa.String(length=50), nullable=True),
     sa.Column('confidence', sa.Float(), nullable=True),
     sa.Column('comment', sa.Text(), nullable=True),
-    sa.Column('details', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=True),
+    sa.Column('details', sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True, astext_type=Text()), 'postgresql'), nullable=True),
     sa.Column('supersedes_id', sa.Integer(), nullable=True),
     sa.Column('created_at', backend.types.TZDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['crowd_pool_id'], ['crowd_pools.id'], name=op.f('fk_decision_events_crowd_pool_id_crowd_pools'), ondelete='SET NULL'),
@@ -365,6 +363,16 @@ def upgrade() -> None:
     with op.batch_alter_table('judgments', schema=None) as batch_op:
         batch_op.create_index('ix_judgments_item_id', ['item_id'], unique=False)
 
+    op.create_table('task_skips',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('task_id', sa.Integer(), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('created_at', backend.types.TZDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['task_id'], ['tasks.id'], name=op.f('fk_task_skips_task_id_tasks'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_task_skips_user_id_users'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_task_skips')),
+    sa.UniqueConstraint('task_id', 'user_id', name=op.f('uq_task_skips_task_id_user_id'))
+    )
     op.create_table('item_status',
     sa.Column('item_id', sa.Integer(), nullable=False),
     sa.Column('state', sa.String(length=20), nullable=False),
@@ -391,6 +399,7 @@ def downgrade() -> None:
         batch_op.drop_index('ix_item_status_state_label')
 
     op.drop_table('item_status')
+    op.drop_table('task_skips')
     with op.batch_alter_table('judgments', schema=None) as batch_op:
         batch_op.drop_index('ix_judgments_item_id')
 

@@ -1,0 +1,310 @@
+"""The ``quorum`` command line. Every command is one transaction (or one per chunk).
+
+Errors print one sentence on stderr and exit non-zero: 2 bad input, 3 not found,
+4 conflict, 5 not allowed, 6 the database is unreachable.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from backend.errors import QuorumError
+
+app = typer.Typer(help="Quorum: human-in-the-loop content moderation.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+db_app = typer.Typer(help="Database schema (Alembic).", no_args_is_help=True)
+rules_app = typer.Typer(help="Rules as data (CEL conditions).", no_args_is_help=True)
+users_app = typer.Typer(help="Users, roles, API tokens and queue grants.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(rules_app, name="rules")
+app.add_typer(users_app, name="users")
+
+console = Console()
+err = Console(stderr=True)
+
+
+def _settings():  # noqa: ANN202
+    from backend.settings import get_settings
+
+    return get_settings()
+
+
+def _ensure_schema() -> None:
+    """Bring the database to the latest migration (idempotent)."""
+    from backend.migrate import upgrade
+
+    upgrade(_settings().resolved_database_url)
+
+
+# ---------------------------------------------------------------- db
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Apply migrations up to REVISION (default: head)."""
+    from backend.migrate import upgrade
+
+    upgrade(_settings().resolved_database_url, revision)
+    console.print(f"database at {revision}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: str = typer.Argument(..., help="target revision, or 'base'")) -> None:
+    """Revert migrations down to REVISION."""
+    from backend.migrate import downgrade
+
+    downgrade(_settings().resolved_database_url, revision)
+    console.print(f"database at {revision}")
+
+
+# ---------------------------------------------------------------- ingest
+@app.command()
+def ingest(
+    file: Annotated[Path, typer.Argument(help="JSONL, CSV or Parquet file of items")],
+    fmt: Annotated[str | None, typer.Option("--format", help="jsonl | csv | parquet")] = None,
+    partial: Annotated[bool, typer.Option(help="store the valid rows even if some are bad")
+                       ] = False,
+    batch: Annotated[int, typer.Option(help="rows per transaction")] = 10_000,
+) -> None:
+    """Ingest items from a file and route the new ones.
+
+    The whole file is validated first: with a bad row nothing is stored (exit 2) unless
+    --partial. Re-running on the same file creates nothing twice.
+    """
+    from backend.db import session_scope, utcnow
+    from backend.io import read_rows
+    from backend.items.service import ingest as ingest_rows
+    from backend.items.service import validate_rows
+    from backend.policy import get_policy
+    from backend.routing.pipeline import route_items
+
+    _ensure_schema()
+    settings, policy = _settings(), get_policy()
+    rows = read_rows(file, fmt)
+    _, errors = validate_rows(rows, policy=policy)
+    if errors and not partial:
+        for e in errors[:20]:
+            err.print(f"row {e.row}: {e.field or '-'}: {e.message}")
+        if len(errors) > 20:
+            err.print(f"... and {len(errors) - 20} more")
+        raise QuorumError(f"{len(errors)} bad row(s) in {file.name}; nothing was stored "
+                          "(fix them, or use --partial to store the valid rows)")
+    totals = {"created": 0, "updated": 0, "unchanged": 0, "rejected": 0}
+    queued: dict[str, int] = {}
+    for start in range(0, len(rows), batch):
+        with session_scope() as session:
+            now = utcnow()
+            result, created = ingest_rows(session=session, rows=rows[start:start + batch],
+                                          policy=policy, partial=True, now=now)
+            summary = route_items(session=session, item_ids=created, now=now,
+                                  settings=settings)
+        for k in totals:
+            totals[k] += getattr(result, k)
+        for k, v in summary.queued.items():
+            queued[k] = queued.get(k, 0) + v
+    console.print(f"{len(rows)} rows: {totals['created']} created, {totals['updated']} updated, "
+                  f"{totals['unchanged']} unchanged, {totals['rejected']} rejected")
+    if errors:
+        for e in errors[:20]:
+            err.print(f"rejected row {e.row}: {e.field or '-'}: {e.message}")
+    if queued:
+        console.print("queued: " + ", ".join(f"{k} {v}" for k, v in sorted(queued.items())))
+
+
+# ---------------------------------------------------------------- queues
+def print_queue_table(day: date | None = None, title: str = "Queues") -> None:
+    from backend.db import session_scope
+    from backend.queues.service import list_queues
+
+    with session_scope() as session:
+        rows = list_queues(session=session, day=day)
+        table = Table(title=title)
+        for col in ("queue", "priority", "progress", "audience", "pending", "leased"):
+            table.add_column(col, justify="right" if col != "queue" else "left")
+        for r in rows:
+            q = r.queue
+            table.add_row(q.name, str(q.priority), f"{q.done} / {q.total}", q.audience,
+                          str(r.pending), str(r.leased))
+    console.print(table)
+
+
+@app.command()
+def queues(day: Annotated[str | None, typer.Option(help="YYYY-MM-DD; default: every day")]
+           = None) -> None:
+    """Print the daily queues like the seed's table: title, priority, progress."""
+    _ensure_schema()
+    try:
+        d = date.fromisoformat(day) if day else None
+    except ValueError as exc:
+        raise QuorumError(f"--day must be YYYY-MM-DD, not {day!r}") from exc
+    print_queue_table(d)
+
+
+@app.command("expire-leases")
+def expire_leases_cmd() -> None:
+    """Return every expired lease to its queue now (leasing does this on the fly too)."""
+    from backend.db import session_scope, utcnow
+    from backend.queues.service import expire_leases
+
+    _ensure_schema()
+    with session_scope() as session:
+        n = expire_leases(session=session, now=utcnow())
+    console.print(f"{n} expired lease(s) returned")
+
+
+# ---------------------------------------------------------------- rules
+@rules_app.command("load")
+def rules_load(file: Annotated[Path, typer.Argument(help="YAML file of rules")]) -> None:
+    """Create or update rules from YAML; one bad rule refuses the file."""
+    from backend.db import session_scope
+    from backend.policy import get_policy
+    from backend.rules.service import load_rules_file
+
+    _ensure_schema()
+    try:
+        with session_scope() as session:
+            report = load_rules_file(session=session, path=file, policy=get_policy())
+    except QuorumError as exc:
+        for line in exc.details or []:
+            err.print(str(line))
+        raise
+    console.print(", ".join(f"{len(v)} {k}" for k, v in report.items()))
+
+
+@rules_app.command("list")
+def rules_list() -> None:
+    """List rules in evaluation order with their hit counts."""
+    from backend.db import session_scope
+    from backend.rules.service import list_rules
+
+    _ensure_schema()
+    table = Table(title="Rules")
+    for col in ("pos", "name", "v", "mode", "action", "target", "hits", "shadow", "condition"):
+        table.add_column(col)
+    with session_scope() as session:
+        for r in list_rules(session=session):
+            target = r.label or r.queue_kind or r.tag or ""
+            table.add_row(str(r.position), r.name, str(r.version), r.mode, r.action, target,
+                          str(r.hits), str(r.shadow_hits), r.expression)
+    console.print(table)
+
+
+@rules_app.command("backtest")
+def rules_backtest(name: str, limit: Annotated[int | None, typer.Option()] = None) -> None:
+    """Run rule NAME over the stored items; compare its hits with human verdicts."""
+    from backend.db import session_scope
+    from backend.rules.service import backtest, get_rule
+
+    _ensure_schema()
+    with session_scope() as session:
+        rule = get_rule(session=session, name_or_id=name)
+        res = backtest(session=session, rule=rule, limit=limit)
+    console.print(f"rule {res.rule} v{res.version}: {res.hits} hits of {res.items_scanned} "
+                  f"items ({res.hit_rate:.1%})")
+    console.print(f"hits with a human verdict: {res.with_human_verdict} "
+                  + (f"{dict(sorted(res.human_labels.items()))}" if res.human_labels else ""))
+    if res.agree is not None:
+        prec = "undefined" if res.precision is None else f"{res.precision:.1%}"
+        console.print(f"agree with the rule's label: {res.agree}, disagree: {res.disagree}, "
+                      f"precision: {prec}")
+
+
+# ---------------------------------------------------------------- users
+@users_app.command("add")
+def users_add(
+    username: str,
+    role: Annotated[str, typer.Option(help="moderator | analyst | admin")] = "moderator",
+    grant: Annotated[list[str] | None, typer.Option(
+        help="queue kind the moderator may work (repeat; '*' for all)")] = None,
+    password: Annotated[bool, typer.Option(
+        "--password", help="ask for a web login password")] = False,
+    display_name: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Create a user and print an API token (shown once)."""
+    from backend.db import session_scope
+    from backend.users.service import create_user, issue_token
+
+    _ensure_schema()
+    pw = typer.prompt("password", hide_input=True, confirmation_prompt=True) if password else None
+    with session_scope() as session:
+        user = create_user(session=session, username=username, role=role, password=pw,
+                           display_name=display_name, queue_kinds=grant or [])
+        token = issue_token(session=session, user=user)
+    console.print(f"created {role} {username}; API token (shown once):")
+    print(token)
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """List users, roles and queue grants."""
+    from backend.db import session_scope
+    from backend.users.service import list_users
+
+    _ensure_schema()
+    table = Table(title="Users")
+    for col in ("username", "role", "grants", "active"):
+        table.add_column(col)
+    with session_scope() as session:
+        for u in list_users(session=session):
+            table.add_row(u.username, u.role, ", ".join(sorted(u.granted_kinds)),
+                          "yes" if u.is_active else "no")
+    console.print(table)
+
+
+@users_app.command("grant")
+def users_grant(username: str, kinds: Annotated[list[str], typer.Argument()]) -> None:
+    """Set the queue kinds USERNAME may work (replaces the previous grants)."""
+    from backend.db import session_scope
+    from backend.users.service import get_user, set_grants
+
+    _ensure_schema()
+    with session_scope() as session:
+        set_grants(session=session, user=get_user(session=session, username=username),
+                   queue_kinds=kinds)
+    console.print(f"{username} may work: {', '.join(kinds)}")
+
+
+# ---------------------------------------------------------------- serve / demo
+@app.command()
+def serve(host: str = "127.0.0.1", port: int = 8000,
+          workers: Annotated[int, typer.Option(help="worker processes")] = 1) -> None:
+    """Run the API and web UI (uvicorn)."""
+    import uvicorn
+
+    _ensure_schema()
+    uvicorn.run("backend.asgi:app", host=host, port=port, workers=workers, log_level="info")
+
+
+@app.command()
+def demo(
+    items: Annotated[int, typer.Option(help="synthetic items to generate")] = 3000,
+    seed: Annotated[int, typer.Option()] = 7,
+    moderated: Annotated[int, typer.Option(help="tasks simulated moderators work")] = 300,
+    fresh: Annotated[bool, typer.Option(help="start from an empty database")] = True,
+) -> None:
+    """Run the whole loop on the embedded default (SQLite), offline, and print a summary."""
+    from backend.demo import run_demo
+
+    run_demo(n_items=items, seed=seed, moderated=moderated, fresh=fresh, console=console)
+
+
+def main() -> None:
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        app()
+    except QuorumError as exc:
+        err.print(f"error: {exc.message}")
+        sys.exit(exc.exit_code)
+    except OperationalError as exc:
+        err.print(f"error: the database is unreachable or locked ({exc.orig})")
+        sys.exit(6)
+
+
+if __name__ == "__main__":
+    main()

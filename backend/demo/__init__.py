@@ -1,0 +1,3 @@
+from backend.demo.runner import run_demo
+
+__all__ = ["run_demo"]

@@ -1,0 +1,64 @@
+"""FastAPI dependencies: ``SessionDep``, ``SettingsDep``, ``PolicyDep``, ``CurrentUser``, roles."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from backend.db import get_sessionmaker
+from backend.errors import Forbidden, Unauthorized
+from backend.policy import Policy, get_policy
+from backend.settings import Settings, get_settings
+from backend.users import service as users
+from backend.users.models import User
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """One transaction per request: commit if the handler returns, roll back if it raises."""
+    factory = getattr(request.app.state, "sessionmaker", None) or get_sessionmaker()
+    session = factory()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+PolicyDep = Annotated[Policy, Depends(get_policy)]
+
+
+def current_user(request: Request, session: SessionDep) -> User:
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return users.authenticate_token(session=session, token=header[7:].strip())
+    web_user = getattr(request.state, "web_user_id", None)
+    if web_user is not None:
+        user = session.get(User, web_user)
+        if user is not None and user.is_active:
+            return user
+    raise Unauthorized("missing API token: send 'Authorization: Bearer <token>'")
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
+
+
+def require_role(*roles: str) -> Callable[[User], User]:
+    def check(user: CurrentUser) -> User:
+        if user.role not in roles:
+            raise Forbidden(f"this needs the role {' or '.join(roles)}; you are {user.role}")
+        return user
+
+    return check
+
+
+AnalystUser = Annotated[User, Depends(require_role("analyst", "admin"))]
+AdminUser = Annotated[User, Depends(require_role("admin"))]
+ModeratorUser = Annotated[User, Depends(require_role("moderator", "admin"))]

@@ -1,0 +1,148 @@
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class ItemCreate(BaseModel):
+    """One item to moderate. ``(source, external_id)`` identifies it."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    source: str = Field(min_length=1, max_length=100)
+    external_id: str = Field(min_length=1, max_length=200)
+    title: str = Field(default="", max_length=2000)
+    description: str = Field(default="", max_length=100_000)
+    image: str | None = Field(default=None, max_length=4000)
+    url: str | None = Field(default=None, max_length=4000)
+    price: float | None = Field(default=None, ge=0)
+    currency: str | None = Field(default=None, min_length=3, max_length=3)
+    seller_id: str | None = Field(default=None, max_length=200)
+    category: str | None = Field(default=None, max_length=200)
+    gmv: float | None = Field(default=None, ge=0)
+    exposure: float | None = Field(default=None, ge=0)
+    is_new: bool = False
+    is_golden: bool = False
+    golden_label: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("external_id", "seller_id", mode="before")
+    @classmethod
+    def _ids_as_text(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            return v
+        if isinstance(v, int):
+            return str(v)
+        if isinstance(v, float) and v.is_integer():
+            return str(int(v))
+        return v
+
+    @field_validator("price", "gmv", "exposure")
+    @classmethod
+    def _finite(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
+            raise ValueError("must be a finite number")
+        return v
+
+    @field_validator("currency")
+    @classmethod
+    def _upper(cls, v: str | None) -> str | None:
+        return v.upper() if v else v
+
+    @model_validator(mode="after")
+    def _golden(self) -> ItemCreate:
+        if self.is_golden and not self.golden_label:
+            raise ValueError("a golden item needs its known golden_label")
+        if self.golden_label and not self.is_golden:
+            self.is_golden = True
+        return self
+
+
+class RowError(BaseModel):
+    row: int = Field(description="1-based position of the row in the batch or file")
+    field: str | None
+    message: str
+
+
+class IngestResult(BaseModel):
+    received: int
+    created: int
+    updated: int
+    unchanged: int
+    rejected: int
+    stored: bool = Field(description="False when the batch was refused as a whole")
+    errors: list[RowError] = Field(default_factory=list)
+    item_ids: list[int] = Field(default_factory=list, description="ids in row order (0 if rejected)")
+
+
+class ItemBatch(BaseModel):
+    items: list[dict[str, Any]]
+
+
+class DecisionRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    label: str
+    source: str
+    is_human: bool
+    rule_id: int | None
+    rule_version: int | None
+    model_id: str | None
+    threshold_set_version: int | None
+    similar_item_id: int | None
+    distance: float | None
+    user_id: int | None
+    task_id: int | None
+    crowd_pool_id: int | None
+    aggregation_method: str | None
+    confidence: float | None
+    comment: str | None
+    details: dict[str, Any] | None
+    supersedes_id: int | None
+    created_at: datetime
+
+
+class StatusRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    state: str
+    label: str | None
+    source: str | None
+    is_human: bool
+    event_id: int | None
+    queue_kind: str | None
+    decided_at: datetime | None
+
+
+class ItemRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    source: str
+    external_id: str
+    title: str
+    description: str
+    image: str | None
+    url: str | None
+    price: float | None
+    currency: str | None
+    seller_id: str | None
+    category: str | None
+    gmv: float | None
+    exposure: float | None
+    is_new: bool
+    is_golden: bool
+    safety_score: float | None
+    metadata: dict[str, Any] = Field(validation_alias="metadata_")
+    tags: list[str] = Field(default_factory=list)
+    created_at: datetime
+    updated_at: datetime
+
+
+class ItemDetail(ItemRead):
+    status: StatusRead | None
+    history: list[DecisionRead]

@@ -1,0 +1,171 @@
+"""Ingest (idempotent, batched) and reads.
+
+Bad rows: by default a batch with any invalid row is refused as a whole and nothing
+of it is stored (``stored=False`` and the per-row errors). With ``partial=True`` the
+valid rows are stored and the invalid ones are listed in ``errors``.
+
+Re-ingesting ``(source, external_id)`` never creates a second item. Identical content
+is ``unchanged``; changed content updates the item's fields (``updated``) but never its
+decisions: the decision log and the current status stay as they are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import insert, select, tuple_, update
+from sqlalchemy.orm import Session, selectinload
+
+from backend.db import utcnow
+from backend.decisions.models import DecisionEvent, ItemStatus
+from backend.errors import NotFound
+from backend.items.models import Item
+from backend.items.schemas import IngestResult, ItemCreate, RowError
+from backend.policy import Policy
+
+CONTENT_FIELDS = (
+    "title", "description", "image", "url", "price", "currency", "seller_id", "category",
+    "gmv", "exposure", "is_new", "is_golden", "golden_label", "metadata",
+)
+_CHUNK = 500
+
+
+def content_hash(row: ItemCreate) -> str:
+    data = row.model_dump(include=set(CONTENT_FIELDS))
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def validate_rows(
+    rows: Sequence[Mapping[str, Any]], *, policy: Policy
+) -> tuple[list[tuple[int, ItemCreate]], list[RowError]]:
+    good: list[tuple[int, ItemCreate]] = []
+    errors: list[RowError] = []
+    seen: dict[tuple[str, str], int] = {}
+    for n, raw in enumerate(rows, start=1):
+        if not isinstance(raw, Mapping):
+            errors.append(RowError(row=n, field=None, message="a row must be a JSON object"))
+            continue
+        try:
+            item = ItemCreate.model_validate(dict(raw))
+        except ValidationError as exc:
+            for err in exc.errors():
+                loc = ".".join(str(p) for p in err["loc"]) or None
+                errors.append(RowError(row=n, field=loc, message=err["msg"]))
+            continue
+        if item.golden_label is not None and item.golden_label not in policy.keys:
+            errors.append(RowError(
+                row=n, field="golden_label",
+                message=f"unknown label {item.golden_label!r}; use one of {policy.keys}"))
+            continue
+        key = (item.source, item.external_id)
+        if key in seen:
+            errors.append(RowError(row=n, field="external_id",
+                                   message=f"duplicate of row {seen[key]} in the same batch"))
+            continue
+        seen[key] = n
+        good.append((n, item))
+    return good, errors
+
+
+def _row_values(item: ItemCreate, digest: str, now: datetime) -> dict[str, Any]:
+    values = item.model_dump(exclude={"metadata"})
+    values["metadata_"] = item.metadata
+    values["content_hash"] = digest
+    values["updated_at"] = now
+    return values
+
+
+def ingest(
+    *,
+    session: Session,
+    rows: Sequence[Mapping[str, Any]],
+    policy: Policy,
+    partial: bool = False,
+    now: datetime | None = None,
+) -> tuple[IngestResult, list[int]]:
+    """Store a batch. Returns the result and the ids of the items created (to route)."""
+    now = now or utcnow()
+    good, errors = validate_rows(rows, policy=policy)
+    result = IngestResult(received=len(rows), created=0, updated=0, unchanged=0,
+                          rejected=len(rows) - len(good), stored=True, errors=errors,
+                          item_ids=[0] * len(rows))
+    if errors and not partial:
+        result.stored = False
+        result.rejected = len(rows)
+        return result, []
+
+    created_ids: list[int] = []
+    for start in range(0, len(good), _CHUNK):
+        chunk = good[start:start + _CHUNK]
+        keys = [(it.source, it.external_id) for _, it in chunk]
+        existing = {
+            (r.source, r.external_id): (r.id, r.content_hash)
+            for r in session.execute(
+                select(Item.id, Item.source, Item.external_id, Item.content_hash).where(
+                    tuple_(Item.source, Item.external_id).in_(keys))
+            )
+        }
+        to_insert: list[tuple[int, dict[str, Any]]] = []
+        to_update: list[dict[str, Any]] = []
+        for n, it in chunk:
+            digest = content_hash(it)
+            found = existing.get((it.source, it.external_id))
+            if found is None:
+                values = _row_values(it, digest, now)
+                values["created_at"] = now
+                to_insert.append((n, values))
+            elif found[1] == digest:
+                result.unchanged += 1
+                result.item_ids[n - 1] = found[0]
+            else:
+                values = _row_values(it, digest, now)
+                values.pop("source"), values.pop("external_id")
+                values["id"] = found[0]
+                to_update.append(values)
+                result.updated += 1
+                result.item_ids[n - 1] = found[0]
+        if to_insert:
+            ids = session.scalars(
+                insert(Item).returning(Item.id, sort_by_parameter_order=True),
+                [v for _, v in to_insert],
+            ).all()
+            session.execute(insert(ItemStatus), [
+                {"item_id": i, "state": "new", "is_human": False, "updated_at": now}
+                for i in ids
+            ])
+            for (n, _), item_id in zip(to_insert, ids, strict=True):
+                result.item_ids[n - 1] = item_id
+            created_ids.extend(ids)
+            result.created += len(ids)
+        if to_update:
+            session.execute(update(Item), to_update)
+    session.flush()
+    return result, created_ids
+
+
+def get_item(*, session: Session, item_id: int) -> Item:
+    item = session.scalar(
+        select(Item).where(Item.id == item_id).options(selectinload(Item.tags))
+    )
+    if item is None:
+        raise NotFound(f"no item with id {item_id}")
+    return item
+
+
+def get_item_by_key(*, session: Session, source: str, external_id: str) -> Item:
+    item = session.scalar(select(Item).where(Item.source == source,
+                                             Item.external_id == external_id))
+    if item is None:
+        raise NotFound(f"no item {source}/{external_id}")
+    return item
+
+
+def history(*, session: Session, item_id: int) -> list[DecisionEvent]:
+    return list(session.scalars(
+        select(DecisionEvent).where(DecisionEvent.item_id == item_id).order_by(DecisionEvent.id)
+    ))

@@ -1,0 +1,99 @@
+"""The moderation policy: the label set and what each label means (YAML, versioned)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+from backend.errors import ValidationFailed
+
+DEFAULT_POLICY = Path(__file__).parent / "defaults" / "policy.yaml"
+KINDS = ("ok", "hide", "bad", "error")
+
+
+@dataclass(frozen=True)
+class Label:
+    key: str
+    title: str
+    kind: str
+    shortcut: str | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    version: int
+    labels: tuple[Label, ...]
+
+    @property
+    def keys(self) -> list[str]:
+        return [lab.key for lab in self.labels]
+
+    @property
+    def class_keys(self) -> list[str]:
+        """Labels a classifier predicts (everything but the ``error`` answer)."""
+        return [lab.key for lab in self.labels if lab.kind != "error"]
+
+    @property
+    def kinds(self) -> dict[str, str]:
+        return {lab.key: lab.kind for lab in self.labels}
+
+    @property
+    def ok_key(self) -> str:
+        return next(lab.key for lab in self.labels if lab.kind == "ok")
+
+    def label(self, key: str) -> Label:
+        for lab in self.labels:
+            if lab.key == key:
+                return lab
+        raise ValidationFailed(f"unknown label {key!r}; the policy's labels are {self.keys}")
+
+    def check(self, key: str) -> str:
+        return self.label(key).key
+
+    def is_bad(self, key: str) -> bool:
+        return self.kinds.get(key) in ("bad", "hide")
+
+
+def parse_policy(data: dict) -> Policy:
+    try:
+        labels = tuple(
+            Label(
+                key=str(lab["key"]),
+                title=str(lab.get("title", lab["key"])),
+                kind=str(lab.get("kind", "bad")),
+                shortcut=str(lab["shortcut"]) if lab.get("shortcut") is not None else None,
+                description=str(lab.get("description", "")),
+            )
+            for lab in data["labels"]
+        )
+    except (KeyError, TypeError) as exc:
+        raise ValidationFailed(f"policy: every label needs a key ({exc})") from exc
+    for lab in labels:
+        if lab.kind not in KINDS:
+            raise ValidationFailed(f"policy: label {lab.key!r} has kind {lab.kind!r}; use {KINDS}")
+    if sum(1 for lab in labels if lab.kind == "ok") != 1:
+        raise ValidationFailed("policy: exactly one label must have kind 'ok'")
+    return Policy(name=str(data.get("name", "policy")), version=int(data.get("version", 1)),
+                  labels=labels)
+
+
+@lru_cache
+def load_policy(path: str | None = None) -> Policy:
+    p = Path(path) if path else DEFAULT_POLICY
+    try:
+        data = yaml.safe_load(p.read_text())
+    except FileNotFoundError as exc:
+        raise ValidationFailed(f"policy file {p} does not exist") from exc
+    return parse_policy(data)
+
+
+def get_policy() -> Policy:
+    from backend.settings import get_settings
+
+    path = get_settings().policy_path
+    return load_policy(str(path) if path else None)

@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+from datetime import date
+
+from fastapi import APIRouter, Query
+
+from backend.db import utcnow
+from backend.deps import CurrentUser, ModeratorUser, PolicyDep, SessionDep, SettingsDep
+from backend.errors import Forbidden
+from backend.items.schemas import ItemRead
+from backend.queues import service, work
+from backend.queues.models import Task
+from backend.queues.schemas import (
+    LeaseRequest,
+    LeaseResponse,
+    QueueRead,
+    TaskRead,
+    VerdictRequest,
+    VerdictResponse,
+)
+from backend.users.models import User
+
+router = APIRouter(prefix="/api/v1", tags=["queues"])
+
+
+def queue_read(row: service.QueueRow) -> QueueRead:
+    q = row.queue
+    return QueueRead(name=q.name, kind=q.kind, day=q.day, chunk=q.chunk, priority=q.priority,
+                     audience=q.audience, total=q.total, done=q.done, pending=row.pending,
+                     leased=row.leased, progress=f"{q.done} / {q.total}")
+
+
+def task_read(task: Task) -> TaskRead:
+    return TaskRead(id=task.id, queue=task.queue.name, queue_kind=task.queue.kind,
+                    task_type=task.task_type, state=task.state, item_id=task.item_id,
+                    payload=task.payload, leased_at=task.leased_at,
+                    lease_expires_at=task.lease_expires_at)
+
+
+@router.get("/queues", response_model=list[QueueRead])
+def list_queues(session: SessionDep, user: CurrentUser,
+                day: date | None = Query(None, description="default: every day")
+                ) -> list[QueueRead]:
+    """Queues; a moderator sees only the kinds they are granted."""
+    kinds = None if user.role in ("admin", "analyst") else user.granted_kinds
+    return [queue_read(r) for r in service.list_queues(session=session, day=day, kinds=kinds)]
+
+
+def _owned_task(session: SessionDep, task_id: int, user: User) -> Task:
+    task = service.get_task(session=session, task_id=task_id)
+    if not user.may_work(task.queue.kind):
+        raise Forbidden(f"you may not work the queue {task.queue.name}")
+    return task
+
+
+@router.post("/tasks/lease", response_model=LeaseResponse)
+def lease(session: SessionDep, settings: SettingsDep, user: ModeratorUser,
+          body: LeaseRequest | None = None) -> LeaseResponse:
+    """Lease the next task from the highest-priority queue you may work."""
+    body = body or LeaseRequest()
+    queue = service.get_queue(session=session, name=body.queue) if body.queue else None
+    task = service.lease_next(session=session, user=user, now=utcnow(), settings=settings,
+                              queue=queue, lease_seconds=body.lease_seconds)
+    if task is None:
+        return LeaseResponse(task=None, message="no task waiting in the queues you may work")
+    from backend.items.models import Item
+
+    item = session.get(Item, task.item_id)
+    return LeaseResponse(task=task_read(task),
+                         item=ItemRead.model_validate(item).model_dump(mode="json"))
+
+
+@router.post("/tasks/{task_id}/verdict", response_model=VerdictResponse)
+def verdict(task_id: int, body: VerdictRequest, session: SessionDep, policy: PolicyDep,
+            user: ModeratorUser) -> VerdictResponse:
+    _owned_task(session, task_id, user)
+    res = work.submit_verdict(session=session, task_id=task_id, user=user, label=body.label,
+                              policy=policy, now=utcnow(), comment=body.comment,
+                              time_spent_ms=body.time_spent_ms)
+    return VerdictResponse(task_id=res.task.id, item_id=res.task.item_id, label=body.label,
+                           event_id=res.event_id, judgment_id=res.judgment_id,
+                           replayed=res.replayed)
+
+
+@router.post("/tasks/{task_id}/skip", response_model=TaskRead)
+def skip(task_id: int, session: SessionDep, user: ModeratorUser) -> TaskRead:
+    """Give the task back and never get it offered again."""
+    task = _owned_task(session, task_id, user)
+    return task_read(service.release(session=session, task=task, user=user, now=utcnow(),
+                                     skip=True))
+
+
+@router.post("/tasks/{task_id}/release", response_model=TaskRead)
+def release(task_id: int, session: SessionDep, user: ModeratorUser) -> TaskRead:
+    """Give the task back to its queue (someone else, or you, may take it)."""
+    task = _owned_task(session, task_id, user)
+    return task_read(service.release(session=session, task=task, user=user, now=utcnow()))

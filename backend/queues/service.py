@@ -1,0 +1,259 @@
+"""Daily queues and tasks: naming, chunking, enqueueing, leases, verdicts.
+
+A lease is taken atomically: on PostgreSQL with ``SELECT ... FOR UPDATE SKIP LOCKED``
+(concurrent moderators never wait on each other's row), on SQLite inside the
+``BEGIN IMMEDIATE`` write transaction every session starts with (see ``backend.db``).
+An expired lease goes back to ``pending``; ``expire_leases`` runs before every lease, so
+no background job is needed for correctness.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import and_, exists, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from backend.db import utcnow
+from backend.decisions.models import ItemStatus
+from backend.errors import LeaseLost, NotFound, ValidationFailed
+from backend.queues.models import Queue, Task, TaskSkip
+from backend.settings import Settings
+from backend.users.models import User
+
+
+def queue_day(now: datetime, settings: Settings) -> date:
+    return now.astimezone(ZoneInfo(settings.queue_timezone)).date()
+
+
+def queue_name(kind: str, day: date, chunk: int, *, chunked: bool) -> str:
+    """``KIND_YYYY-MM-DD`` for the first chunk of an unchunked kind, else ``..._n``."""
+    base = f"{kind}_{day.isoformat()}"
+    if chunked or chunk > 1:
+        return f"{base}_{chunk}"
+    return base
+
+
+def _open_chunk(session: Session, *, kind: str, day: date, settings: Settings,
+                priority: int | None) -> Queue:
+    q = session.scalar(
+        select(Queue).where(Queue.kind == kind, Queue.day == day)
+        .order_by(Queue.chunk.desc()).limit(1)
+    )
+    if q is not None and q.total < settings.queue_chunk_size and not q.is_closed:
+        return q
+    chunk = (q.chunk + 1) if q is not None else 1
+    q = Queue(
+        name=queue_name(kind, day, chunk, chunked=kind in settings.queue_chunked_kinds),
+        kind=kind, day=day, chunk=chunk,
+        priority=priority if priority is not None else settings.priority_for(kind),
+        audience=settings.audience_for(kind), total=0, done=0,
+    )
+    session.add(q)
+    session.flush()
+    return q
+
+
+def enqueue(*, session: Session, kind: str, item_ids: Sequence[int], now: datetime,
+            settings: Settings, priority: int | None = None, task_type: str = "item",
+            payloads: Sequence[dict[str, Any] | None] | None = None) -> list[int]:
+    """Put items into today's queue(s) of ``kind``, chunking at ``queue_chunk_size``.
+
+    An item that already has an open (pending or leased) task of this kind is not
+    queued twice. Returns the new task ids.
+    """
+    if not item_ids:
+        return []
+    if not kind or not kind.replace("_", "").isalnum() or kind.upper() != kind:
+        raise ValidationFailed(f"queue kind must be UPPER_CASE letters, digits and _: {kind!r}")
+    day = queue_day(now, settings)
+    ids = list(item_ids)
+    pl = list(payloads) if payloads is not None else [None] * len(ids)
+    open_items: set[int] = set()
+    for start in range(0, len(ids), 500):
+        open_items.update(session.scalars(
+            select(Task.item_id).join(Queue, Queue.id == Task.queue_id).where(
+                Queue.kind == kind, Task.task_type == task_type,
+                Task.state.in_(("pending", "leased")),
+                Task.item_id.in_(ids[start:start + 500]))))
+    todo = [(i, p) for i, p in zip(ids, pl, strict=True) if i not in open_items]
+    seen: set[int] = set()
+    todo = [(i, p) for i, p in todo if not (i in seen or seen.add(i))]  # type: ignore[func-returns-value]
+    new_ids: list[int] = []
+    while todo:
+        q = _open_chunk(session, kind=kind, day=day, settings=settings, priority=priority)
+        room = settings.queue_chunk_size - q.total
+        batch, todo = todo[:room], todo[room:]
+        rows = [{"queue_id": q.id, "item_id": i, "task_type": task_type, "payload": p,
+                 "state": "pending", "lease_count": 0, "created_at": now} for i, p in batch]
+        new_ids.extend(session.scalars(
+            insert(Task).returning(Task.id, sort_by_parameter_order=True), rows).all())
+        session.execute(update(Queue).where(Queue.id == q.id)
+                        .values(total=Queue.total + len(batch)))
+        session.refresh(q)
+    if new_ids:
+        queued = [i for i, _ in zip(ids, pl, strict=True) if i not in open_items]
+        for start in range(0, len(queued), 500):
+            session.execute(
+                update(ItemStatus)
+                .where(ItemStatus.item_id.in_(queued[start:start + 500]),
+                       ItemStatus.state == "new")
+                .values(state="queued", queue_kind=kind, updated_at=now))
+    session.flush()
+    return new_ids
+
+
+def expire_leases(*, session: Session, now: datetime) -> int:
+    result = session.execute(
+        update(Task).where(Task.state == "leased", Task.lease_expires_at < now)
+        .values(state="pending", lease_owner_id=None, leased_at=None, lease_expires_at=None)
+        .execution_options(synchronize_session=False))
+    return result.rowcount or 0
+
+
+@dataclass
+class QueueRow:
+    queue: Queue
+    pending: int
+    leased: int
+
+
+def list_queues(*, session: Session, day: date | None = None,
+                kinds: set[str] | None = None, audience: str | None = None) -> list[QueueRow]:
+    stmt = select(Queue).order_by(Queue.day.desc(), Queue.priority.desc(), Queue.kind,
+                                  Queue.chunk)
+    if day is not None:
+        stmt = stmt.where(Queue.day == day)
+    if audience is not None:
+        stmt = stmt.where(Queue.audience == audience)
+    queues = [q for q in session.scalars(stmt) if kinds is None or "*" in kinds
+              or q.kind in kinds]
+    counts: dict[tuple[int, str], int] = {}
+    if queues:
+        for qid, state, n in session.execute(
+            select(Task.queue_id, Task.state, func.count()).where(
+                Task.queue_id.in_([q.id for q in queues]),
+                Task.state.in_(("pending", "leased"))).group_by(Task.queue_id, Task.state)):
+            counts[(qid, state)] = n
+    return [QueueRow(q, counts.get((q.id, "pending"), 0), counts.get((q.id, "leased"), 0))
+            for q in queues]
+
+
+def get_queue(*, session: Session, name: str) -> Queue:
+    q = session.scalar(select(Queue).where(Queue.name == name))
+    if q is None:
+        raise NotFound(f"no queue named {name!r}")
+    return q
+
+
+def _workable_kinds(user: User) -> set[str] | None:
+    """None = every kind (admins and ``*`` grants)."""
+    kinds = user.granted_kinds
+    if user.role == "admin" or "*" in kinds:
+        return None
+    return kinds
+
+
+def lease_next(*, session: Session, user: User, now: datetime, settings: Settings,
+               queue: Queue | None = None, lease_seconds: int | None = None) -> Task | None:
+    """Lease the next task for ``user``: highest priority queue first, oldest task first.
+
+    Idempotent: a moderator who already holds a live lease (in ``queue``, if given) gets
+    that task back, so a retried request never takes a second task.
+    """
+    from backend.errors import Forbidden
+
+    if queue is not None and not user.may_work(queue.kind):
+        raise Forbidden(f"you may not work the queue {queue.name}")
+    if queue is not None and queue.audience != "moderators":
+        raise Forbidden(f"{queue.name} is worked by the crowd, not by moderators")
+    expire_leases(session=session, now=now)
+    held = select(Task).where(Task.state == "leased", Task.lease_owner_id == user.id,
+                              Task.lease_expires_at >= now)
+    if queue is not None:
+        held = held.where(Task.queue_id == queue.id)
+    task = session.scalar(held.order_by(Task.leased_at).limit(1))
+    if task is not None:
+        return task
+
+    stmt = (
+        select(Task.id).join(Queue, Queue.id == Task.queue_id)
+        .where(Task.state == "pending", Queue.audience == "moderators", Queue.is_closed.is_(False))
+        .where(~exists().where(and_(TaskSkip.task_id == Task.id, TaskSkip.user_id == user.id)))
+        .order_by(Queue.priority.desc(), Queue.day, Queue.chunk, Task.id)
+        .limit(1)
+    )
+    if queue is not None:
+        stmt = stmt.where(Task.queue_id == queue.id)
+    else:
+        kinds = _workable_kinds(user)
+        if kinds is not None:
+            if not kinds:
+                return None
+            stmt = stmt.where(Queue.kind.in_(sorted(kinds)))
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(of=Task, skip_locked=True)
+    task_id = session.scalar(stmt)
+    if task_id is None:
+        return None
+    seconds = lease_seconds or settings.lease_seconds
+    result = session.execute(
+        update(Task).where(Task.id == task_id, Task.state == "pending")
+        .values(state="leased", lease_owner_id=user.id, leased_at=now,
+                lease_expires_at=now + timedelta(seconds=seconds),
+                lease_count=Task.lease_count + 1)
+        .execution_options(synchronize_session=False))
+    if result.rowcount != 1:  # pragma: no cover - guarded by the lock above
+        return None
+    task = session.get(Task, task_id, populate_existing=True)
+    return task
+
+
+def get_task(*, session: Session, task_id: int) -> Task:
+    task = session.get(Task, task_id)
+    if task is None:
+        raise NotFound(f"no task with id {task_id}")
+    return task
+
+
+def check_lease(*, task: Task, user: User, now: datetime) -> None:
+    """The user may answer ``task``: they hold its lease, or it expired and nobody took it."""
+    if task.state == "leased" and task.lease_owner_id == user.id:
+        return
+    if task.state == "pending" and task.lease_owner_id is None and user.may_work(task.queue.kind):
+        # the lease expired (and was returned) but nobody else took it: accept the work
+        return
+    if task.state == "done":
+        raise LeaseLost(f"task {task.id} is already done")
+    raise LeaseLost(f"task {task.id} is not leased by you (lease expired and taken by "
+                    "someone else, or never leased)")
+
+
+def complete(*, session: Session, task: Task, now: datetime) -> None:
+    task.state = "done"
+    task.done_at = now
+    task.lease_expires_at = None
+    session.execute(update(Queue).where(Queue.id == task.queue_id)
+                    .values(done=Queue.done + 1))
+    session.flush()
+
+
+def release(*, session: Session, task: Task, user: User, now: datetime,
+            skip: bool = False) -> Task:
+    if task.state != "leased" or task.lease_owner_id != user.id:
+        raise LeaseLost(f"task {task.id} is not leased by you")
+    task.state = "pending"
+    task.lease_owner_id = None
+    task.leased_at = None
+    task.lease_expires_at = None
+    if skip:
+        already = session.scalar(select(TaskSkip.id).where(TaskSkip.task_id == task.id,
+                                                           TaskSkip.user_id == user.id))
+        if already is None:
+            session.add(TaskSkip(task_id=task.id, user_id=user.id, created_at=now))
+    session.flush()
+    return task

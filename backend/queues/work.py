@@ -1,0 +1,72 @@
+"""A moderator's verdict on a task: a judgment, a decision event, the task done — one transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from backend.crowdwork.models import Judgment
+from backend.decisions.models import DecisionEvent
+from backend.decisions.service import NewDecision, record_decisions
+from backend.errors import ValidationFailed
+from backend.items.models import Item
+from backend.policy import Policy
+from backend.queues import service as queues
+from backend.queues.models import Task
+from backend.users.models import User
+
+
+@dataclass
+class VerdictResult:
+    task: Task
+    judgment_id: int
+    event_id: int | None
+    replayed: bool = False
+
+
+def submit_verdict(*, session: Session, task_id: int, user: User, label: str,
+                   policy: Policy, now: datetime, comment: str | None = None,
+                   time_spent_ms: int | None = None) -> VerdictResult:
+    """Record ``user``'s verdict on a leased task.
+
+    Retry-safe: the same moderator sending the same verdict again for a task they
+    already finished gets the first result back (``replayed=True``), nothing new is
+    written. Item tasks decide the item (a human decision supersedes automatic ones);
+    golden items record the judgment against the known answer as well.
+    """
+    task = queues.get_task(session=session, task_id=task_id)
+    if task.task_type == "item":
+        policy.check(label)
+    if time_spent_ms is not None and not (0 <= time_spent_ms <= 24 * 3600 * 1000):
+        raise ValidationFailed("time_spent_ms must be between 0 and one day")
+    if task.state == "done":
+        prior = session.scalar(select(Judgment).where(Judgment.task_id == task.id,
+                                                      Judgment.user_id == user.id))
+        if prior is not None and prior.label == label:
+            event_id = session.scalar(select(DecisionEvent.id).where(
+                DecisionEvent.task_id == task.id, DecisionEvent.user_id == user.id))
+            return VerdictResult(task=task, judgment_id=prior.id, event_id=event_id,
+                                 replayed=True)
+    queues.check_lease(task=task, user=user, now=now)
+    item = session.get(Item, task.item_id)
+    assert item is not None
+    judgment = Judgment(
+        item_id=task.item_id, task_id=task.id, worker_kind="moderator", user_id=user.id,
+        worker_id=user.username, label=label, time_spent_ms=time_spent_ms,
+        is_golden=item.is_golden, golden_label=item.golden_label, comment=comment,
+        created_at=now)
+    session.add(judgment)
+    session.flush()
+    event_id: int | None = None
+    if task.task_type == "item":
+        details = {"queue": task.queue.name}
+        if task.payload:
+            details.update({k: v for k, v in task.payload.items() if k in ("spot_check_of",)})
+        [event_id] = record_decisions(session=session, decisions=[NewDecision(
+            item_id=task.item_id, label=label, source="moderator", user_id=user.id,
+            task_id=task.id, comment=comment, details=details)], now=now)
+    queues.complete(session=session, task=task, now=now)
+    return VerdictResult(task=task, judgment_id=judgment.id, event_id=event_id)

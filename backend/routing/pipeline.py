@@ -1,0 +1,169 @@
+"""The routing pipeline: rules → similarity → classifier → queue assignment.
+
+Follow one item: ``POST /api/v1/items`` (items/router.py) → ``items.service.ingest`` →
+``route_items`` here → ``decisions.service.record_decisions`` (automatic verdicts) or
+``queues.service.enqueue`` (today's queue of the chosen kind) → a moderator leases the
+task (queues/router.py) → ``queues.work.submit_verdict`` → the final decision event.
+
+Precedence for an item:
+1. golden items (known answers, for quality control) always go to ``GL`` undecided;
+2. the first active ``decide`` rule decides; ``tag`` rules tag; the first active
+   ``route`` rule picks the queue (and then no automatic ML decision is taken);
+3. similarity: a close, unanimous past verdict is reused; disagreeing neighbours send
+   the item to ``SIMILAR_CONFLICT``;
+4. the classifier's band decides (bands allowed to) or routes (``ML_*`` queues);
+5. otherwise the signals pick the queue: ``GMV``, ``EXP_V``, ``NEW_PRODUCTS``, ``MANUAL``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from backend.decisions.service import NewDecision, record_decisions
+from backend.items.models import Item, ItemTag
+from backend.queues import service as queues
+from backend.routing.hooks import PipelineHooks, get_pipeline_hooks
+from backend.rules import service as rules
+from backend.rules.engine import CompiledRule, item_context
+from backend.settings import Settings
+
+ITEM_COLUMNS = ("id", "source", "external_id", "title", "description", "image", "url", "price",
+                "currency", "seller_id", "category", "gmv", "exposure", "is_new", "is_golden",
+                "golden_label", "safety_score", "metadata_")
+
+
+@dataclass
+class RoutingSummary:
+    items: int = 0
+    decided: Counter[str] = field(default_factory=Counter)  # by source
+    labels: Counter[str] = field(default_factory=Counter)  # "source:label"
+    queued: Counter[str] = field(default_factory=Counter)  # by queue kind
+    rule_hits: Counter[str] = field(default_factory=Counter)
+    shadow_hits: Counter[str] = field(default_factory=Counter)
+
+    def merge(self, other: RoutingSummary) -> None:
+        self.items += other.items
+        for name in ("decided", "labels", "queued", "rule_hits", "shadow_hits"):
+            getattr(self, name).update(getattr(other, name))
+
+
+def signal_queue(row: dict[str, Any], settings: Settings) -> str:
+    if row.get("gmv") is not None and row["gmv"] >= settings.gmv_top_threshold:
+        return "GMV"
+    if row.get("exposure") is not None and row["exposure"] >= settings.exposure_top_threshold:
+        return "EXP_V"
+    if row.get("is_new"):
+        return "NEW_PRODUCTS"
+    return "MANUAL"
+
+
+def route_items(*, session: Session, item_ids: Sequence[int], now: datetime,
+                settings: Settings, hooks: PipelineHooks | None = None,
+                batch_size: int = 2000) -> RoutingSummary:
+    hooks = hooks or get_pipeline_hooks()
+    ruleset = rules.compiled_rule_set(session=session)
+    summary = RoutingSummary()
+    ids = list(item_ids)
+    for start in range(0, len(ids), batch_size):
+        summary.merge(_route_batch(session=session, ids=ids[start:start + batch_size], now=now,
+                                   settings=settings, hooks=hooks, ruleset=ruleset))
+    return summary
+
+
+def _route_batch(*, session: Session, ids: list[int], now: datetime, settings: Settings,
+                 hooks: PipelineHooks, ruleset: rules.RuleSet) -> RoutingSummary:
+    summary = RoutingSummary(items=len(ids))
+    cols = [getattr(Item, c) for c in ITEM_COLUMNS]
+    rows = [dict(zip(ITEM_COLUMNS, r, strict=True))
+            for r in session.execute(select(*cols).where(Item.id.in_(ids)).order_by(Item.id))]
+    for r in rows:
+        r["metadata"] = r.pop("metadata_")
+    existing_tags: dict[int, list[str]] = defaultdict(list)
+    for item_id, tag in session.execute(select(ItemTag.item_id, ItemTag.tag)
+                                        .where(ItemTag.item_id.in_(ids))):
+        existing_tags[item_id].append(tag)
+
+    decisions: list[NewDecision] = []
+    routes: dict[str, list[int]] = defaultdict(list)
+    route_priority: dict[str, int | None] = {}
+    hits: list[tuple[CompiledRule, int]] = []
+    new_tags: list[dict[str, Any]] = []
+    undecided: list[dict[str, Any]] = []
+    rule_routed: dict[int, CompiledRule] = {}
+
+    for row in rows:
+        outcome = ruleset.evaluate(item_context(row, existing_tags.get(row["id"], ())))
+        for rule in outcome.hits:
+            hits.append((rule, row["id"]))
+            (summary.shadow_hits if rule.mode == "shadow" else summary.rule_hits)[rule.name] += 1
+        for rule in outcome.tags:
+            if rule.tag not in existing_tags.get(row["id"], ()):
+                new_tags.append({"item_id": row["id"], "tag": rule.tag,
+                                 "source": f"rule:{rule.name}", "created_at": now})
+                existing_tags[row["id"]].append(rule.tag or "")
+        if row["is_golden"]:
+            routes["GL"].append(row["id"])
+            continue
+        if outcome.decision is not None:
+            rule = outcome.decision
+            decisions.append(NewDecision(item_id=row["id"], label=rule.label or "",
+                                         source="rule", rule_id=rule.id,
+                                         rule_version=rule.version))
+            continue
+        if outcome.route is not None:
+            rule_routed[row["id"]] = outcome.route
+        undecided.append(row)
+
+    sim = hooks.similarity(session=session, items=undecided, now=now) if undecided else {}
+    rest = []
+    for row in undecided:
+        s = sim.get(row["id"])
+        if row["id"] in rule_routed or s is None:
+            rest.append(row)
+            continue
+        if s.kind == "reuse" and s.label:
+            decisions.append(NewDecision(
+                item_id=row["id"], label=s.label, source="similarity",
+                similar_item_id=s.neighbour_id, distance=s.distance,
+                threshold_set_version=s.threshold_set_version, details=s.details or None))
+        else:
+            routes["SIMILAR_CONFLICT"].append(row["id"])
+
+    clf = hooks.classifier(session=session, items=rest, now=now) if rest else {}
+    for row in rest:
+        rule = rule_routed.get(row["id"])
+        if rule is not None:
+            routes[rule.queue_kind or "MANUAL"].append(row["id"])
+            if rule.priority is not None:
+                route_priority[rule.queue_kind or "MANUAL"] = rule.priority
+            continue
+        c = clf.get(row["id"])
+        if c is not None and c.decides:
+            decisions.append(NewDecision(
+                item_id=row["id"], label=c.label, source="classifier", model_id=c.model_id,
+                threshold_set_version=c.threshold_set_version, confidence=c.probability,
+                details={"band": c.band}))
+        elif c is not None and c.band:
+            routes[c.band].append(row["id"])
+        else:
+            routes[signal_queue(row, settings)].append(row["id"])
+
+    if new_tags:
+        session.execute(insert(ItemTag), new_tags)
+    rules.record_hits(session=session, hits=hits, now=now)
+    record_decisions(session=session, decisions=decisions, now=now)
+    for d in decisions:
+        summary.decided[d.source] += 1
+        summary.labels[f"{d.source}:{d.label}"] += 1
+    for kind, item_ids in routes.items():
+        queues.enqueue(session=session, kind=kind, item_ids=item_ids, now=now,
+                       settings=settings, priority=route_priority.get(kind))
+        summary.queued[kind] += len(item_ids)
+    return summary

@@ -1,0 +1,244 @@
+"""Rules: CRUD with versions, YAML loading, the compiled rule set, hit statistics, backtests."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
+
+from backend.db import utcnow
+from backend.decisions.models import ItemStatus
+from backend.errors import NotFound, ValidationFailed
+from backend.items.models import Item, ItemTag
+from backend.policy import Policy
+from backend.rules.engine import CompiledRule, RuleSet, compile_condition, item_context
+from backend.rules.models import Rule, RuleHit, RuleVersion
+from backend.rules.schemas import BacktestResult, RuleCreate, RuleUpdate
+
+DEFINITION_FIELDS = ("description", "expression", "action", "label", "queue_kind", "priority",
+                     "tag", "mode", "position")
+
+_compiled: dict[tuple[int, int], Any] = {}
+
+
+def _definition(rule: Rule) -> dict[str, Any]:
+    return {f: getattr(rule, f) for f in DEFINITION_FIELDS}
+
+
+def _check(data: RuleCreate | dict[str, Any], policy: Policy) -> None:
+    expr = data.expression if isinstance(data, RuleCreate) else data["expression"]
+    compile_condition(expr)
+    label = data.label if isinstance(data, RuleCreate) else data.get("label")
+    action = data.action if isinstance(data, RuleCreate) else data["action"]
+    if action == "decide" and label not in policy.keys:
+        raise ValidationFailed(f"unknown label {label!r}; the policy's labels are {policy.keys}")
+
+
+def create_rule(*, session: Session, data: RuleCreate, policy: Policy,
+                user_id: int | None = None) -> Rule:
+    _check(data, policy)
+    if session.scalar(select(Rule.id).where(Rule.name == data.name)) is not None:
+        from backend.errors import Conflict
+
+        raise Conflict(f"a rule named {data.name!r} exists; update it instead")
+    rule = Rule(**data.model_dump())
+    session.add(rule)
+    session.flush()
+    session.add(RuleVersion(rule_id=rule.id, version=1, definition=_definition(rule),
+                            created_by=user_id))
+    session.flush()
+    return rule
+
+
+def update_rule(*, session: Session, rule: Rule, data: RuleUpdate | Mapping[str, Any],
+                policy: Policy, user_id: int | None = None) -> Rule:
+    changes = data.model_dump(exclude_unset=True) if isinstance(data, RuleUpdate) else dict(data)
+    merged = _definition(rule) | changes
+    try:
+        checked = RuleCreate(name=rule.name, **merged)
+    except ValidationError as exc:
+        raise ValidationFailed(_first_error(exc)) from exc
+    _check(checked, policy)
+    if merged == _definition(rule):
+        return rule  # nothing changed: same version
+    for key, value in checked.model_dump(exclude={"name"}).items():
+        setattr(rule, key, value)
+    rule.version += 1
+    rule.updated_at = utcnow()
+    session.add(RuleVersion(rule_id=rule.id, version=rule.version, definition=_definition(rule),
+                            created_by=user_id))
+    session.flush()
+    return rule
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    return f"{loc}: {err['msg']}" if loc else err["msg"]
+
+
+def get_rule(*, session: Session, name_or_id: str | int) -> Rule:
+    if isinstance(name_or_id, int) or str(name_or_id).isdigit():
+        rule = session.get(Rule, int(name_or_id))
+    else:
+        rule = session.scalar(select(Rule).where(Rule.name == name_or_id))
+    if rule is None:
+        raise NotFound(f"no rule {name_or_id!r}")
+    return rule
+
+
+def list_rules(*, session: Session) -> list[Rule]:
+    return list(session.scalars(select(Rule).order_by(Rule.position, Rule.name)))
+
+
+def delete_rule(*, session: Session, rule: Rule, user_id: int | None = None) -> Rule:
+    """Rules are never deleted (decisions point at them); "delete" switches a rule off."""
+    return update_rule(session=session, rule=rule, data={"mode": "off"},
+                       policy=_policy_any(), user_id=user_id)
+
+
+def _policy_any() -> Policy:
+    from backend.policy import get_policy
+
+    return get_policy()
+
+
+def load_rules_file(*, session: Session, path: Path, policy: Policy,
+                    user_id: int | None = None) -> dict[str, list[str]]:
+    """Create or update the rules in a YAML file (a list, or ``{rules: [...]}``).
+
+    All rules are checked first: one bad rule refuses the whole file (nothing changes).
+    """
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise ValidationFailed(f"{path} does not exist") from exc
+    except yaml.YAMLError as exc:
+        raise ValidationFailed(f"{path} is not valid YAML: {exc}") from exc
+    entries = data.get("rules") if isinstance(data, dict) else data
+    if not isinstance(entries, list):
+        raise ValidationFailed(f"{path}: expected a list of rules (or a 'rules:' key)")
+    parsed: list[RuleCreate] = []
+    problems: list[str] = []
+    for n, entry in enumerate(entries, start=1):
+        name = entry.get("name", f"#{n}") if isinstance(entry, dict) else f"#{n}"
+        try:
+            rc = RuleCreate.model_validate(entry)
+            _check(rc, policy)
+            parsed.append(rc)
+        except ValidationError as exc:
+            problems.append(f"rule {name}: {_first_error(exc)}")
+        except ValidationFailed as exc:
+            problems.append(f"rule {name}: {exc.message}")
+    if problems:
+        raise ValidationFailed(f"{path}: {len(problems)} rule(s) refused, nothing loaded",
+                               details=problems)
+    report: dict[str, list[str]] = {"created": [], "updated": [], "unchanged": []}
+    for rc in parsed:
+        existing = session.scalar(select(Rule).where(Rule.name == rc.name))
+        if existing is None:
+            create_rule(session=session, data=rc, policy=policy, user_id=user_id)
+            report["created"].append(rc.name)
+        else:
+            before = existing.version
+            update_rule(session=session, rule=existing, data=rc.model_dump(exclude={"name"}),
+                        policy=policy, user_id=user_id)
+            report["updated" if existing.version != before else "unchanged"].append(rc.name)
+    return report
+
+
+def compiled_rule_set(*, session: Session) -> RuleSet:
+    compiled: list[CompiledRule] = []
+    for r in session.scalars(select(Rule).where(Rule.mode != "off")):
+        key = (r.id, r.version)
+        program = _compiled.get(key)
+        if program is None:
+            program = _compiled[key] = compile_condition(r.expression)
+        compiled.append(CompiledRule(
+            id=r.id, name=r.name, version=r.version, position=r.position, action=r.action,
+            mode=r.mode, program=program, label=r.label, queue_kind=r.queue_kind,
+            priority=r.priority, tag=r.tag))
+    return RuleSet.build(compiled)
+
+
+def record_hits(*, session: Session, hits: Sequence[tuple[CompiledRule, int]],
+                now: datetime) -> None:
+    """Store rule hits ``(rule, item_id)`` and bump the per-rule counters."""
+    if not hits:
+        return
+    session.execute(insert(RuleHit), [
+        {"rule_id": r.id, "rule_version": r.version, "item_id": item_id, "mode": r.mode,
+         "created_at": now} for r, item_id in hits])
+    counts = Counter((r.id, r.mode) for r, _ in hits)
+    for (rule_id, mode), n in counts.items():
+        col = Rule.shadow_hits if mode == "shadow" else Rule.hits
+        session.execute(update(Rule).where(Rule.id == rule_id)
+                        .values({col: col + n, Rule.last_hit_at: now}))
+
+
+def backtest(*, session: Session, rule: Rule, limit: int | None = None,
+             batch: int = 2000) -> BacktestResult:
+    """Run a rule's condition over stored items; compare hits with their human verdicts."""
+    program = compile_condition(rule.expression)
+    probe = CompiledRule(id=rule.id, name=rule.name, version=rule.version, position=0,
+                         action=rule.action, mode="active", program=program)
+    scanned = hits = 0
+    labels: Counter[str] = Counter()
+    sample: list[int] = []
+    last_id = 0
+    while True:
+        rows = session.execute(
+            select(Item, ItemStatus.label, ItemStatus.is_human)
+            .outerjoin(ItemStatus, ItemStatus.item_id == Item.id)
+            .where(Item.id > last_id).order_by(Item.id).limit(batch)
+        ).all()
+        if not rows:
+            break
+        ids = [it.id for it, _, _ in rows]
+        tags: dict[int, list[str]] = {}
+        for t in session.execute(select(ItemTag.item_id, ItemTag.tag)
+                                 .where(ItemTag.item_id.in_(ids))):
+            tags.setdefault(t.item_id, []).append(t.tag)
+        for item, label, is_human in rows:
+            scanned += 1
+            row = {c: getattr(item, c) for c in (
+                "source", "external_id", "title", "description", "image", "url", "price",
+                "currency", "seller_id", "category", "gmv", "exposure", "is_new", "is_golden",
+                "safety_score")}
+            row["metadata"] = item.metadata_
+            if probe.matches(item_context(row, tags.get(item.id, ()))):
+                hits += 1
+                if len(sample) < 20:
+                    sample.append(item.id)
+                if is_human and label:
+                    labels[label] += 1
+            if limit and scanned >= limit:
+                break
+        last_id = ids[-1]
+        session.expunge_all()
+        if limit and scanned >= limit:
+            break
+    with_human = sum(labels.values())
+    agree = disagree = None
+    precision = None
+    if rule.action == "decide":
+        agree = labels.get(rule.label or "", 0)
+        disagree = with_human - agree
+        precision = agree / with_human if with_human else None
+    return BacktestResult(
+        rule=rule.name, version=rule.version, items_scanned=scanned, hits=hits,
+        hit_rate=hits / scanned if scanned else 0.0, with_human_verdict=with_human,
+        agree=agree, disagree=disagree, precision=precision, human_labels=dict(labels),
+        sample_item_ids=sample)
+
+
+def hit_counts(*, session: Session) -> dict[int, int]:
+    return dict(session.execute(select(RuleHit.rule_id, func.count()).group_by(RuleHit.rule_id))
+                .tuples().all())
