@@ -19,7 +19,7 @@ router = APIRouter(prefix="/api/v1/items", tags=["items"])
 def ingest_items(
     session: SessionDep, settings: SettingsDep, policy: PolicyDep, user: AnalystUser,
     response: Response,
-    body: list[dict[str, Any]] | dict[str, Any] = Body(
+    body: list[Any] | dict[str, Any] = Body(
         ..., description="a JSON array of items, or {\"items\": [...]}"),
     partial: bool = Query(False, description="store the valid rows even if some are bad"),
 ) -> IngestResult:
@@ -51,7 +51,6 @@ def ingest_items(
 def _detail(session: SessionDep, item_id: int) -> ItemDetail:
     item = service.get_item(session=session, item_id=item_id)
     base = ItemRead.model_validate(item).model_dump()
-    base["tags"] = [t.tag for t in item.tags]
     return ItemDetail(
         **base,
         status=StatusRead.model_validate(item.status) if item.status else None,

@@ -4,7 +4,7 @@ import math
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class ItemCreate(BaseModel):
@@ -137,10 +137,15 @@ class ItemRead(BaseModel):
     is_new: bool
     is_golden: bool
     safety_score: float | None
-    metadata: dict[str, Any] = Field(validation_alias="metadata_")
+    metadata: dict[str, Any] = Field(validation_alias=AliasChoices("metadata_", "metadata"))
     tags: list[str] = Field(default_factory=list)
     created_at: datetime
     updated_at: datetime
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tag_names(cls, v: Any) -> Any:
+        return [getattr(t, "tag", t) for t in v or []]
 
 
 class ItemDetail(ItemRead):

@@ -76,8 +76,8 @@ def _position_error(expression: str, exc: Exception) -> ExpressionError:
     if m:
         line, col, msg = int(m.group(1)), int(m.group(2)), m.group(3).strip()
         return ExpressionError(
-            f"expression error at line {line}, column {col + 1}: {msg}",
-            details={"line": line, "column": col + 1, "message": msg, "expression": expression},
+            f"expression error at line {line}, column {col}: {msg}",
+            details={"line": line, "column": col, "message": msg, "expression": expression},
         )
     return ExpressionError(f"expression error: {text}",
                            details={"message": text, "expression": expression})

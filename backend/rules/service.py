@@ -25,7 +25,7 @@ from backend.rules.schemas import BacktestResult, RuleCreate, RuleUpdate
 DEFINITION_FIELDS = ("description", "expression", "action", "label", "queue_kind", "priority",
                      "tag", "mode", "position")
 
-_compiled: dict[tuple[int, int], Any] = {}
+_compiled: dict[str, Any] = {}  # expression -> compiled CEL program
 
 
 def _definition(rule: Rule) -> dict[str, Any]:
@@ -157,7 +157,7 @@ def load_rules_file(*, session: Session, path: Path, policy: Policy,
 def compiled_rule_set(*, session: Session) -> RuleSet:
     compiled: list[CompiledRule] = []
     for r in session.scalars(select(Rule).where(Rule.mode != "off")):
-        key = (r.id, r.version)
+        key = r.expression
         program = _compiled.get(key)
         if program is None:
             program = _compiled[key] = compile_condition(r.expression)

@@ -1,0 +1,90 @@
+from sqlalchemy import func, select
+
+from backend.decisions.models import ItemStatus
+from backend.items.models import Item
+from tests.conftest import auth, item_row
+
+
+def test_ingest_creates_and_routes(client, make_user, session):
+    _, token = make_user("ana", "analyst")
+    r = client.post("/api/v1/items", json=[item_row(i) for i in range(5)], headers=auth(token))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["created"], body["updated"], body["unchanged"]) == (5, 0, 0)
+    assert all(i > 0 for i in body["item_ids"])
+    states = session.scalars(select(ItemStatus.state)).all()
+    assert sorted(states) == ["queued"] * 5  # new items without a decision wait for people
+
+
+def test_reingest_is_idempotent_and_keeps_decisions(client, make_user, session):
+    _, token = make_user("ana", "analyst")
+    rows = [item_row(i) for i in range(3)]
+    first = client.post("/api/v1/items", json=rows, headers=auth(token)).json()
+    again = client.post("/api/v1/items", json={"items": rows}, headers=auth(token)).json()
+    assert again["created"] == 0 and again["unchanged"] == 3
+    assert again["item_ids"] == first["item_ids"]
+    changed = [dict(rows[0], title="Item 0, edited")]
+    res = client.post("/api/v1/items", json=changed, headers=auth(token)).json()
+    assert res["updated"] == 1 and res["created"] == 0
+    assert session.scalar(select(func.count()).select_from(Item)) == 3
+    assert session.get(Item, first["item_ids"][0]).title == "Item 0, edited"
+
+
+def test_bad_batch_stores_nothing_and_lists_row_errors(client, make_user, session):
+    _, token = make_user("ana", "analyst")
+    rows = [item_row(1), item_row(2, price=-3), {"source": "shop"}, item_row(1)]
+    r = client.post("/api/v1/items", json=rows, headers=auth(token))
+    assert r.status_code == 422
+    errors = r.json()["details"]["errors"]
+    assert {(e["row"], e["field"]) for e in errors} >= {(2, "price"), (3, "external_id"),
+                                                       (4, "external_id")}
+    assert all(e["message"] for e in errors)
+    assert session.scalar(select(func.count()).select_from(Item)) == 0
+
+
+def test_partial_batch_stores_good_rows_and_says_so(client, make_user, session):
+    _, token = make_user("ana", "analyst")
+    rows = [item_row(1), item_row(2, currency="DOLLARS"), item_row(3)]
+    r = client.post("/api/v1/items?partial=true", json=rows, headers=auth(token))
+    assert r.status_code == 207
+    body = r.json()
+    assert body["created"] == 2 and body["rejected"] == 1 and body["stored"] is True
+    assert body["errors"][0]["row"] == 2 and body["errors"][0]["field"] == "currency"
+    assert body["item_ids"][1] == 0
+    assert session.scalar(select(func.count()).select_from(Item)) == 2
+
+
+def test_batch_limit_and_garbage(client, make_user, settings):
+    _, token = make_user("ana", "analyst")
+    too_many = [item_row(i) for i in range(settings.max_ingest_batch + 1)]
+    r = client.post("/api/v1/items", json=too_many, headers=auth(token))
+    assert r.status_code == 422 and "at most" in r.json()["message"]
+    r = client.post("/api/v1/items", content=b"{not json", headers={
+        **auth(token), "content-type": "application/json"})
+    assert r.status_code == 422 and "message" in r.json()
+    r = client.post("/api/v1/items", json=["x", 3], headers=auth(token))
+    assert r.status_code == 422
+    assert [e["row"] for e in r.json()["details"]["errors"]] == [1, 2]
+
+
+def test_golden_needs_a_known_label(client, make_user):
+    _, token = make_user("ana", "analyst")
+    r = client.post("/api/v1/items", json=[item_row(1, is_golden=True)], headers=auth(token))
+    assert r.status_code == 422
+    r = client.post("/api/v1/items", json=[item_row(1, golden_label="awful")],
+                    headers=auth(token))
+    assert r.status_code == 422 and "unknown label" in r.text
+    r = client.post("/api/v1/items", json=[item_row(1, golden_label="adult")],
+                    headers=auth(token))
+    assert r.status_code == 200
+
+
+def test_item_detail_shows_status_and_history(client, make_user):
+    _, token = make_user("ana", "analyst")
+    ids = client.post("/api/v1/items", json=[item_row(1)], headers=auth(token)).json()["item_ids"]
+    r = client.get(f"/api/v1/items/{ids[0]}", headers=auth(token))
+    assert r.status_code == 200
+    assert r.json()["status"]["state"] == "queued" and r.json()["history"] == []
+    assert client.get("/api/v1/items/999999", headers=auth(token)).status_code == 404
+    r = client.get("/api/v1/items/by-key/shop/X1", headers=auth(token))
+    assert r.json()["id"] == ids[0]

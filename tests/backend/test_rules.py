@@ -1,0 +1,152 @@
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from backend.db import utcnow
+from backend.decisions.models import DecisionEvent, ItemStatus
+from backend.items.models import ItemTag
+from backend.items.service import ingest
+from backend.routing.pipeline import route_items
+from backend.rules.engine import ExpressionError, compile_condition
+from backend.rules.models import Rule, RuleHit, RuleVersion
+from backend.rules.schemas import RuleCreate, RuleUpdate
+from backend.rules.service import backtest, create_rule, load_rules_file, update_rule
+from tests.conftest import auth, item_row
+
+
+def _rule(name, expr, action="decide", position=100, **kw):
+    return RuleCreate(name=name, expression=expr, action=action, position=position, **kw)
+
+
+def _ingest_route(session, settings, policy, rows):
+    now = utcnow()
+    _, ids = ingest(session=session, rows=rows, policy=policy, now=now)
+    summary = route_items(session=session, item_ids=ids, now=now, settings=settings)
+    session.flush()
+    return ids, summary
+
+
+@pytest.mark.parametrize("expr, column", [
+    ("item.price <", 13),
+    ("item.title.contains('x') &&& true", 28),
+    ("(item.price > 1", 16),
+])
+def test_malformed_expression_refused_with_position(expr, column):
+    with pytest.raises(ExpressionError) as exc:
+        compile_condition(expr)
+    assert exc.value.details["column"] == column
+    assert f"column {column}" in exc.value.message
+
+
+def test_unknown_names_and_non_boolean_refused():
+    with pytest.raises(ExpressionError, match="Undefined"):
+        compile_condition("price > 1")
+    with pytest.raises(ExpressionError, match="true or false"):
+        compile_condition("item.title")
+    compile_condition('item.metadata.brand == "acme"')  # data-dependent key: allowed
+
+
+def test_first_decide_wins_and_shadow_never_acts(session, settings, policy):
+    create_rule(session=session, policy=policy, data=_rule(
+        "cheap", "has(item.price) && item.price < 2.0", label="fraud", position=20))
+    create_rule(session=session, policy=policy, data=_rule(
+        "knuckles", 'item.text.contains("knuckles")', label="prohibited", position=10))
+    create_rule(session=session, policy=policy, data=_rule(
+        "shadow-all", "true", label="adult", position=1, mode="shadow"))
+    create_rule(session=session, policy=policy, data=_rule(
+        "tagger", 'item.category == "weapons"', action="tag", tag="weapons", position=5))
+    create_rule(session=session, policy=policy, data=_rule(
+        "off-rule", "true", label="ok", position=0, mode="off"))
+    ids, summary = _ingest_route(session, settings, policy, [
+        item_row(1, title="brass knuckles", price=1.0, category="weapons"),
+        item_row(2, title="cheap thing", price=1.0),
+        item_row(3, title="normal thing", price=50.0),
+    ])
+    labels = dict(session.execute(select(ItemStatus.item_id, ItemStatus.label)).tuples().all())
+    assert labels[ids[0]] == "prohibited"  # position 10 beats position 20
+    assert labels[ids[1]] == "fraud"
+    assert labels[ids[2]] is None
+    assert summary.shadow_hits["shadow-all"] == 3 and "off-rule" not in summary.rule_hits
+    event = session.scalar(select(DecisionEvent).where(DecisionEvent.item_id == ids[0]))
+    knuckles = session.scalar(select(Rule).where(Rule.name == "knuckles"))
+    assert (event.source, event.rule_id, event.rule_version) == ("rule", knuckles.id, 1)
+    assert session.scalars(select(ItemTag.tag).where(ItemTag.item_id == ids[0])).all() == [
+        "weapons"]
+    shadow = session.scalar(select(Rule).where(Rule.name == "shadow-all"))
+    assert (shadow.shadow_hits, shadow.hits) == (3, 0)
+    assert session.scalar(select(Rule.hits).where(Rule.name == "knuckles")) == 1
+    hits = session.scalars(select(RuleHit.mode).where(RuleHit.rule_id == shadow.id)).all()
+    assert hits == ["shadow"] * 3
+
+
+def test_route_rule_sends_to_its_queue(session, settings, policy):
+    from backend.queues.models import Queue
+
+    create_rule(session=session, policy=policy, data=_rule(
+        "big", "has(item.gmv) && item.gmv > 100.0", action="route", queue_kind="VIP",
+        priority=99))
+    _ingest_route(session, settings, policy, [item_row(1, gmv=500.0), item_row(2, gmv=5.0)])
+    q = session.scalar(select(Queue).where(Queue.kind == "VIP"))
+    assert q.priority == 99 and q.total == 1
+
+
+def test_update_bumps_version_and_keeps_history(session, policy):
+    rule = create_rule(session=session, policy=policy, data=_rule("r", "true", label="ok"))
+    update_rule(session=session, rule=rule, data=RuleUpdate(expression="false"), policy=policy)
+    update_rule(session=session, rule=rule, data=RuleUpdate(expression="false"), policy=policy)
+    assert rule.version == 2
+    versions = session.scalars(select(RuleVersion.definition).where(
+        RuleVersion.rule_id == rule.id).order_by(RuleVersion.version)).all()
+    assert [v["expression"] for v in versions] == ["true", "false"]
+
+
+def test_load_file_refuses_whole_file_on_one_bad_rule(session, policy, tmp_path: Path):
+    f = tmp_path / "rules.yaml"
+    f.write_text("rules:\n"
+                 "  - {name: good, expression: 'true', action: decide, label: ok}\n"
+                 "  - {name: bad, expression: 'item.price <', action: decide, label: ok}\n"
+                 "  - {name: nolabel, expression: 'true', action: decide, label: nope}\n")
+    with pytest.raises(Exception) as exc:
+        load_rules_file(session=session, path=f, policy=policy)
+    assert any("bad" in d and "column" in d for d in exc.value.details)
+    assert any("nolabel" in d and "unknown label" in d for d in exc.value.details)
+    assert session.scalar(select(Rule.id)) is None
+
+
+def test_backtest_compares_with_human_verdicts(session, settings, policy, make_user):
+    from backend.decisions.service import NewDecision, record_decisions
+
+    ids, _ = _ingest_route(session, settings, policy, [
+        item_row(1, price=1.0), item_row(2, price=1.5), item_row(3, price=90.0)])
+    record_decisions(session=session, decisions=[
+        NewDecision(item_id=ids[0], label="fraud", source="moderator"),
+        NewDecision(item_id=ids[1], label="ok", source="moderator")])
+    rule = create_rule(session=session, policy=policy, data=_rule(
+        "cheap", "has(item.price) && item.price < 2.0", label="fraud"))
+    res = backtest(session=session, rule=rule)
+    assert (res.items_scanned, res.hits, res.with_human_verdict) == (3, 2, 2)
+    assert (res.agree, res.disagree, res.precision) == (1, 1, 0.5)
+
+
+def test_rules_api_crud_and_errors(client, make_user):
+    _, token = make_user("ana", "analyst")
+    h = auth(token)
+    r = client.post("/api/v1/rules", json={"name": "x", "expression": "item.price <",
+                                           "action": "decide", "label": "ok"}, headers=h)
+    assert r.status_code == 422 and r.json()["details"]["column"] == 13
+    r = client.post("/api/v1/rules", json={"name": "x", "expression": "true",
+                                           "action": "route"}, headers=h)
+    assert r.status_code == 422 and "queue_kind" in r.text
+    r = client.post("/api/v1/rules", json={"name": "x", "expression": "true",
+                                           "action": "tag", "tag": "t"}, headers=h)
+    assert r.status_code == 201 and r.json()["version"] == 1
+    assert client.post("/api/v1/rules", json={"name": "x", "expression": "true",
+                                              "action": "tag", "tag": "t"},
+                       headers=h).status_code == 409
+    r = client.patch("/api/v1/rules/x", json={"mode": "shadow"}, headers=h)
+    assert r.json()["mode"] == "shadow" and r.json()["version"] == 2
+    assert client.delete("/api/v1/rules/x", headers=h).json()["mode"] == "off"
+    assert client.get("/api/v1/rules/nope", headers=h).status_code == 404
+    r = client.post("/api/v1/rules/x/backtest", headers=h)
+    assert r.status_code == 200 and r.json()["items_scanned"] == 0
