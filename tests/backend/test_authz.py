@@ -1,0 +1,98 @@
+"""The authorization matrix: every API route × role → allowed or 403; no token → 401.
+
+Adding a route means adding it here: the test fails on a route it does not know.
+"""
+
+import re
+
+import pytest
+from fastapi.routing import APIRoute
+
+from tests.conftest import auth
+
+ALL = {"moderator", "analyst", "admin"}
+STAFF = {"analyst", "admin"}
+MODS = {"moderator", "admin"}
+ADMIN = {"admin"}
+
+MATRIX: dict[tuple[str, str], set[str]] = {
+    ("POST", "/api/v1/items"): STAFF,
+    ("GET", "/api/v1/items/{item_id}"): ALL,
+    ("GET", "/api/v1/items/by-key/{source}/{external_id}"): ALL,
+    ("GET", "/api/v1/rules"): STAFF,
+    ("POST", "/api/v1/rules"): STAFF,
+    ("GET", "/api/v1/rules/{name}"): STAFF,
+    ("PATCH", "/api/v1/rules/{name}"): STAFF,
+    ("DELETE", "/api/v1/rules/{name}"): STAFF,
+    ("POST", "/api/v1/rules/{name}/backtest"): STAFF,
+    ("GET", "/api/v1/queues"): ALL,
+    ("POST", "/api/v1/tasks/lease"): MODS,
+    ("POST", "/api/v1/tasks/{task_id}/verdict"): MODS,
+    ("POST", "/api/v1/tasks/{task_id}/skip"): MODS,
+    ("POST", "/api/v1/tasks/{task_id}/release"): MODS,
+    ("GET", "/api/v1/users/me"): ALL,
+    ("GET", "/api/v1/users"): ADMIN,
+    ("POST", "/api/v1/users"): ADMIN,
+    ("PUT", "/api/v1/users/{username}/grants"): ADMIN,
+}
+
+
+def _api_routes(app):
+    for route in app.routes:
+        if isinstance(route, APIRoute) and route.path.startswith("/api/"):
+            for method in route.methods:
+                yield method, route.path
+
+
+def _concrete(path: str) -> str:
+    return re.sub(r"\{[^}]+\}", "1", path)
+
+
+def test_every_api_route_is_in_the_matrix(client):
+    routes = set(_api_routes(client.app))
+    assert routes - set(MATRIX) == set(), "add these routes to the authorization matrix"
+
+
+def test_matrix(client, make_user):
+    tokens = {role: make_user(f"u_{role}", role, ["MANUAL"])[1] for role in ALL}
+    failures = []
+    for method, path in sorted(set(_api_routes(client.app))):
+        url = _concrete(path)
+        r = client.request(method, url, json={})
+        if r.status_code != 401:
+            failures.append(f"{method} {path} without token → {r.status_code}")
+        r = client.request(method, url, json={}, headers={"Authorization": "Bearer wrong"})
+        if r.status_code != 401:
+            failures.append(f"{method} {path} with a wrong token → {r.status_code}")
+        allowed = MATRIX.get((method, path), set())
+        for role, token in tokens.items():
+            r = client.request(method, url, json={}, headers=auth(token))
+            if role in allowed and r.status_code in (401, 403):
+                failures.append(f"{method} {path} as {role} → {r.status_code} (should pass)")
+            if role not in allowed and r.status_code != 403:
+                failures.append(f"{method} {path} as {role} → {r.status_code} (should be 403)")
+    assert not failures, "\n".join(failures)
+
+
+def test_moderator_limited_to_granted_queues(client, make_user):
+    from tests.conftest import item_row
+
+    _, admin = make_user("root", "admin")
+    _, manual = make_user("m1", "moderator", ["MANUAL"])
+    _, gmv = make_user("m2", "moderator", ["GMV"])
+    client.post("/api/v1/items", json=[item_row(1, is_new=False)], headers=auth(admin))
+    assert client.post("/api/v1/tasks/lease", headers=auth(gmv)).json()["task"] is None
+    queue = client.get("/api/v1/queues", headers=auth(admin)).json()[0]["name"]
+    r = client.post("/api/v1/tasks/lease", json={"queue": queue}, headers=auth(gmv))
+    assert r.status_code == 403 and "may not work" in r.json()["message"]
+    task = client.post("/api/v1/tasks/lease", headers=auth(manual)).json()["task"]
+    r = client.post(f"/api/v1/tasks/{task['id']}/verdict", json={"label": "ok"},
+                    headers=auth(gmv))
+    assert r.status_code == 403
+    assert client.get("/api/v1/queues", headers=auth(gmv)).json() == []
+
+
+@pytest.mark.parametrize("header", ["Bearer ", "Basic abc", "token"])
+def test_malformed_auth_headers_are_401(client, header):
+    r = client.get("/api/v1/users/me", headers={"Authorization": header})
+    assert r.status_code == 401 and r.json()["message"]
