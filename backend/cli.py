@@ -25,8 +25,11 @@ users_app = typer.Typer(help="Users, roles, API tokens and queue grants.", no_ar
 app.add_typer(db_app, name="db")
 app.add_typer(rules_app, name="rules")
 app.add_typer(users_app, name="users")
+thresholds_app = typer.Typer(help="Versioned threshold sets used by routing.",
+                             no_args_is_help=True)
+app.add_typer(thresholds_app, name="thresholds")
 
-console = Console(soft_wrap=True)
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True, soft_wrap=True)
 
 
@@ -267,6 +270,97 @@ def users_grant(username: str, kinds: Annotated[list[str], typer.Argument()]) ->
         set_grants(session=session, user=get_user(session=session, username=username),
                    queue_kinds=kinds)
     console.print(f"{username} may work: {', '.join(kinds)}")
+
+
+# ---------------------------------------------------------------- ml
+@app.command()
+def embed(
+    batch: Annotated[int, typer.Option(help="items per transaction")] = 512,
+    limit: Annotated[int | None, typer.Option(help="stop after N items")] = None,
+) -> None:
+    """Back-fill embeddings for items that have none for the current encoder, then grow
+    the neighbour index with the items that have human verdicts."""
+    from sqlalchemy import select
+    from tqdm import tqdm
+
+    from backend.db import session_scope
+    from backend.items.models import Item, ItemEmbedding
+    from backend.ml_adapter.service import ensure_embeddings, get_encoder, get_store, sync_index
+    from backend.ml_adapter.settings import get_ml_settings
+
+    _ensure_schema()
+    ml = get_ml_settings()
+    encoder = get_encoder(ml)
+    with session_scope() as session:
+        done = select(ItemEmbedding.item_id).where(ItemEmbedding.encoder_id == encoder.encoder_id)
+        todo = list(session.scalars(select(Item.id).where(Item.id.not_in(done))
+                                    .order_by(Item.id)))
+    if limit:
+        todo = todo[:limit]
+    with tqdm(total=len(todo), desc=f"embedding ({encoder.encoder_id})", unit="item") as bar:
+        for start in range(0, len(todo), batch):
+            ids = todo[start:start + batch]
+            with session_scope() as session:
+                rows = [r._asdict() for r in session.execute(
+                    select(Item.id, Item.title, Item.description, Item.image)
+                    .where(Item.id.in_(ids)))]
+                ensure_embeddings(session=session, rows=rows, encoder=encoder,
+                                  batch_size=ml.batch_size)
+            bar.update(len(ids))
+    with session_scope() as session:
+        added = sync_index(session=session, encoder=encoder,
+                           store=get_store(encoder=encoder, ml=ml))
+    console.print(f"embedded {len(todo)} item(s); {added} added to the neighbour index")
+
+
+@app.command()
+def train() -> None:
+    """Train the classifier on final human verdicts and make it active."""
+    from backend.db import session_scope
+    from backend.ml_adapter.service import train as train_model
+
+    _ensure_schema()
+    with session_scope() as session:
+        art = train_model(session=session)
+        m = art.metrics
+    console.print(f"classifier v{art.version} ({art.encoder_id}) trained on {art.train_size} "
+                  f"items; held-out {m.get('held_out')}: accuracy {m.get('accuracy', 0):.3f}, "
+                  f"macro-F1 {m.get('macro_f1', 0):.3f}; saved to {art.path}")
+
+
+@thresholds_app.command("list")
+def thresholds_list() -> None:
+    """List threshold sets (active, proposed, retired)."""
+    from backend.calibration import thresholds
+    from backend.db import session_scope
+    from backend.policy import get_policy
+
+    _ensure_schema()
+    table = Table(title="Threshold sets")
+    for col in ("version", "state", "reuse distance", "auto-decide", "bands", "note"):
+        table.add_column(col)
+    with session_scope() as session:
+        thresholds.active_threshold_set(session=session, policy=get_policy())
+        for ts in thresholds.list_sets(session=session):
+            bands = "; ".join(f"{k} " + "/".join(f"{v:g}" for v in cuts.values())
+                              for k, cuts in ts.bands.items())
+            table.add_row(str(ts.version), ts.state, f"{ts.reuse_distance}",
+                          ", ".join(ts.auto_decide), bands, ts.note or "")
+    console.print(table)
+
+
+@thresholds_app.command("apply")
+def thresholds_apply(version: int) -> None:
+    """Make threshold set VERSION active (also restores an earlier one)."""
+    from backend.calibration import thresholds
+    from backend.db import session_scope, utcnow
+    from backend.policy import get_policy
+
+    _ensure_schema()
+    with session_scope() as session:
+        thresholds.active_threshold_set(session=session, policy=get_policy())
+        thresholds.apply(session=session, version=version, now=utcnow())
+    console.print(f"threshold set v{version} is active; routing uses it from the next item")
 
 
 # ---------------------------------------------------------------- serve / demo

@@ -13,6 +13,8 @@ from sqlalchemy.orm import Session
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# The foundation's tests route with the no-op hooks; ML tests switch ML on explicitly.
+os.environ.setdefault("QUORUM_ML_ENABLED", "false")
 
 BACKENDS = [b for b in os.environ.get("QUORUM_TEST_BACKENDS", "sqlite,postgres").split(",") if b]
 SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"

@@ -71,30 +71,69 @@ def step_setup(ctx: DemoContext, fresh: bool = True) -> None:
                 ctx.tokens[name] = issue_token(session=session, user=user)
 
 
-def step_ingest(ctx: DemoContext) -> None:
-    from backend.demo.generator import generate
-    from backend.policy import get_policy
+def _ingest_rows(ctx: DemoContext, rows: list[dict[str, Any]], label: str) -> None:
     from backend.items.service import ingest
+    from backend.policy import get_policy
     from backend.routing.pipeline import RoutingSummary, route_items
+
+    total = RoutingSummary()
+    t0 = time.perf_counter()
+    for start in range(0, len(rows), 1000):
+        with session_scope() as session:
+            now = utcnow()
+            _, created = ingest(session=session, rows=rows[start:start + 1000],
+                                policy=get_policy(), now=now)
+            total.merge(route_items(session=session, item_ids=created, now=now,
+                                    settings=ctx.settings))
+    took = time.perf_counter() - t0
+    ctx.timings[label] = took
+    ctx.notes[label] = total
+    ctx.console.print(f"{label}: {len(rows)} items in {took:.1f} s "
+                      f"({len(rows) / max(took, 1e-9):.0f} items/s)")
+    ctx.console.print(f"  decided: {dict(total.decided)}; queued: {dict(total.queued)}")
+    ctx.console.print(f"  rule hits {dict(total.rule_hits)}; shadow hits "
+                      f"{dict(total.shadow_hits)}")
+
+
+def step_ingest(ctx: DemoContext) -> None:
+    """Wave 1 (60% of the stream): no verdicts yet, so rules and zero-shot bands only."""
+    from backend.demo.generator import generate
 
     data = generate(ctx.n_items, seed=ctx.seed,
                     photo_dir=ctx.settings.data_dir / "demo" / "images")
     ctx.truth = data.truth
     ctx.notes["duplicates"] = len(data.duplicates_of)
-    total = RoutingSummary()
+    cut = int(len(data.rows) * 0.6)
+    ctx.notes["wave2"] = data.rows[cut:]
+    _ingest_rows(ctx, data.rows[:cut], "wave 1 ingest + route")
+
+
+def step_train(ctx: DemoContext) -> None:
+    """Train the classifier on the verdicts so far (if there are enough)."""
+    from backend.errors import ValidationFailed
+    from backend.ml_adapter.service import train
+    from backend.ml_adapter.settings import get_ml_settings
+
+    if not get_ml_settings().enabled:
+        ctx.console.print("ML is off (QUORUM_ML_ENABLED=false): no training")
+        return
     t0 = time.perf_counter()
-    for start in range(0, len(data.rows), 2000):
+    try:
         with session_scope() as session:
-            now = utcnow()
-            _, created = ingest(session=session, rows=data.rows[start:start + 2000],
-                                policy=get_policy(), now=now)
-            total.merge(route_items(session=session, item_ids=created, now=now,
-                                    settings=ctx.settings))
-    ctx.timings["ingest + route"] = time.perf_counter() - t0
-    ctx.notes["routing"] = total
-    ctx.console.print(f"ingested and routed {len(data.rows)} items "
-                      f"({len(data.rows) / ctx.timings['ingest + route']:.0f} items/s); "
-                      f"rule hits {dict(total.rule_hits)}, shadow hits {dict(total.shadow_hits)}")
+            art = train(session=session)
+            m = art.metrics
+    except ValidationFailed as exc:
+        ctx.console.print(f"not training yet: {exc.message}")
+        return
+    ctx.timings["train"] = time.perf_counter() - t0
+    ctx.console.print(f"classifier v{art.version} on {art.encoder_id}: {art.train_size} "
+                      f"verdicts, held-out accuracy {m.get('accuracy', 0):.3f}, "
+                      f"macro-F1 {m.get('macro_f1', 0):.3f}")
+
+
+def step_wave2(ctx: DemoContext) -> None:
+    """Wave 2: similarity reuses past verdicts, the trained classifier bands the rest."""
+    _ingest_rows(ctx, ctx.notes.pop("wave2", []), "wave 2 ingest + route")
 
 
 def step_moderate(ctx: DemoContext) -> None:
@@ -127,7 +166,7 @@ def step_moderate(ctx: DemoContext) -> None:
                            policy=policy, now=utcnow(),
                            time_spent_ms=int(ctx.rng.uniform(4000, 20000)))
         done += 1
-    ctx.timings["moderation"] = time.perf_counter() - t0
+    ctx.timings["moderation"] = ctx.timings.get("moderation", 0.0) + time.perf_counter() - t0
     ctx.console.print(f"simulated moderators answered {done} tasks")
 
 
@@ -177,8 +216,11 @@ def step_summary(ctx: DemoContext) -> None:
 
 
 STEPS: list[tuple[str, Step]] = [
-    ("ingest", step_ingest),
-    ("moderate", step_moderate),
+    ("wave 1: ingest", step_ingest),
+    ("moderators", step_moderate),
+    ("train", step_train),
+    ("wave 2: ingest", step_wave2),
+    ("moderators", step_moderate),
 ]
 
 

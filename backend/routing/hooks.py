@@ -66,4 +66,14 @@ def set_pipeline_hooks(hooks: PipelineHooks | None) -> None:
 
 
 def get_pipeline_hooks() -> PipelineHooks:
-    return _hooks if _hooks is not None else NoopHooks()
+    """The hooks set with ``set_pipeline_hooks``; else the ML hooks when ``QUORUM_ML_ENABLED``
+    (a fresh object per call: hooks keep per-batch state), else the no-ops."""
+    if _hooks is not None:
+        return _hooks
+    from backend.ml_adapter.settings import get_ml_settings
+
+    if get_ml_settings().enabled:
+        from backend.ml_adapter.service import MLHooks
+
+        return MLHooks()
+    return NoopHooks()

@@ -34,6 +34,9 @@ MATRIX: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/v1/users"): ADMIN,
     ("POST", "/api/v1/users"): ADMIN,
     ("PUT", "/api/v1/users/{username}/grants"): ADMIN,
+    ("GET", "/api/v1/items/{item_id}/neighbours"): ALL,
+    ("GET", "/api/v1/thresholds"): STAFF,
+    ("POST", "/api/v1/thresholds/{version}/apply"): STAFF,
 }
 
 

@@ -13,7 +13,7 @@ from tests.conftest import item_row
 def quorum(settings, *args, input=None):
     env = {"QUORUM_DATABASE_URL": settings.resolved_database_url,
            "QUORUM_DATA_DIR": str(settings.data_dir), "PATH": "/usr/bin:/bin",
-           "HF_HUB_OFFLINE": "1"}
+           "HF_HUB_OFFLINE": "1", "QUORUM_ML_ENABLED": "false"}
     return subprocess.run([sys.executable, "-m", "backend.cli", *args], capture_output=True,
                           text=True, env=env, input=input, timeout=120)
 

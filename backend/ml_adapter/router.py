@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+
+from backend.calibration import thresholds
+from backend.db import utcnow
+from backend.deps import AnalystUser, CurrentUser, PolicyDep, SessionDep
+from backend.items.service import get_item
+from backend.ml_adapter.service import neighbours_for_item
+from backend.users.service import audit
+
+router = APIRouter(prefix="/api/v1", tags=["ml"])
+
+
+class Neighbour(BaseModel):
+    item_id: int
+    distance: float
+    label: str
+    title: str
+    image: str | None
+
+
+class ThresholdSetRead(BaseModel):
+    version: int
+    state: str
+    bands: dict[str, Any]
+    reuse_distance: float | None
+    auto_decide: list[str]
+    calibration_run_id: int | None
+    note: str | None
+
+
+def ts_read(ts: Any) -> ThresholdSetRead:
+    return ThresholdSetRead(version=ts.version, state=ts.state, bands=ts.bands,
+                            reuse_distance=ts.reuse_distance, auto_decide=ts.auto_decide,
+                            calibration_run_id=ts.calibration_run_id, note=ts.note)
+
+
+@router.get("/items/{item_id}/neighbours", response_model=list[Neighbour])
+def item_neighbours(item_id: int, session: SessionDep, user: CurrentUser,
+                    k: int = Query(5, ge=1, le=50)) -> list[Neighbour]:
+    """The item's nearest past human verdicts, with their cosine distances."""
+    get_item(session=session, item_id=item_id)
+    return [Neighbour(**n) for n in neighbours_for_item(session=session, item_id=item_id, k=k)]
+
+
+@router.get("/thresholds", response_model=list[ThresholdSetRead])
+def list_thresholds(session: SessionDep, policy: PolicyDep,
+                    user: AnalystUser) -> list[ThresholdSetRead]:
+    thresholds.active_threshold_set(session=session, policy=policy)
+    return [ts_read(t) for t in thresholds.list_sets(session=session)]
+
+
+@router.post("/thresholds/{version}/apply", response_model=ThresholdSetRead)
+def apply_thresholds(version: int, session: SessionDep, policy: PolicyDep,
+                     user: AnalystUser) -> ThresholdSetRead:
+    """Make a proposed (or earlier) threshold set active; routing uses it from the next item."""
+    thresholds.active_threshold_set(session=session, policy=policy)
+    ts = thresholds.apply(session=session, version=version, user_id=user.id, now=utcnow())
+    audit(session=session, user=user, action="thresholds.apply", target_type="threshold_set",
+          target_id=version)
+    return ts_read(ts)

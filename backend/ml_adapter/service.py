@@ -1,0 +1,411 @@
+"""The backend side of ``ml/``: encoder, stored embeddings, the neighbour index,
+the active classifier, training, and the pipeline hooks.
+
+Embeddings are stored per ``(item, encoder_id)`` so vectors of different encoders never
+mix. The in-process index (embedded default) holds the vectors of items with a final
+*human* verdict; it lives under ``data_dir/index/<encoder>/`` and is grown
+incrementally from the decision log (a watermark of the last human decision event
+synced), never rebuilt at process start. Neighbour labels are read live from the
+items' current status, so a corrected verdict is reused as corrected.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, insert, select
+from sqlalchemy.orm import Session
+
+from backend.calibration.models import ModelArtifact
+from backend.calibration.thresholds import active_threshold_set, class_kinds
+from backend.decisions.models import DecisionEvent, ItemStatus
+from backend.errors import ValidationFailed
+from backend.items.models import Item, ItemEmbedding, ItemScore
+from backend.ml_adapter.settings import MLSettings, get_ml_settings
+from backend.policy import Policy, get_policy
+from backend.routing.hooks import ClassifierOutcome, SimilarityOutcome
+from backend.settings import Settings, get_settings
+
+log = logging.getLogger("quorum.ml")
+SIGNALS = ["price", "gmv", "exposure"]
+_lock = threading.RLock()
+_encoders: dict[tuple, Any] = {}
+_stores: dict[str, LocalVectorStore] = {}
+_classifiers: dict[str, Any] = {}
+
+
+# ------------------------------------------------------------------ encoder
+def get_encoder(ml: MLSettings | None = None) -> Any:
+    """The process's encoder (cached): CLIP if weights are here, else MiniLM (one warning)."""
+    from ml.encoders import create_encoder, load_default_encoder
+
+    ml = ml or get_ml_settings()
+    key = (ml.encoder, ml.clip_arch, ml.clip_pretrained, ml.clip_image_weight)
+    with _lock:
+        if key not in _encoders:
+            if ml.encoder == "auto":
+                _encoders[key] = load_default_encoder(ml.clip_pretrained, arch=ml.clip_arch)
+            elif ml.encoder == "open_clip":
+                _encoders[key] = create_encoder("open_clip", arch=ml.clip_arch,
+                                                pretrained=ml.clip_pretrained,
+                                                image_weight=ml.clip_image_weight)
+            else:
+                _encoders[key] = create_encoder(ml.encoder)
+        return _encoders[key]
+
+
+def item_inputs(rows: Sequence[dict[str, Any]]) -> list[Any]:
+    from ml.inputs import ItemInput
+
+    out = []
+    for r in rows:
+        image = r.get("image")
+        if image and not str(image).startswith(("http://", "https://", "file://")):
+            image = image if Path(image).exists() else None
+        out.append(ItemInput(title=r.get("title") or "", description=r.get("description") or "",
+                             image=image or None))
+    return out
+
+
+def _rows_for(session: Session, item_ids: Sequence[int]) -> list[dict[str, Any]]:
+    cols = [Item.id, Item.title, Item.description, Item.image]
+    rows = {r.id: r._asdict() for r in session.execute(select(*cols).where(
+        Item.id.in_(list(item_ids))))}
+    return [rows[i] for i in item_ids if i in rows]
+
+
+def ensure_embeddings(*, session: Session, rows: Sequence[dict[str, Any]], encoder: Any,
+                      batch_size: int = 64, now: datetime | None = None) -> np.ndarray:
+    """Vectors for ``rows`` (dicts with ``id``, ``title``, ``description``, ``image``) in
+    order: stored ones are read, missing ones are encoded in batches and stored."""
+    ids = [int(r["id"]) for r in rows]
+    have: dict[int, np.ndarray] = {}
+    for start in range(0, len(ids), 500):
+        for item_id, blob in session.execute(
+            select(ItemEmbedding.item_id, ItemEmbedding.vector).where(
+                ItemEmbedding.encoder_id == encoder.encoder_id,
+                ItemEmbedding.item_id.in_(ids[start:start + 500]))):
+            have[item_id] = np.frombuffer(blob, dtype=np.float32)
+    missing = [r for r in rows if int(r["id"]) not in have]
+    if missing:
+        vecs = encoder.encode(item_inputs(missing), batch_size=batch_size)
+        session.execute(insert(ItemEmbedding), [
+            {"item_id": int(r["id"]), "encoder_id": encoder.encoder_id, "dim": int(v.shape[0]),
+             "vector": np.ascontiguousarray(v, dtype=np.float32).tobytes(),
+             **({"created_at": now} if now else {})}
+            for r, v in zip(missing, vecs, strict=True)])
+        for r, v in zip(missing, vecs, strict=True):
+            have[int(r["id"])] = v.astype(np.float32)
+    if not ids:
+        return np.zeros((0, encoder.dim), dtype=np.float32)
+    return np.stack([have[i] for i in ids]).astype(np.float32)
+
+
+# ------------------------------------------------------------------ index
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)[:120]
+
+
+class LocalVectorStore:
+    """An ``ml.index`` index on disk plus the watermark of the decision log it has seen.
+
+    Several processes may share the directory: a process reloads when another one saved
+    a newer version (``state.json``'s ``generation``).
+    """
+
+    def __init__(self, directory: Path, *, encoder_id: str, dim: int, kind: str) -> None:
+        self.directory = directory
+        self.encoder_id = encoder_id
+        self.dim = dim
+        self.kind = kind
+        self.index: Any = None
+        self.watermark = 0
+        self.generation = -1
+        self.lock = threading.RLock()
+
+    @property
+    def state_path(self) -> Path:
+        return self.directory / "state.json"
+
+    def _read_state(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.state_path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {"generation": 0, "watermark": 0}
+
+    def refresh(self) -> None:
+        from ml.index import create_index, load_index
+
+        with self.lock:
+            state = self._read_state()
+            if self.index is not None and state["generation"] == self.generation:
+                return
+            index_dir = self.directory / "index"
+            if (index_dir / "meta.json").exists():
+                self.index = load_index(index_dir, encoder_id=self.encoder_id)
+            else:
+                self.index = create_index(self.kind, dim=self.dim, encoder_id=self.encoder_id)
+            self.watermark = int(state["watermark"])
+            self.generation = int(state["generation"])
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray, watermark: int) -> None:
+        with self.lock:
+            self.refresh()
+            if len(ids):
+                self.index.add(np.asarray(ids, dtype=np.int64), vectors)
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self.index.save(self.directory / "index")
+            self.watermark = watermark
+            self.generation += 1
+            tmp = self.state_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"generation": self.generation, "watermark": watermark,
+                                       "encoder_id": self.encoder_id, "size": len(self.index)}))
+            tmp.replace(self.state_path)
+
+    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        with self.lock:
+            self.refresh()
+            if self.index is None or len(self.index) == 0:
+                n = len(vectors)
+                return np.full((n, k), -1, dtype=np.int64), np.full((n, k), np.inf, np.float32)
+            return self.index.search(vectors, k)
+
+    def __len__(self) -> int:
+        self.refresh()
+        return len(self.index) if self.index is not None else 0
+
+
+def get_store(*, encoder: Any, settings: Settings | None = None,
+              ml: MLSettings | None = None) -> LocalVectorStore:
+    settings = settings or get_settings()
+    ml = ml or get_ml_settings()
+    directory = settings.data_dir / "index" / _slug(encoder.encoder_id)
+    key = str(directory.resolve())
+    with _lock:
+        if key not in _stores:
+            _stores[key] = LocalVectorStore(directory, encoder_id=encoder.encoder_id,
+                                            dim=encoder.dim, kind=ml.index_kind)
+        return _stores[key]
+
+
+def sync_index(*, session: Session, encoder: Any, store: LocalVectorStore,
+               batch_size: int = 64) -> int:
+    """Add the items that got a human verdict since the store's watermark. Returns how many."""
+    store.refresh()
+    top = session.scalar(select(func.max(DecisionEvent.id)).where(
+        DecisionEvent.is_human.is_(True))) or 0
+    if top <= store.watermark:
+        return 0
+    item_ids = sorted(set(session.scalars(select(DecisionEvent.item_id).where(
+        DecisionEvent.is_human.is_(True), DecisionEvent.id > store.watermark))))
+    rows = _rows_for(session, item_ids)
+    vecs = ensure_embeddings(session=session, rows=rows, encoder=encoder, batch_size=batch_size)
+    store.add(np.asarray([r["id"] for r in rows], dtype=np.int64), vecs, watermark=top)
+    return len(rows)
+
+
+def human_labels(session: Session, ids: Sequence[int]) -> dict[int, str]:
+    ids = [int(i) for i in ids if i >= 0]
+    if not ids:
+        return {}
+    return dict(session.execute(select(ItemStatus.item_id, ItemStatus.label).where(
+        ItemStatus.item_id.in_(ids), ItemStatus.is_human.is_(True),
+        ItemStatus.label.is_not(None))).tuples().all())
+
+
+# ------------------------------------------------------------------ classifier
+def zero_shot(encoder: Any, policy: Policy) -> tuple[Any, str]:
+    from ml.classifier import ZeroShotClassifier
+
+    key = f"zero-shot:{encoder.encoder_id}:{policy.name}:{policy.version}"
+    with _lock:
+        if key not in _classifiers:
+            descriptions = {lab.key: f"{lab.title}: {lab.description}"
+                            for lab in policy.labels if lab.kind != "error"}
+            _classifiers[key] = ZeroShotClassifier.from_label_descriptions(encoder, descriptions)
+        return _classifiers[key], key
+
+
+def active_classifier(*, session: Session, encoder: Any, policy: Policy) -> tuple[Any, str]:
+    """The active trained classifier for this encoder, else the zero-shot start."""
+    from ml.classifier import load_classifier
+
+    art = session.scalar(select(ModelArtifact).where(
+        ModelArtifact.is_active.is_(True), ModelArtifact.encoder_id == encoder.encoder_id)
+        .order_by(ModelArtifact.version.desc()).limit(1))
+    if art is None or not Path(art.path).exists():
+        return zero_shot(encoder, policy)
+    key = f"classifier:v{art.version}:{art.path}"
+    with _lock:
+        if key not in _classifiers:
+            _classifiers[key] = load_classifier(art.path, encoder_id=encoder.encoder_id)
+        return _classifiers[key], f"classifier-v{art.version}"
+
+
+def signal_frame(rows: Sequence[dict[str, Any]]) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame([{s: (r.get(s) if r.get(s) is not None else np.nan) for s in SIGNALS}
+                         for r in rows], columns=SIGNALS, dtype=float)
+
+
+def train(*, session: Session, settings: Settings | None = None, ml: MLSettings | None = None,
+          policy: Policy | None = None, test_size: float = 0.2, seed: int = 0,
+          now: datetime | None = None) -> ModelArtifact:
+    """Train the classifier on final human verdicts (+ golden items' known labels),
+    evaluate it on a held-out share, save a versioned artifact and make it active."""
+    from ml.classifier import EmbeddingClassifier
+
+    settings, ml, policy = settings or get_settings(), ml or get_ml_settings(), policy or get_policy()
+    classes = set(policy.class_keys)
+    labelled = dict(session.execute(select(ItemStatus.item_id, ItemStatus.label).where(
+        ItemStatus.is_human.is_(True), ItemStatus.label.in_(sorted(classes)))).tuples().all())
+    for item_id, label in session.execute(select(Item.id, Item.golden_label).where(
+            Item.is_golden.is_(True), Item.golden_label.in_(sorted(classes)))):
+        labelled.setdefault(item_id, label)
+    if len(labelled) < ml.min_train_verdicts:
+        raise ValidationFailed(f"{len(labelled)} items have a final human verdict; training "
+                               f"needs at least {ml.min_train_verdicts} "
+                               "(QUORUM_ML_MIN_TRAIN_VERDICTS)")
+    y_all = np.asarray(list(labelled.values()), dtype=object)
+    if len(set(y_all)) < 2:
+        raise ValidationFailed("training needs verdicts of at least two labels")
+    encoder = get_encoder(ml)
+    ids = list(labelled)
+    cols = [Item.id, Item.title, Item.description, Item.image, *[getattr(Item, s)
+                                                                for s in SIGNALS]]
+    rows_by_id = {r.id: r._asdict() for r in session.execute(select(*cols).where(
+        Item.id.in_(ids)))}
+    rows = [rows_by_id[i] for i in ids]
+    X = ensure_embeddings(session=session, rows=rows, encoder=encoder, batch_size=ml.batch_size)
+    sig = signal_frame(rows)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(ids))
+    n_test = max(1, int(len(ids) * test_size))
+    test, fit_idx = order[:n_test], order[n_test:]
+    model = EmbeddingClassifier(encoder_id=encoder.encoder_id, signal_names=SIGNALS,
+                                log_signals=SIGNALS)
+    model.fit(X[fit_idx], list(y_all[fit_idx]), signals=sig.iloc[fit_idx])
+    metrics = model.evaluate(X[test], list(y_all[test]), signals=sig.iloc[test])
+    metrics = json.loads(json.dumps(metrics, default=float))
+    version = (session.scalar(select(func.max(ModelArtifact.version))) or 0) + 1
+    path = settings.data_dir / "models" / f"classifier-v{version}"
+    model.save(path, metrics=metrics)
+    for old in session.scalars(select(ModelArtifact).where(ModelArtifact.is_active.is_(True))):
+        old.is_active = False
+    art = ModelArtifact(version=version, kind=model.kind, encoder_id=encoder.encoder_id,
+                        labels=list(model.labels_), train_size=len(fit_idx),
+                        metrics={**metrics, "held_out": int(n_test)}, path=str(path),
+                        is_active=True, **({"created_at": now} if now else {}))
+    session.add(art)
+    session.flush()
+    return art
+
+
+# ------------------------------------------------------------------ hooks
+class MLHooks:
+    """The pipeline's similarity and classifier hooks backed by ``ml/``."""
+
+    def __init__(self, *, settings: Settings | None = None, ml: MLSettings | None = None,
+                 policy: Policy | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.ml = ml or get_ml_settings()
+        self.policy = policy or get_policy()
+        self._vectors: dict[int, np.ndarray] = {}
+
+    def _embed(self, session: Session, items: Sequence[dict[str, Any]]) -> np.ndarray:
+        encoder = get_encoder(self.ml)
+        todo = [r for r in items if r["id"] not in self._vectors]
+        if todo:
+            vecs = ensure_embeddings(session=session, rows=todo, encoder=encoder,
+                                     batch_size=self.ml.batch_size)
+            self._vectors.update({r["id"]: v for r, v in zip(todo, vecs, strict=True)})
+        return np.stack([self._vectors[r["id"]] for r in items])
+
+    def similarity(self, *, session: Session, items: Sequence[dict[str, Any]],
+                   now: datetime) -> dict[int, SimilarityOutcome]:
+        from ml.similarity import decide_reuse
+
+        self._vectors.clear()
+        ts = active_threshold_set(session=session, policy=self.policy)
+        vecs = self._embed(session, items)
+        if ts.reuse_distance is None:
+            return {}
+        encoder = get_encoder(self.ml)
+        store = get_store(encoder=encoder, settings=self.settings, ml=self.ml)
+        sync_index(session=session, encoder=encoder, store=store, batch_size=self.ml.batch_size)
+        if len(store) == 0:
+            return {}
+        ids, dists = store.search(vecs, self.ml.neighbours)
+        labels = human_labels(session, np.unique(ids).tolist())
+        out: dict[int, SimilarityOutcome] = {}
+        for row, nid, nd in zip(items, ids, dists, strict=True):
+            d = decide_reuse(nid, nd, labels, reuse_distance=ts.reuse_distance)
+            if d.kind == "none":
+                continue
+            out[row["id"]] = SimilarityOutcome(
+                kind=d.kind, label=d.label, neighbour_id=d.neighbour_id, distance=d.distance,
+                threshold_set_version=ts.version,
+                details={"encoder_id": encoder.encoder_id, "neighbours": [
+                    {"id": n.id, "distance": round(n.distance, 4), "label": n.label}
+                    for n in d.neighbours[:5]]})
+        return out
+
+    def classifier(self, *, session: Session, items: Sequence[dict[str, Any]],
+                   now: datetime) -> dict[int, ClassifierOutcome]:
+        from ml.bands import assign_bands
+
+        ts = active_threshold_set(session=session, policy=self.policy)
+        encoder = get_encoder(self.ml)
+        model, model_id = active_classifier(session=session, encoder=encoder,
+                                            policy=self.policy)
+        vecs = self._embed(session, items)
+        proba = model.predict_proba(vecs, signal_frame(items))
+        labels = list(model.labels_)
+        kinds = class_kinds(self.policy)
+        results = assign_bands(proba, labels, bands=ts.bands,
+                               policy_kinds={k: kinds[k] for k in labels},
+                               auto_decide=ts.auto_decide)
+        out: dict[int, ClassifierOutcome] = {}
+        score_rows = []
+        for row, p, res in zip(items, proba, results, strict=True):
+            scores = {lab: round(float(v), 5) for lab, v in zip(labels, p, strict=True)}
+            out[row["id"]] = ClassifierOutcome(
+                band=res.band, label=res.label, probability=res.probability,
+                decides=res.decides, model_id=model_id, threshold_set_version=ts.version,
+                scores=scores)
+            score_rows.append({"item_id": row["id"], "model_id": model_id,
+                               "threshold_set_version": ts.version, "scores": scores,
+                               "band": res.band, "created_at": now})
+        if score_rows:
+            session.execute(insert(ItemScore), score_rows)
+        return out
+
+
+def neighbours_for_item(*, session: Session, item_id: int, k: int = 5,
+                        settings: Settings | None = None) -> list[dict[str, Any]]:
+    """An item's nearest items with human verdicts, with their distances (for people)."""
+    ml = get_ml_settings()
+    encoder = get_encoder(ml)
+    rows = _rows_for(session, [item_id])
+    if not rows:
+        return []
+    vec = ensure_embeddings(session=session, rows=rows, encoder=encoder)
+    store = get_store(encoder=encoder, settings=settings, ml=ml)
+    sync_index(session=session, encoder=encoder, store=store)
+    ids, dists = store.search(vec, k + 1)
+    labels = human_labels(session, ids[0].tolist())
+    found = [(int(i), float(d)) for i, d in zip(ids[0], dists[0], strict=True)
+             if i >= 0 and int(i) != item_id and int(i) in labels][:k]
+    info = {r.id: r for r in session.execute(select(Item.id, Item.title, Item.image).where(
+        Item.id.in_([i for i, _ in found])))}
+    return [{"item_id": i, "distance": round(d, 4), "label": labels[i],
+             "title": info[i].title, "image": info[i].image} for i, d in found]

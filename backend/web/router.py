@@ -1,0 +1,447 @@
+"""The web UI: server-rendered pages for moderators, analysts and admins.
+
+GET requests never change state. Every POST carries the session's CSRF token (form
+field ``csrf`` or header ``X-CSRF-Token``). Domain errors become an HTML error page
+(or JSON for the work view's ``fetch`` calls) through ``WebRoute``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, Form, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.routing import APIRoute
+from fastapi.templating import Jinja2Templates
+
+from backend.db import utcnow
+from backend.deps import PolicyDep, SessionDep, SettingsDep
+from backend.errors import Forbidden, NotFound, QuorumError, Unauthorized, ValidationFailed
+from backend.items.models import Item
+from backend.queues import service as queues
+from backend.queues import work
+from backend.rules import service as rules
+from backend.users import service as users
+from backend.users.models import User
+from backend.web import security
+from backend.web import service as web
+
+HERE = Path(__file__).resolve().parent
+STATIC = HERE / "static"
+templates = Jinja2Templates(directory=HERE / "templates")
+
+
+class LoginRequired(Exception):
+    pass
+
+
+class CsrfRefused(Exception):
+    pass
+
+
+def _wants_json(request: Request) -> bool:
+    return request.headers.get("x-requested-with") == "fetch"
+
+
+def error_page(request: Request, status: int, message: str) -> Response:
+    if _wants_json(request):
+        return JSONResponse({"error": status, "message": message}, status_code=status)
+    return templates.TemplateResponse(
+        request, "error.html",
+        {"status": status, "message": message, "user": getattr(request.state, "web_user", None),
+         "csrf": _csrf_of(request)}, status_code=status)
+
+
+class WebRoute(APIRoute):
+    """Maps domain errors to pages, a missing login to a redirect; rolls back on error."""
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except LoginRequired:
+                if _wants_json(request):
+                    return JSONResponse({"error": 401, "message": "log in again"},
+                                        status_code=401)
+                target = quote(request.url.path, safe="/")
+                return RedirectResponse(f"/login?next={target}", status_code=303)
+            except CsrfRefused:
+                _rollback(request)
+                return error_page(request, 403, "The form's security token is missing or "
+                                  "out of date. Reload the page and try again.")
+            except QuorumError as exc:
+                _rollback(request)
+                return error_page(request, exc.status, exc.message)
+            except RequestValidationError as exc:
+                _rollback(request)
+                fields = ", ".join(".".join(str(p) for p in e["loc"][1:]) for e in exc.errors())
+                return error_page(request, 422, f"The form is incomplete or invalid: {fields}")
+
+        return route
+
+
+def _rollback(request: Request) -> None:
+    db = getattr(request.state, "web_db", None)
+    if db is not None:
+        db.rollback()
+
+
+router = APIRouter(include_in_schema=False, route_class=WebRoute)
+
+
+# --- session, user, CSRF ------------------------------------------------------------------
+
+def _csrf_of(request: Request) -> str | None:
+    sess = getattr(request.state, "web_session", None)
+    return sess.csrf if sess else None
+
+
+def web_user(request: Request, session: SessionDep, settings: SettingsDep) -> User:
+    request.state.web_db = session
+    sess = security.read_session(settings.secret_key.get_secret_value(),
+                                 request.cookies.get(security.SESSION_COOKIE))
+    if sess is None:
+        raise LoginRequired()
+    user = session.get(User, sess.user_id)
+    if user is None or not user.is_active:
+        raise LoginRequired()
+    request.state.web_user_id = user.id
+    request.state.web_user = user
+    request.state.web_session = sess
+    return user
+
+
+WebUser = Annotated[User, Depends(web_user)]
+
+
+async def csrf_checked(request: Request, user: WebUser) -> User:
+    token = request.headers.get("x-csrf-token")
+    if token is None:
+        form = await request.form()
+        value = form.get("csrf")
+        token = value if isinstance(value, str) else None
+    if not security.tokens_match(_csrf_of(request), token):
+        raise CsrfRefused()
+    return user
+
+
+PostUser = Annotated[User, Depends(csrf_checked)]
+
+
+def _analyst(user: User) -> User:
+    if user.role not in ("analyst", "admin"):
+        raise Forbidden("this page is for analysts and admins")
+    return user
+
+
+def _admin(user: User) -> User:
+    if user.role != "admin":
+        raise Forbidden("this page is for admins")
+    return user
+
+
+def render(request: Request, name: str, status_code: int = 200, **ctx: Any) -> HTMLResponse:
+    ctx.setdefault("user", getattr(request.state, "web_user", None))
+    ctx.setdefault("csrf", _csrf_of(request))
+    return templates.TemplateResponse(request, name, ctx, status_code=status_code)
+
+
+def _safe_next(target: str | None) -> str:
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/queues"
+
+
+# --- login / logout -------------------------------------------------------------------------
+
+def _login_form(request: Request, *, message: str | None = None, status_code: int = 200,
+                next_: str = "/queues", username: str = "") -> HTMLResponse:
+    token = security.secrets.token_urlsafe(24)
+    resp = render(request, "login.html", status_code=status_code, login_csrf=token,
+                  message=message, next=next_, username=username)
+    resp.set_cookie(security.LOGIN_CSRF_COOKIE, token, httponly=True, samesite="lax",
+                    secure=request.url.scheme == "https", path="/login", max_age=3600)
+    return resp
+
+
+@router.get("/")
+def home() -> RedirectResponse:
+    return RedirectResponse("/queues", status_code=303)
+
+
+@router.get("/login")
+def login_page(request: Request, next: str | None = None) -> HTMLResponse:
+    return _login_form(request, next_=_safe_next(next))
+
+
+@router.post("/login")
+def login(request: Request, session: SessionDep, settings: SettingsDep,
+          username: Annotated[str, Form()] = "", password: Annotated[str, Form()] = "",
+          csrf: Annotated[str, Form()] = "", next: Annotated[str, Form()] = "/queues"
+          ) -> Response:
+    target = _safe_next(next)
+    if not security.tokens_match(request.cookies.get(security.LOGIN_CSRF_COOKIE), csrf):
+        return _login_form(request, message="The login form expired; please try again.",
+                           status_code=403, next_=target, username=username)
+    try:
+        user = users.authenticate_password(session=session, username=username.strip(),
+                                           password=password)
+    except Unauthorized:
+        return _login_form(request, message="Wrong username or password.", status_code=401,
+                           next_=target, username=username)
+    users.audit(session=session, user=user, action="web.login", target_type="user",
+                target_id=user.id)
+    cookie, _ = security.make_session(settings.secret_key.get_secret_value(), user.id)
+    resp = RedirectResponse(target, status_code=303)
+    resp.set_cookie(security.SESSION_COOKIE, cookie, httponly=True, samesite="lax",
+                    secure=request.url.scheme == "https", max_age=security.SESSION_MAX_AGE,
+                    path="/")
+    resp.delete_cookie(security.LOGIN_CSRF_COOKIE, path="/login")
+    return resp
+
+
+@router.post("/logout")
+def logout(session: SessionDep, user: PostUser) -> RedirectResponse:
+    users.audit(session=session, user=user, action="web.logout", target_type="user",
+                target_id=user.id)
+    resp = RedirectResponse("/login", status_code=303)
+    resp.delete_cookie(security.SESSION_COOKIE, path="/")
+    return resp
+
+
+# --- static files and item images -------------------------------------------------------
+
+@router.get("/static/{name}")
+def static(name: str) -> FileResponse:
+    path = (STATIC / name).resolve()
+    if path.parent != STATIC or not path.is_file():
+        raise NotFound(f"no static file {name!r}")
+    return FileResponse(path, headers={"Cache-Control": "public, max-age=3600"})
+
+
+@router.get("/items/{item_id}/image")
+def item_image(item_id: int, session: SessionDep, settings: SettingsDep,
+               user: WebUser) -> FileResponse:
+    item = session.get(Item, item_id)
+    if item is None:
+        raise NotFound(f"no item with id {item_id}")
+    path, media = web.local_image(item=item, settings=settings)
+    return FileResponse(path, media_type=media,
+                        headers={"Cache-Control": "private, max-age=86400",
+                                 "X-Content-Type-Options": "nosniff"})
+
+
+# --- queues -----------------------------------------------------------------------------------
+
+@router.get("/queues")
+def queues_page(request: Request, session: SessionDep, settings: SettingsDep,
+                user: WebUser) -> HTMLResponse:
+    now = utcnow()
+    rows = web.today_queues(session=session, user=user, settings=settings, now=now)
+    stats = web.moderator_stats(session=session, user=user, now=now, settings=settings)
+    return render(request, "queues.html", rows=rows, stats=stats,
+                  day=queues.queue_day(now, settings), notice=request.query_params.get("notice"))
+
+
+@router.get("/queues/{name}")
+def queue_page(name: str, request: Request, session: SessionDep, policy: PolicyDep,
+               user: WebUser) -> HTMLResponse:
+    queue = web.workable_queue(session=session, user=user, name=name)
+    [row] = [r for r in queues.list_queues(session=session, day=queue.day)
+             if r.queue.id == queue.id]
+    clusters = web.near_duplicate_clusters(session=session, queue=queue, user=user) \
+        if queue.audience == "moderators" else []
+    return render(request, "queue.html", row=row, clusters=clusters,
+                  policy_labels=policy.labels)
+
+
+@router.post("/work/start")
+def start(session: SessionDep, settings: SettingsDep, user: PostUser,
+          queue: Annotated[str, Form()] = "") -> RedirectResponse:
+    q = web.workable_queue(session=session, user=user, name=queue) if queue else None
+    task = queues.lease_next(session=session, user=user, now=utcnow(), settings=settings,
+                             queue=q)
+    if task is None:
+        return RedirectResponse("/queues?notice=empty", status_code=303)
+    suffix = f"?queue={quote(q.name)}" if q else ""
+    return RedirectResponse(f"/work/{task.id}{suffix}", status_code=303)
+
+
+# --- the work view ----------------------------------------------------------------------------
+
+def _card_html(request: Request, card: web.WorkCard | None, policy: Any) -> str:
+    tpl = templates.get_template("_card.html")
+    return tpl.render(request=request, card=card, policy=policy)
+
+
+@router.get("/work/{task_id}")
+def work_page(task_id: int, request: Request, session: SessionDep, settings: SettingsDep,
+              policy: PolicyDep, user: WebUser, queue: str | None = None) -> HTMLResponse:
+    now = utcnow()
+    if queue:
+        web.workable_queue(session=session, user=user, name=queue)
+    task = web.held_task(session=session, task_id=task_id, user=user, now=now)
+    card = web.work_card(session=session, task=task)
+    stats = web.moderator_stats(session=session, user=user, now=now, settings=settings)
+    return render(request, "work.html", card=card, policy=policy, scope=queue or "",
+                  stats=stats, card_html=_card_html(request, card, policy))
+
+
+def _next_card(request: Request, session: SessionDep, settings: SettingsDep, policy: Any,
+               user: User, scope: str) -> Response:
+    """Lease the next task; the card as JSON for ``fetch``, else a redirect to its page."""
+    now = utcnow()
+    q = web.workable_queue(session=session, user=user, name=scope) if scope else None
+    task = queues.lease_next(session=session, user=user, now=now, settings=settings, queue=q)
+    if not _wants_json(request):  # a plain form post (no JavaScript)
+        if task is None:
+            return RedirectResponse("/queues?notice=empty", status_code=303)
+        suffix = f"?queue={quote(scope)}" if scope else ""
+        return RedirectResponse(f"/work/{task.id}{suffix}", status_code=303)
+    card = web.work_card(session=session, task=task) if task else None
+    stats = web.moderator_stats(session=session, user=user, now=now, settings=settings)
+    return JSONResponse({"task_id": task.id if task else None,
+                         "html": _card_html(request, card, policy),
+                         "items_today": stats.items_today})
+
+
+@router.post("/work/{task_id}/verdict")
+def verdict(task_id: int, request: Request, session: SessionDep, settings: SettingsDep,
+            policy: PolicyDep, user: PostUser, label: Annotated[str, Form()],
+            comment: Annotated[str, Form()] = "",
+            time_spent_ms: Annotated[int | None, Form()] = None,
+            scope: Annotated[str, Form()] = "") -> Response:
+    task = queues.get_task(session=session, task_id=task_id)
+    if not user.may_work(task.queue.kind):
+        raise Forbidden(f"you may not work the queue {task.queue.name}")
+    if time_spent_ms is not None:
+        time_spent_ms = max(0, min(time_spent_ms, 24 * 3600 * 1000))
+    work.submit_verdict(session=session, task_id=task_id, user=user, label=label, policy=policy,
+                        now=utcnow(), comment=comment.strip() or None,
+                        time_spent_ms=time_spent_ms)
+    return _next_card(request, session, settings, policy, user, scope)
+
+
+@router.post("/work/{task_id}/skip")
+def skip(task_id: int, request: Request, session: SessionDep, settings: SettingsDep,
+         policy: PolicyDep, user: PostUser, scope: Annotated[str, Form()] = "") -> Response:
+    task = queues.get_task(session=session, task_id=task_id)
+    queues.release(session=session, task=task, user=user, now=utcnow(), skip=True)
+    return _next_card(request, session, settings, policy, user, scope)
+
+
+@router.get("/stats")
+def stats_page(request: Request, session: SessionDep, settings: SettingsDep,
+               user: WebUser) -> HTMLResponse:
+    stats = web.moderator_stats(session=session, user=user, now=utcnow(), settings=settings)
+    return render(request, "stats.html", stats=stats)
+
+
+# --- cluster review ---------------------------------------------------------------------------
+
+@router.post("/queues/{name}/clusters/decide")
+def decide_cluster(name: str, session: SessionDep, settings: SettingsDep, policy: PolicyDep,
+                   user: PostUser, label: Annotated[str, Form()],
+                   task_ids: Annotated[list[int], Form()],
+                   comment: Annotated[str, Form()] = "") -> RedirectResponse:
+    queue = web.workable_queue(session=session, user=user, name=name)
+    policy.check(label)
+    now = utcnow()
+    tasks = web.lease_tasks(session=session, task_ids=task_ids, queue=queue, user=user, now=now,
+                            settings=settings)
+    for task in tasks:
+        work.submit_verdict(session=session, task_id=task.id, user=user, label=label,
+                            policy=policy, now=now, comment=comment.strip() or None,
+                            time_spent_ms=None)
+    return RedirectResponse(f"/queues/{quote(name)}?decided={len(tasks)}", status_code=303)
+
+
+# --- analysts and admins ----------------------------------------------------------------------
+
+@router.get("/admin/rules")
+def rules_page(request: Request, session: SessionDep, user: WebUser) -> HTMLResponse:
+    _analyst(user)
+    return render(request, "rules.html", rules=rules.list_rules(session=session), backtest=None)
+
+
+@router.post("/admin/rules/{rule_id}/mode")
+def rule_mode(rule_id: int, session: SessionDep, policy: PolicyDep, user: PostUser,
+              mode: Annotated[str, Form()]) -> RedirectResponse:
+    _analyst(user)
+    rule = rules.get_rule(session=session, name_or_id=rule_id)
+    before = rule.mode
+    if mode not in ("active", "shadow", "off"):
+        raise ValidationFailed("mode must be active, shadow or off")
+    rules.update_rule(session=session, rule=rule, data={"mode": mode}, policy=policy,
+                      user_id=user.id)
+    users.audit(session=session, user=user, action="rule.mode", target_type="rule",
+                target_id=rule.id, details={"from": before, "to": mode, "version": rule.version})
+    return RedirectResponse("/admin/rules", status_code=303)
+
+
+@router.post("/admin/rules/{rule_id}/backtest")
+def rule_backtest(rule_id: int, request: Request, session: SessionDep, user: PostUser,
+                  limit: Annotated[int | None, Form()] = 20000) -> HTMLResponse:
+    _analyst(user)
+    rule = rules.get_rule(session=session, name_or_id=rule_id)
+    result = rules.backtest(session=session, rule=rule, limit=limit)
+    users.audit(session=session, user=user, action="rule.backtest", target_type="rule",
+                target_id=rule_id, details={"items_scanned": result.items_scanned,
+                                            "hits": result.hits})
+    return render(request, "rules.html", rules=rules.list_rules(session=session),
+                  backtest=result)
+
+
+@router.get("/admin/users")
+def users_page(request: Request, session: SessionDep, user: WebUser) -> HTMLResponse:
+    _admin(user)
+    return render(request, "users.html", users=users.list_users(session=session))
+
+
+@router.post("/admin/users/{user_id}/grants")
+def user_grants(user_id: int, session: SessionDep, user: PostUser,
+                kinds: Annotated[str, Form()] = "") -> RedirectResponse:
+    _admin(user)
+    target = session.get(User, user_id)
+    if target is None:
+        raise NotFound(f"no user with id {user_id}")
+    wanted = sorted({k.strip().upper() if k.strip() != "*" else "*"
+                     for k in kinds.replace(",", " ").split() if k.strip()})
+    before = sorted(target.granted_kinds)
+    users.set_grants(session=session, user=target, queue_kinds=wanted)
+    users.audit(session=session, user=user, action="user.grants", target_type="user",
+                target_id=target.id, details={"from": before, "to": wanted})
+    return RedirectResponse("/admin/users", status_code=303)
+
+
+@router.get("/admin/audit")
+def audit_page(request: Request, session: SessionDep, user: WebUser) -> HTMLResponse:
+    _analyst(user)
+    return render(request, "audit.html", entries=web.recent_audit(session=session, limit=200))
+
+
+@router.get("/reports")
+def reports_page(request: Request, user: WebUser) -> HTMLResponse:
+    _analyst(user)
+    return render(request, "reports.html")
+
+
+def _fmt_ms(ms: float | None) -> str:
+    if ms is None:
+        return "–"
+    return f"{ms / 1000:.1f} s"
+
+
+def _fmt_dt(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M") if value else "–"
+
+
+templates.env.filters["ms"] = _fmt_ms
+templates.env.filters["dt"] = _fmt_dt

@@ -1,0 +1,262 @@
+"""What the web pages show: today's queues, the work card and its context, a moderator's
+stats, near-duplicate clusters. Keyword-only, typed, no ``Request``; domain errors only."""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import and_, case, exists, func, select, update
+from sqlalchemy.orm import Session
+
+from backend.crowdwork.models import Judgment
+from backend.errors import Forbidden, LeaseLost, NotFound
+from backend.items.models import Item, ItemScore, ItemTag
+from backend.queues import service as queues
+from backend.queues.models import Queue, Task, TaskSkip
+from backend.rules.models import Rule, RuleHit
+from backend.settings import Settings
+from backend.users.models import AuditEntry, User
+
+IMAGE_SUFFIXES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png",
+                  ".gif": "image/gif", ".webp": "image/webp"}
+
+
+# --- queues -------------------------------------------------------------------------------
+
+def today_queues(*, session: Session, user: User, settings: Settings,
+                 now: datetime) -> list[queues.QueueRow]:
+    """Today's queues this user may work (analysts and admins see every queue)."""
+    day = queues.queue_day(now, settings)
+    kinds = None if user.role in ("admin", "analyst") else user.granted_kinds
+    return queues.list_queues(session=session, day=day, kinds=kinds)
+
+
+def workable_queue(*, session: Session, user: User, name: str) -> Queue:
+    """The queue ``name`` if this user may work it; ``Forbidden`` otherwise."""
+    queue = queues.get_queue(session=session, name=name)
+    if not user.may_work(queue.kind):
+        raise Forbidden(f"you may not work the queue {queue.name}")
+    return queue
+
+
+def held_task(*, session: Session, task_id: int, user: User, now: datetime) -> Task:
+    """The task ``task_id`` if ``user`` holds its lease (the work view shows only those)."""
+    task = session.get(Task, task_id)
+    if task is None:
+        raise NotFound(f"no task with id {task_id}")
+    if not user.may_work(task.queue.kind):
+        raise Forbidden(f"you may not work the queue {task.queue.name}")
+    queues.check_lease(task=task, user=user, now=now)
+    return task
+
+
+# --- the work card ------------------------------------------------------------------------
+
+@dataclass
+class RuleHitView:
+    name: str
+    mode: str
+    action: str
+    outcome: str | None
+
+
+@dataclass
+class NearestVerdict:
+    """A decided item close to this one (filled by the ML integration)."""
+
+    item_id: int
+    label: str
+    distance: float
+    title: str = ""
+    has_image: bool = False
+
+
+@dataclass
+class WorkCard:
+    task: Task
+    item: Item
+    rule_hits: list[RuleHitView] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    scores: dict[str, float] = field(default_factory=dict)
+    score_model: str | None = None
+    score_band: str | None = None
+    nearest: list[NearestVerdict] = field(default_factory=list)
+
+    @property
+    def image_is_local(self) -> bool:
+        img = self.item.image or ""
+        return bool(img) and not img.startswith(("http://", "https://"))
+
+
+def nearest_verdicts(session: Session, item_id: int) -> list[NearestVerdict]:
+    """Decided items nearest to ``item_id`` (thumbnail, label, distance).
+
+    ML INTEGRATION POINT: returns [] until the similarity index is wired in; the work
+    view already renders whatever this returns.
+    """
+    return []
+
+
+def work_card(*, session: Session, task: Task) -> WorkCard:
+    item = session.get(Item, task.item_id)
+    if item is None:
+        raise NotFound(f"no item with id {task.item_id}")
+    hits = [RuleHitView(name=r.name, mode=h_mode, action=r.action,
+                        outcome=r.label or r.queue_kind or r.tag)
+            for r, h_mode in session.execute(
+                select(Rule, RuleHit.mode).join(RuleHit, RuleHit.rule_id == Rule.id)
+                .where(RuleHit.item_id == item.id).order_by(RuleHit.id)).all()]
+    tags = list(session.scalars(select(ItemTag.tag).where(ItemTag.item_id == item.id)
+                                .order_by(ItemTag.tag)))
+    score = session.scalar(select(ItemScore).where(ItemScore.item_id == item.id)
+                           .order_by(ItemScore.created_at.desc(), ItemScore.id.desc()).limit(1))
+    card = WorkCard(task=task, item=item, rule_hits=hits, tags=tags,
+                    nearest=nearest_verdicts(session, item.id))
+    if score is not None:
+        card.scores = dict(sorted(score.scores.items(), key=lambda kv: -kv[1]))
+        card.score_model, card.score_band = score.model_id, score.band
+    return card
+
+
+def local_image(*, item: Item, settings: Settings) -> tuple[Path, str]:
+    """The item's image file if it is a local image under the data dir; ``NotFound`` else."""
+    raw = item.image or ""
+    if not raw or raw.startswith(("http://", "https://")) or "\x00" in raw:
+        raise NotFound("this item has no local image")
+    root = settings.data_dir.resolve()
+    path = Path(raw)
+    if not path.is_absolute():
+        path = root / path
+    path = path.resolve()
+    media = IMAGE_SUFFIXES.get(path.suffix.lower())
+    if media is None or not path.is_relative_to(root) or not path.is_file():
+        raise NotFound("this item has no local image")
+    return path, media
+
+
+# --- cluster review -------------------------------------------------------------------------
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def title_tokens(title: str) -> frozenset[str]:
+    return frozenset(_WORD.findall(title.lower()))
+
+
+def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    return len(a & b) / len(a | b) if a or b else 0.0
+
+
+@dataclass
+class Cluster:
+    key: str
+    tasks: list[tuple[Task, Item]]
+
+
+def near_duplicate_clusters(*, session: Session, queue: Queue, user: User, limit: int = 2000,
+                            min_similarity: float = 0.6, max_clusters: int = 20
+                            ) -> list[Cluster]:
+    """Pending items in ``queue`` that look alike (two or more per cluster), largest first.
+
+    An item joins the first cluster whose first item's title shares at least
+    ``min_similarity`` of its words (Jaccard), so re-posts with "NEW", "Hot sale" or a
+    trailing "(copy)" group together. ML INTEGRATION POINT: the similarity index can
+    replace this grouping by embedding distance.
+    """
+    rows = session.execute(
+        select(Task, Item).join(Item, Item.id == Task.item_id)
+        .where(Task.queue_id == queue.id, Task.state == "pending", Task.task_type == "item")
+        .where(~exists().where(and_(TaskSkip.task_id == Task.id, TaskSkip.user_id == user.id)))
+        .order_by(Task.id).limit(limit)).all()
+    clusters: list[tuple[frozenset[str], list[tuple[Task, Item]]]] = []
+    by_token: dict[str, list[int]] = {}
+    for task, item in rows:
+        tokens = title_tokens(item.title)
+        candidates = sorted({c for tok in tokens for c in by_token.get(tok, ())})
+        home = next((c for c in candidates
+                     if jaccard(tokens, clusters[c][0]) >= min_similarity), None)
+        if home is None:
+            home = len(clusters)
+            clusters.append((tokens, []))
+            for tok in tokens:
+                by_token.setdefault(tok, []).append(home)
+        clusters[home][1].append((task, item))
+    found = [Cluster(key=members[0][1].title, tasks=members)
+             for _, members in clusters if len(members) > 1]
+    found.sort(key=lambda c: -len(c.tasks))
+    return found[:max_clusters]
+
+
+def lease_tasks(*, session: Session, task_ids: Sequence[int], queue: Queue, user: User,
+                now: datetime, settings: Settings) -> list[Task]:
+    """Lease the given pending tasks of ``queue`` for ``user`` (all or nothing)."""
+    if not user.may_work(queue.kind) or queue.audience != "moderators":
+        raise Forbidden(f"you may not work the queue {queue.name}")
+    queues.expire_leases(session=session, now=now)
+    ids = sorted(set(task_ids))
+    result = session.execute(
+        update(Task).where(Task.id.in_(ids), Task.queue_id == queue.id, Task.state == "pending")
+        .values(state="leased", lease_owner_id=user.id, leased_at=now,
+                lease_expires_at=now + timedelta(seconds=settings.lease_seconds),
+                lease_count=Task.lease_count + 1)
+        .execution_options(synchronize_session=False))
+    if result.rowcount != len(ids):
+        raise LeaseLost("some of the selected tasks were taken by someone else; reload the grid")
+    return [t for t in (session.get(Task, i, populate_existing=True) for i in ids) if t]
+
+
+# --- audit trail --------------------------------------------------------------------------
+
+def recent_audit(*, session: Session, limit: int = 200) -> list[tuple[AuditEntry, str | None]]:
+    rows = session.execute(
+        select(AuditEntry, User.username).outerjoin(User, User.id == AuditEntry.user_id)
+        .order_by(AuditEntry.id.desc()).limit(limit)).tuples().all()
+    return list(rows)
+
+
+# --- a moderator's own stats -------------------------------------------------------------
+
+@dataclass
+class ModeratorStats:
+    items_today: int
+    median_ms_today: float | None
+    golden_answered: int
+    golden_agreed: int
+    items_total: int
+
+    @property
+    def golden_agreement(self) -> float | None:
+        return self.golden_agreed / self.golden_answered if self.golden_answered else None
+
+
+def day_start(now: datetime, settings: Settings) -> datetime:
+    tz = ZoneInfo(settings.queue_timezone)
+    return datetime.combine(now.astimezone(tz).date(), time(0), tzinfo=tz)
+
+
+def moderator_stats(*, session: Session, user: User, now: datetime,
+                    settings: Settings) -> ModeratorStats:
+    mine = and_(Judgment.user_id == user.id, Judgment.worker_kind == "moderator")
+    since = day_start(now, settings)
+    times = [t for t in session.scalars(select(Judgment.time_spent_ms)
+                                        .where(mine, Judgment.created_at >= since))]
+    known = [t for t in times if t is not None]
+    golden: dict[str, Any] = session.execute(
+        select(func.count().label("n"),
+               func.coalesce(func.sum(case((Judgment.label == Judgment.golden_label, 1),
+                                           else_=0)), 0).label("agree"))
+        .where(mine, Judgment.is_golden.is_(True), Judgment.golden_label.is_not(None))
+    ).one()._asdict()
+    total = session.scalar(select(func.count()).select_from(Judgment).where(mine)) or 0
+    return ModeratorStats(items_today=len(times),
+                          median_ms_today=statistics.median(known) if known else None,
+                          golden_answered=int(golden["n"]), golden_agreed=int(golden["agree"]),
+                          items_total=int(total))
+
