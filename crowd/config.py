@@ -1,0 +1,73 @@
+"""Crowd configuration: every knob of a Toloka pool Quorum creates, as data."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Self
+
+
+@dataclass(frozen=True)
+class CrowdConfig:
+    """Defaults follow the seed talk's scale (≈ $0.01 per item, 15 s per item).
+
+    Overlap: ``overlap`` answers per item to start with, more are asked (one at a
+    time) for items whose aggregated confidence is under ``target_confidence`` or
+    that have fewer than ``min_answers``, up to ``max_overlap``.
+
+    Pay: ``reward_per_suite = reward_per_task * (tasks_per_suite + golden_per_suite)``
+    (control tasks are paid like real ones; Toloka's minimum is $0.005).
+
+    Quality rules (written into the pool and enforced by `crowd.review`):
+    ban (project scope, ``ban_days``) and reject when a worker's golden accuracy is
+    under ``golden_min_accuracy`` after at least ``golden_min_answers`` control answers;
+    reject a suite answered faster than ``fast_seconds_per_task`` per task and ban after
+    ``fast_max_count`` such suites; Toloka bans after ``skipped_in_row`` skipped suites.
+    """
+
+    overlap: int = 2
+    min_answers: int = 2
+    max_overlap: int = 5
+    target_confidence: float = 0.8
+    tasks_per_suite: int = 10
+    golden_per_suite: int = 1
+    reward_per_task: float = 0.01
+    assignment_time_limit_s: int = 600
+    auto_accept: bool = False
+    auto_accept_period_days: int = 1
+    golden_min_answers: int = 3
+    golden_min_accuracy: float = 0.6
+    fast_seconds_per_task: float = 3.0
+    fast_max_count: int = 2
+    skipped_in_row: int = 3
+    ban_days: int = 10
+    training: bool = False
+    training_pass_mark: int = 70
+    training_tasks_per_suite: int = 5
+    aggregation: str = "ds"
+    may_contain_adult_content: bool = True
+    pool_lifetime_days: int = 30
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.overlap <= self.max_overlap:
+            raise ValueError("need 1 <= overlap <= max_overlap")
+        if self.min_answers > self.max_overlap:
+            raise ValueError("min_answers cannot exceed max_overlap")
+        if not 0.0 <= self.target_confidence <= 1.0:
+            raise ValueError("target_confidence is a probability")
+        if self.reward_per_suite < 0.005:
+            raise ValueError("Toloka pays at least $0.005 per suite")
+
+    @property
+    def reward_per_suite(self) -> float:
+        return round(self.reward_per_task * (self.tasks_per_suite + self.golden_per_suite), 4)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> Self:
+        """From settings/YAML; unknown keys are an error, not silently ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown crowd settings: {sorted(unknown)}")
+        return cls(**dict(data))

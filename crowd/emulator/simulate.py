@@ -1,0 +1,220 @@
+"""How simulated workers answer open pools (deterministic under a seed).
+
+A call to `Simulator.work` runs a small discrete-event simulation: every eligible
+worker has a ``free_at`` time; the worker who is free first takes the next task
+suite, spends ``seconds_per_task`` on each task, and is free again afterwards.
+A suite is mixed like Toloka's mixer: up to ``mixer_config.real_tasks_count``
+real tasks that still have remaining overlap and that this worker has not seen
+(in task-creation order), plus up to ``golden_tasks_count`` control tasks the
+worker has not seen. Workers under a user restriction, or who failed the pool's
+training (``quality_control.training_requirement``), take nothing.
+
+When no eligible worker can take another suite, the pool closes itself
+(``last_close_reason="COMPLETED"``), which is how a client learns the crowd is done.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import heapq
+from collections.abc import Mapping
+
+from crowd.emulator.state import TolokaState, iso
+from crowd.emulator.workers import ReplayBook, SimWorker, hidden_truth, simulate_answer
+
+
+class Simulator:
+    def __init__(
+        self,
+        state: TolokaState,
+        *,
+        workers: list[SimWorker],
+        seed: int,
+        truth: Mapping[str, str] | None = None,
+        replay: ReplayBook | None = None,
+        key_field: str = "item_id",
+    ) -> None:
+        self.state, self.seed, self.truth = state, seed, dict(truth or {})
+        self.replay, self.key_field = replay, key_field
+        self.workers = list(replay.workers) if replay is not None else list(workers)
+        self.free_at: dict[str, dt.datetime] = {w.id: state.now for w in self.workers}
+        self._cursor: dict[tuple[str, str], tuple[int, int]] = {}  # (pool, worker) -> (gen, index)
+        self._training: dict[tuple[str, str], bool] = {}
+        self._replay_tasks: dict[str, tuple[int, dict[str, str]]] = {}  # pool -> key -> task id
+        self._replay_lists: dict[tuple[str, str], tuple[int, list[str]]] = {}
+
+    # -- what a worker would say ---------------------------------------------
+    def _labels(self, pool: dict) -> tuple[str, list[str]]:
+        spec = self.state.projects[pool["project_id"]]["task_spec"]["output_spec"]
+        for name, field in spec.items():
+            if field.get("allowed_values"):
+                return name, list(field["allowed_values"])
+        raise ValueError("the emulator answers only output fields with allowed_values")
+
+    def _answer(
+        self, worker: SimWorker, task: dict, field: str, labels: list[str]
+    ) -> tuple[str, float] | None:
+        key = str(task["input_values"].get(self.key_field, task["id"]))
+        if self.replay is not None:
+            return self.replay.answer(worker, key)
+        known = task.get("known_solutions") or []
+        truth = known[0]["output_values"][field] if known else self.truth.get(key)
+        truth = truth if truth is not None else hidden_truth(key, labels)
+        return simulate_answer(worker, seed=self.seed, task_id=key, truth=truth, labels=labels)
+
+    def _passes_training(self, worker: SimWorker, pool: dict) -> bool:
+        requirement = (pool.get("quality_control") or {}).get("training_requirement")
+        if not requirement:
+            return True
+        tid = str(requirement["training_pool_id"])
+        cache_key = (tid, worker.id)
+        if cache_key not in self._training:
+            training = self.state.pools.get(tid)
+            field, labels = self._labels(pool)
+            right = total = 0
+            for task_id in self.state.pool_tasks.get(tid, []):
+                task = self.state.tasks[task_id]
+                got = self._answer(worker, task, field, labels)
+                if got is None or not task.get("known_solutions"):
+                    continue
+                total += 1
+                right += got[0] == task["known_solutions"][0]["output_values"][field]
+            mark = float(requirement.get("training_passing_skill_value", 0))
+            ok = training is not None and training["status"] == "OPEN"
+            self._training[cache_key] = ok and total > 0 and 100.0 * right / total >= mark
+        return self._training[cache_key]
+
+    # -- suites --------------------------------------------------------------
+    def _mix(self, pool: dict, worker: SimWorker) -> list[str]:
+        st, pid = self.state, pool["id"]
+        mixer = pool.get("mixer_config") or {}
+        n_real = int(mixer.get("real_tasks_count", 1) or 1)
+        n_gold = int(mixer.get("golden_tasks_count", 0) or 0)
+        real: list[str] = []
+        if self.replay is not None:
+            candidates = self._replay_candidates(pid, worker)
+        else:
+            candidates = [t for t in st.pool_tasks[pid] if not st.tasks[t].get("known_solutions")]
+        gen, start = self._cursor.get((pid, worker.id), (-1, 0))
+        if gen != st.overlap_generation:
+            start = 0
+        index = start
+        for index in range(start, len(candidates)):
+            tid = candidates[index]
+            task = st.tasks[tid]
+            if worker.id in st.answered_by[tid] or st.issued[tid] >= task["overlap"]:
+                if index == start:
+                    start += 1  # never answerable again until overlaps change
+                continue
+            real.append(tid)
+            if len(real) == n_real:
+                break
+        self._cursor[(pid, worker.id)] = (st.overlap_generation, start)
+        if not real:
+            return []
+        golden = [
+            t
+            for t in st.pool_tasks[pid]
+            if st.tasks[t].get("known_solutions") and worker.id not in st.answered_by[t]
+        ]
+        if self.replay is not None:
+            labels = self.replay.labels
+            golden = [t for t in golden if (worker.id, self._key(t)) in labels]
+        return real + golden[:n_gold]
+
+    def _key(self, tid: str) -> str:
+        return str(self.state.tasks[tid]["input_values"].get(self.key_field, tid))
+
+    def _replay_candidates(self, pid: str, worker: SimWorker) -> list[str]:
+        assert self.replay is not None
+        n_tasks = len(self.state.pool_tasks[pid])
+        built = self._replay_tasks.get(pid)
+        if built is None or built[0] != n_tasks:
+            fresh: dict[str, str] = {}
+            for tid in self.state.pool_tasks[pid]:
+                if not self.state.tasks[tid].get("known_solutions"):
+                    fresh.setdefault(self._key(tid), tid)
+            built = self._replay_tasks[pid] = (n_tasks, fresh)
+        index = built[1]
+        cached = self._replay_lists.get((pid, worker.id))
+        if cached is None or cached[0] != n_tasks:
+            keys = self.replay.by_worker.get(worker.id, ())
+            cached = (n_tasks, [index[k] for k in keys if k in index])
+            self._replay_lists[(pid, worker.id)] = cached
+        return cached[1]
+
+    def _issue(
+        self, pool: dict, worker: SimWorker, task_ids: list[str], start: dt.datetime
+    ) -> dt.datetime:
+        st = self.state
+        field, labels = self._labels(pool)
+        solutions, tasks, spent = [], [], 0.0
+        for tid in task_ids:
+            label, seconds = self._answer(worker, st.tasks[tid], field, labels) or (labels[0], 1.0)
+            solutions.append({"output_values": {field: label}})
+            tasks.append(st.task_view(tid))
+            spent += seconds
+            st.answered_by[tid].add(worker.id)
+            if not st.tasks[tid]["infinite_overlap"]:
+                st.issued[tid] += 1
+        submitted = start + dt.timedelta(seconds=spent)
+        aid = st.next_id("assignment")
+        st.assignments[aid] = {
+            "id": aid,
+            "task_suite_id": st.next_id("suite"),
+            "pool_id": pool["id"],
+            "user_id": worker.id,
+            "status": "ACCEPTED" if pool.get("auto_accept_solutions") else "SUBMITTED",
+            "reward": pool.get("reward_per_assignment", 0),
+            "tasks": tasks,
+            "solutions": solutions,
+            "automerged": False,
+            "mixed": True,
+            "created": iso(start),
+            "submitted": iso(submitted),
+            "owner": {"id": "requester", "myself": True},
+        }
+        if pool.get("auto_accept_solutions"):
+            st.assignments[aid]["accepted"] = iso(submitted)
+        st.now = max(st.now, submitted)
+        return submitted
+
+    def work(self, pool_id: str | None = None, *, n: int | None = None) -> int:
+        """Answer up to ``n`` suites (all that can be answered when ``None``) in the
+        open pool ``pool_id`` (every open regular pool when ``None``). Returns how many."""
+        st = self.state
+        pool_ids = (
+            [pool_id]
+            if pool_id
+            else sorted(
+                p
+                for p, pool in st.pools.items()
+                if pool["status"] == "OPEN" and pool["type"] == "REGULAR"
+            )
+        )
+        done = 0
+        for pid in pool_ids:
+            pool = st.pools.get(pid)
+            if pool is None or pool["status"] != "OPEN":
+                continue
+            opened = dt.datetime.fromisoformat(pool["last_started"]).replace(tzinfo=dt.UTC)
+            heap = [
+                (max(self.free_at[w.id], opened), i, w)
+                for i, w in enumerate(self.workers)
+                if not st.is_restricted(w.id, pool) and self._passes_training(w, pool)
+            ]
+            heapq.heapify(heap)
+            while heap and (n is None or done < n):
+                free_at, i, worker = heapq.heappop(heap)
+                if st.is_restricted(worker.id, pool):
+                    continue
+                task_ids = self._mix(pool, worker)
+                if not task_ids:
+                    continue
+                self.free_at[worker.id] = self._issue(pool, worker, task_ids, free_at)
+                heapq.heappush(heap, (self.free_at[worker.id], i, worker))
+                done += 1
+            if not heap:
+                pool["status"], pool["last_close_reason"] = "CLOSED", "COMPLETED"
+                pool["last_stopped"] = iso(st.now)
+        return done
