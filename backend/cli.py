@@ -309,7 +309,7 @@ def embed(
             bar.update(len(ids))
     with session_scope() as session:
         added = sync_index(session=session, encoder=encoder,
-                           store=get_store(encoder=encoder, ml=ml))
+                           store=get_store(encoder=encoder, ml=ml, session=session))
     console.print(f"embedded {len(todo)} item(s); {added} added to the neighbour index")
 
 

@@ -183,10 +183,18 @@ class LocalVectorStore:
         return len(self.index) if self.index is not None else 0
 
 
-def get_store(*, encoder: Any, settings: Settings | None = None,
-              ml: MLSettings | None = None) -> LocalVectorStore:
+def get_store(*, encoder: Any, settings: Settings | None = None, ml: MLSettings | None = None,
+              session: Session | None = None) -> Any:
+    """pgvector on PostgreSQL with the extension (shared by every process, bound to
+    ``session``), else the in-process index under ``data_dir``."""
     settings = settings or get_settings()
     ml = ml or get_ml_settings()
+    if session is not None and ml.use_pgvector:
+        from backend.ml_adapter import pgvector
+
+        if pgvector.available(session):
+            return pgvector.PgVectorStore(session, encoder_id=encoder.encoder_id,
+                                          dim=encoder.dim)
     directory = settings.data_dir / "index" / _slug(encoder.encoder_id)
     key = str(directory.resolve())
     with _lock:
@@ -196,7 +204,7 @@ def get_store(*, encoder: Any, settings: Settings | None = None,
         return _stores[key]
 
 
-def sync_index(*, session: Session, encoder: Any, store: LocalVectorStore,
+def sync_index(*, session: Session, encoder: Any, store: Any,
                batch_size: int = 64) -> int:
     """Add the items that got a human verdict since the store's watermark. Returns how many."""
     store.refresh()
@@ -340,7 +348,7 @@ class MLHooks:
         if ts.reuse_distance is None:
             return {}
         encoder = get_encoder(self.ml)
-        store = get_store(encoder=encoder, settings=self.settings, ml=self.ml)
+        store = get_store(encoder=encoder, settings=self.settings, ml=self.ml, session=session)
         sync_index(session=session, encoder=encoder, store=store, batch_size=self.ml.batch_size)
         if len(store) == 0:
             return {}
@@ -399,7 +407,7 @@ def neighbours_for_item(*, session: Session, item_id: int, k: int = 5,
     if not rows:
         return []
     vec = ensure_embeddings(session=session, rows=rows, encoder=encoder)
-    store = get_store(encoder=encoder, settings=settings, ml=ml)
+    store = get_store(encoder=encoder, settings=settings, ml=ml, session=session)
     sync_index(session=session, encoder=encoder, store=store)
     ids, dists = store.search(vec, k + 1)
     labels = human_labels(session, ids[0].tolist())
