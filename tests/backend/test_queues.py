@@ -197,7 +197,10 @@ def test_concurrent_leasing_every_task_exactly_once(settings, policy, threads, d
         states = Counter(s.scalars(select(Task.state)).all())
         assert states == {"done": 120}
         assert s.scalar(select(Queue.done)) == 120
-    assert len({u for _, u in done}) > 1  # the work was shared
+    if db_url.startswith("postgresql"):
+        # SKIP LOCKED lets moderators work side by side (SQLite serialises the writers,
+        # so there one thread may legitimately take every task)
+        assert len({u for _, u in done}) > 1
 
 
 def test_http_lease_verdict_flow(client, make_user):
