@@ -67,6 +67,10 @@ class Settings(_Base):
     #: Signals that put an item into the GMV / EXP_V queues when nothing else routed it.
     gmv_top_threshold: float = 10_000.0
     exposure_top_threshold: float = 50_000.0
+    #: Share of automatic decisions sent to people for a spot check, per band (``auto_ok``,
+    #: ``ML_BAD_HIGH``) or source (``similarity``, ``rule``); 0 switches it off.
+    spot_check_rates: dict[str, float] = Field(default_factory=lambda: {
+        "auto_ok": 0.05, "ML_BAD_HIGH": 0.05, "similarity": 0.05, "rule": 0.02})
     #: Time zone used to name daily queues.
     queue_timezone: str = "UTC"
 

@@ -19,6 +19,10 @@ from backend.queues.models import Task
 from backend.users.models import User
 
 
+#: Answers to a pair task: do the two items deserve the same decision?
+PAIR_ANSWERS = ("same", "different")
+
+
 @dataclass
 class VerdictResult:
     task: Task
@@ -35,11 +39,16 @@ def submit_verdict(*, session: Session, task_id: int, user: User, label: str,
     Retry-safe: the same moderator sending the same verdict again for a task they
     already finished gets the first result back (``replayed=True``), nothing new is
     written. Item tasks decide the item (a human decision supersedes automatic ones);
-    golden items record the judgment against the known answer as well.
+    golden items record the judgment against the known answer as well. Pair tasks
+    (``same`` / ``different``, for calibrating the similarity reuse distance) record a
+    judgment only.
     """
     task = queues.get_task(session=session, task_id=task_id)
     if task.task_type == "item":
         policy.check(label)
+    elif label not in PAIR_ANSWERS:
+        raise ValidationFailed(f"a pair task is answered with one of {list(PAIR_ANSWERS)}, "
+                               f"not {label!r}")
     if time_spent_ms is not None and not (0 <= time_spent_ms <= 24 * 3600 * 1000):
         raise ValidationFailed("time_spent_ms must be between 0 and one day")
     if task.state == "done":
@@ -56,7 +65,8 @@ def submit_verdict(*, session: Session, task_id: int, user: User, label: str,
     judgment = Judgment(
         item_id=task.item_id, task_id=task.id, worker_kind="moderator", user_id=user.id,
         worker_id=user.username, label=label, time_spent_ms=time_spent_ms,
-        is_golden=item.is_golden, golden_label=item.golden_label, comment=comment,
+        is_golden=item.is_golden and task.task_type == "item",
+        golden_label=item.golden_label if task.task_type == "item" else None, comment=comment,
         created_at=now)
     session.add(judgment)
     session.flush()

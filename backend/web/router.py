@@ -266,7 +266,7 @@ def queue_page(name: str, request: Request, session: SessionDep, policy: PolicyD
 def start(session: SessionDep, settings: SettingsDep, user: PostUser,
           queue: Annotated[str, Form()] = "") -> RedirectResponse:
     q = web.workable_queue(session=session, user=user, name=queue) if queue else None
-    task = queues.lease_next(session=session, user=user, now=utcnow(), settings=settings,
+    task = web.lease_next(session=session, user=user, now=utcnow(), settings=settings,
                              queue=q)
     if task is None:
         return RedirectResponse("/queues?notice=empty", status_code=303)
@@ -299,7 +299,7 @@ def _next_card(request: Request, session: SessionDep, settings: SettingsDep, pol
     """Lease the next task; the card as JSON for ``fetch``, else a redirect to its page."""
     now = utcnow()
     q = web.workable_queue(session=session, user=user, name=scope) if scope else None
-    task = queues.lease_next(session=session, user=user, now=now, settings=settings, queue=q)
+    task = web.lease_next(session=session, user=user, now=now, settings=settings, queue=q)
     if not _wants_json(request):  # a plain form post (no JavaScript)
         if task is None:
             return RedirectResponse("/queues?notice=empty", status_code=303)
