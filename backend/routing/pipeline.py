@@ -12,7 +12,9 @@ Precedence for an item:
 3. similarity: a close, unanimous past verdict is reused; disagreeing neighbours send
    the item to ``SIMILAR_CONFLICT``;
 4. the classifier's band decides (bands allowed to) or routes (``ML_*`` queues);
-5. otherwise the signals pick the queue: ``GMV``, ``EXP_V``, ``NEW_PRODUCTS``, ``MANUAL``.
+5. otherwise the signals pick the queue: ``GMV``, ``EXP_V``, ``NEW_PRODUCTS``, ``MANUAL``;
+6. a share of the automatic decisions is also queued in ``SPOT_CHECK`` for people
+   (``routing/spot_checks.py``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from backend.decisions.service import NewDecision, record_decisions
 from backend.items.models import Item, ItemTag
 from backend.queues import service as queues
 from backend.routing.hooks import PipelineHooks, get_pipeline_hooks
+from backend.routing.spot_checks import sample_spot_checks
 from backend.rules import service as rules
 from backend.rules.engine import CompiledRule, item_context
 from backend.settings import Settings
@@ -47,9 +50,11 @@ class RoutingSummary:
     queued: Counter[str] = field(default_factory=Counter)  # by queue kind
     rule_hits: Counter[str] = field(default_factory=Counter)
     shadow_hits: Counter[str] = field(default_factory=Counter)
+    spot_checks: int = 0
 
     def merge(self, other: RoutingSummary) -> None:
         self.items += other.items
+        self.spot_checks += other.spot_checks
         for name in ("decided", "labels", "queued", "rule_hits", "shadow_hits"):
             getattr(self, name).update(getattr(other, name))
 
@@ -158,7 +163,9 @@ def _route_batch(*, session: Session, ids: list[int], now: datetime, settings: S
     if new_tags:
         session.execute(insert(ItemTag), new_tags)
     rules.record_hits(session=session, hits=hits, now=now)
-    record_decisions(session=session, decisions=decisions, now=now)
+    event_ids = record_decisions(session=session, decisions=decisions, now=now)
+    summary.spot_checks += sample_spot_checks(session=session, decisions=decisions,
+                                              event_ids=event_ids, now=now, settings=settings)
     for d in decisions:
         summary.decided[d.source] += 1
         summary.labels[f"{d.source}:{d.label}"] += 1

@@ -150,3 +150,20 @@ def test_rules_api_crud_and_errors(client, make_user):
     assert client.get("/api/v1/rules/nope", headers=h).status_code == 404
     r = client.post("/api/v1/rules/x/backtest", headers=h)
     assert r.status_code == 200 and r.json()["items_scanned"] == 0
+
+
+def test_spot_checks_sample_automatic_decisions(session, settings, policy, monkeypatch):
+    from backend.queues.models import Queue, Task
+
+    monkeypatch.setattr(settings, "spot_check_rates", {"rule": 0.5})
+    create_rule(session=session, policy=policy, data=_rule(
+        "all-fraud", "true", label="fraud"))
+    ids, summary = _ingest_route(session, settings, policy, [item_row(i) for i in range(200)])
+    tasks = session.scalars(select(Task).join(Queue).where(Queue.kind == "SPOT_CHECK")).all()
+    assert 60 < len(tasks) < 140 and summary.spot_checks == len(tasks)  # about half
+    t = tasks[0]
+    event = session.get(DecisionEvent, t.payload["spot_check_of"])
+    assert (event.item_id, t.payload["auto_label"], t.payload["band"]) == (t.item_id, "fraud",
+                                                                           "rule")
+    # spot-checked items stay decided (the automatic decision holds until a person speaks)
+    assert session.get(ItemStatus, t.item_id).state == "decided"
