@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -65,9 +66,7 @@ def read_rows(path: Path, fmt: str | None = None) -> list[dict[str, Any]]:
                     if _clean(rec[c]) is not None}
             row["metadata"] = {**(row.get("metadata") or {}), **meta}
         if isinstance(row.get("metadata"), str):
-            try:
+            with contextlib.suppress(json.JSONDecodeError):  # else validation reports it
                 row["metadata"] = json.loads(row["metadata"])
-            except json.JSONDecodeError:
-                pass  # left as is: validation reports it for that row
         rows.append(row)
     return rows

@@ -1,4 +1,4 @@
-"""Configuration, read from the environment (prefix ``QUORUM_``) through a cached ``get_settings()``.
+"""Configuration from the environment (prefix ``QUORUM_``), read via a cached ``get_settings()``.
 
 Settings are split per area; each area has its own prefix so that the names stay
 short and grep-able, e.g. ``QUORUM_DATABASE_URL`` or ``QUORUM_QUEUE_CHUNK_SIZE``.

@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Float, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from backend.db import Base, utcnow
 from backend.types import JSONType, TZDateTime
+
+if TYPE_CHECKING:
+    from backend.decisions.models import ItemStatus
 
 
 class Item(Base):

@@ -75,7 +75,8 @@ class IngestResult(BaseModel):
     rejected: int
     stored: bool = Field(description="False when the batch was refused as a whole")
     errors: list[RowError] = Field(default_factory=list)
-    item_ids: list[int] = Field(default_factory=list, description="ids in row order (0 if rejected)")
+    item_ids: list[int] = Field(default_factory=list,
+                                description="ids in row order (0 if rejected)")
 
 
 class ItemBatch(BaseModel):

@@ -18,10 +18,10 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import insert, select, tuple_, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session, selectinload
 
-from backend.db import utcnow
+from backend.db import insert_returning_ids, utcnow
 from backend.decisions.models import DecisionEvent, ItemStatus
 from backend.errors import NotFound
 from backend.items.models import Item
@@ -36,7 +36,11 @@ _CHUNK = 500
 
 
 def content_hash(row: ItemCreate) -> str:
-    data = row.model_dump(include=set(CONTENT_FIELDS))
+    return _hash_of(row.model_dump(include=set(CONTENT_FIELDS)))
+
+
+def _hash_of(data: Mapping[str, Any]) -> str:
+    """SHA-256 of the content fields as sorted JSON (keep stable: stored hashes use it)."""
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -72,12 +76,32 @@ def validate_rows(
     return good, errors
 
 
-def _row_values(item: ItemCreate, digest: str, now: datetime) -> dict[str, Any]:
-    values = item.model_dump(exclude={"metadata"})
-    values["metadata_"] = item.metadata
-    values["content_hash"] = digest
-    values["updated_at"] = now
-    return values
+def _dump(item: ItemCreate) -> tuple[dict[str, Any], str]:
+    """The item's column values (``metadata`` under its column name) and content hash,
+    from one ``model_dump``."""
+    values = item.model_dump()
+    values["content_hash"] = _hash_of({k: values[k] for k in CONTENT_FIELDS})
+    return values, values["content_hash"]
+
+
+def _existing(session: Session, keys: Sequence[tuple[str, str]]
+              ) -> dict[tuple[str, str], tuple[int, str]]:
+    """``(source, external_id) -> (id, content_hash)`` for the stored ones among ``keys``.
+
+    One ``source = ? AND external_id IN (...)`` per source: it uses the unique index on
+    both backends (a row-value ``IN`` scans the whole table on SQLite and PostgreSQL).
+    """
+    by_source: dict[str, list[str]] = {}
+    for source, external_id in keys:
+        by_source.setdefault(source, []).append(external_id)
+    found: dict[tuple[str, str], tuple[int, str]] = {}
+    for source, ext_ids in by_source.items():
+        for r in session.execute(
+            select(Item.id, Item.external_id, Item.content_hash).where(
+                Item.source == source, Item.external_id.in_(ext_ids))
+        ):
+            found[(source, r.external_id)] = (r.id, r.content_hash)
+    return found
 
 
 def ingest(
@@ -100,41 +124,33 @@ def ingest(
         return result, []
 
     created_ids: list[int] = []
+    items_table, status_table = Item.__table__, ItemStatus.__table__
     for start in range(0, len(good), _CHUNK):
         chunk = good[start:start + _CHUNK]
-        keys = [(it.source, it.external_id) for _, it in chunk]
-        existing = {
-            (r.source, r.external_id): (r.id, r.content_hash)
-            for r in session.execute(
-                select(Item.id, Item.source, Item.external_id, Item.content_hash).where(
-                    tuple_(Item.source, Item.external_id).in_(keys))
-            )
-        }
+        existing = _existing(session, [(it.source, it.external_id) for _, it in chunk])
         to_insert: list[tuple[int, dict[str, Any]]] = []
         to_update: list[dict[str, Any]] = []
         for n, it in chunk:
-            digest = content_hash(it)
+            values, digest = _dump(it)
             found = existing.get((it.source, it.external_id))
             if found is None:
-                values = _row_values(it, digest, now)
-                values["created_at"] = now
+                values["updated_at"] = values["created_at"] = now
                 to_insert.append((n, values))
             elif found[1] == digest:
                 result.unchanged += 1
                 result.item_ids[n - 1] = found[0]
             else:
-                values = _row_values(it, digest, now)
                 values.pop("source"), values.pop("external_id")
+                values["metadata_"] = values.pop("metadata")
                 values["id"] = found[0]
+                values["updated_at"] = now
                 to_update.append(values)
                 result.updated += 1
                 result.item_ids[n - 1] = found[0]
         if to_insert:
-            ids = session.scalars(
-                insert(Item).returning(Item.id, sort_by_parameter_order=True),
-                [v for _, v in to_insert],
-            ).all()
-            session.execute(insert(ItemStatus), [
+            # Core inserts (no ORM unit of work): the column is named ``metadata``
+            ids = insert_returning_ids(session, items_table, [v for _, v in to_insert])
+            session.execute(insert(status_table), [
                 {"item_id": i, "state": "new", "is_human": False, "updated_at": now}
                 for i in ids
             ])

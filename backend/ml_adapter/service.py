@@ -272,7 +272,8 @@ def train(*, session: Session, settings: Settings | None = None, ml: MLSettings 
     evaluate it on a held-out share, save a versioned artifact and make it active."""
     from ml.classifier import EmbeddingClassifier
 
-    settings, ml, policy = settings or get_settings(), ml or get_ml_settings(), policy or get_policy()
+    settings, ml = settings or get_settings(), ml or get_ml_settings()
+    policy = policy or get_policy()
     classes = set(policy.class_keys)
     labelled = dict(session.execute(select(ItemStatus.item_id, ItemStatus.label).where(
         ItemStatus.is_human.is_(True), ItemStatus.label.in_(sorted(classes)))).tuples().all())

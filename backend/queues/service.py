@@ -18,7 +18,6 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import and_, exists, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from backend.db import utcnow
 from backend.decisions.models import ItemStatus
 from backend.errors import LeaseLost, NotFound, ValidationFailed
 from backend.queues.models import Queue, Task, TaskSkip

@@ -1,4 +1,4 @@
-"""A moderator's verdict on a task: a judgment, a decision event, the task done — one transaction."""
+"""A moderator's verdict on a task: judgment, decision event and task done in one transaction."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from backend.policy import Policy
 from backend.queues import service as queues
 from backend.queues.models import Task
 from backend.users.models import User
-
 
 #: Answers to a pair task: do the two items deserve the same decision?
 PAIR_ANSWERS = ("same", "different")

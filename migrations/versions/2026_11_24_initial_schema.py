@@ -9,10 +9,11 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
-
-import backend.types
 from sqlalchemy import Text
 from sqlalchemy.dialects import postgresql
+
+import backend.types
+
 revision: str = '0001'
 down_revision: str | Sequence[str] | None = None
 branch_labels: str | Sequence[str] | None = None

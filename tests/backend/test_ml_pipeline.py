@@ -9,7 +9,6 @@ from backend.decisions.models import DecisionEvent, ItemStatus
 from backend.decisions.service import NewDecision, record_decisions
 from backend.items.models import ItemEmbedding, ItemScore
 from backend.items.service import ingest
-from backend.queues.models import Queue, Task
 from backend.routing.pipeline import route_items
 from tests.conftest import auth, item_row
 
@@ -90,7 +89,7 @@ def test_classifier_scores_every_undecided_item_and_trains(session, settings, po
         ["Cotton t-shirt blue", "Cannabis seeds pack", "Lace lingerie 18+", "Coffee mug"])])
     scores = session.scalars(select(ItemScore)).all()
     assert len(scores) == 4 and all(abs(sum(s.scores.values()) - 1) < 1e-3 for s in scores)
-    assert {s.model_id for s in scores} == {f"zero-shot:hashing:char2-4:256:marketplace:1"}
+    assert {s.model_id for s in scores} == {"zero-shot:hashing:char2-4:256:marketplace:1"}
     # 24 human verdicts of two labels -> a trained classifier becomes active
     rows = [item_row(100 + i, title=("Cotton t-shirt size " if i % 2 else "Cannabis seeds "
                                      "strain ") + str(i)) for i in range(24)]

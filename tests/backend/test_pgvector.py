@@ -15,8 +15,13 @@ from tests.conftest import item_row
 def pgvector_url():
     from backend.db import dispose_engines
     from backend.migrate import upgrade
-    from tests.pg import create_database, drop_database, embedded_server_url, has_pgvector, \
-        server_url
+    from tests.pg import (
+        create_database,
+        drop_database,
+        embedded_server_url,
+        has_pgvector,
+        server_url,
+    )
 
     server = server_url()
     if not has_pgvector(server):

@@ -1,6 +1,6 @@
 import threading
 from collections import Counter
-from datetime import date, datetime, timedelta, UTC
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
