@@ -37,6 +37,8 @@ class Judgment(Base):
         ForeignKey("crowd_pools.id", ondelete="SET NULL")
     )
     assignment_id: Mapped[str | None] = mapped_column(String(100))
+    #: Crowd answers: the review verdict of the assignment (SUBMITTED/ACCEPTED/REJECTED).
+    assignment_status: Mapped[str | None] = mapped_column(String(20))
     created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
 
 
@@ -82,4 +84,18 @@ class CrowdTask(Base):
     is_golden: Mapped[bool] = mapped_column(default=False)
     overlap: Mapped[int] = mapped_column(Integer, default=1)
     aggregated: Mapped[bool] = mapped_column(default=False)
+    #: How the item left the pool: ``decided`` (crowd decision), ``moderators`` (no
+    #: agreement at the maximum overlap), ``control`` (a golden task); None while open.
+    outcome: Mapped[str | None] = mapped_column(String(20))
     created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
+
+
+class CrowdStoreEntry(Base):
+    """crowd's ``Store`` on our database (`backend.crowdwork.store.DbStore`): what a push
+    recorded before and after each Toloka call, one JSON object per key."""
+
+    __tablename__ = "crowd_store"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    value: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    updated_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)

@@ -19,6 +19,8 @@ from rich.table import Table
 from sqlalchemy import func, select
 
 from backend.db import dispose_engines, session_scope, utcnow
+from backend.demo.calibration_step import step_calibrate
+from backend.demo.crowd_step import step_crowd
 from backend.settings import Settings, get_settings
 
 DEFAULT_RULES = Path(__file__).resolve().parent.parent / "defaults" / "rules.yaml"
@@ -221,6 +223,8 @@ STEPS: list[tuple[str, Step]] = [
     ("train", step_train),
     ("wave 2: ingest", step_wave2),
     ("moderators", step_moderate),
+    ("crowd", step_crowd),
+    ("calibration", step_calibrate),
 ]
 
 

@@ -36,6 +36,9 @@ MATRIX: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/v1/items/{item_id}/neighbours"): ALL,
     ("GET", "/api/v1/thresholds"): STAFF,
     ("POST", "/api/v1/thresholds/{version}/apply"): STAFF,
+    ("GET", "/api/v1/crowd/pools"): STAFF,
+    ("GET", "/api/v1/crowd/pools/{pool_id}"): STAFF,
+    ("GET", "/api/v1/crowd/report"): STAFF,
 }
 
 

@@ -1,0 +1,187 @@
+"""``quorum crowd ...``: push crowd queues to Toloka, pull answers, status, the crowd report.
+
+Without ``QUORUM_CROWD_TOLOKA_URL`` the commands start a local Toloka emulator with
+simulated workers on loopback for their own run: ``push`` then lets the workers answer
+and pulls rounds until the pool is finished (the emulator does not outlive the command).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from backend.errors import ValidationFailed
+
+crowd_app = typer.Typer(help="The crowd (Toloka pools, answers, aggregation, metrics).",
+                        no_args_is_help=True)
+console = Console(soft_wrap=True, width=120)
+
+
+def _env() -> tuple[Any, Any, Any]:
+    from backend.crowdwork.settings import get_crowd_settings
+    from backend.migrate import upgrade
+    from backend.policy import get_policy
+    from backend.settings import get_settings
+
+    settings = get_settings()
+    upgrade(settings.resolved_database_url)
+    return settings, get_crowd_settings(), get_policy()
+
+
+def _fmt(value: Any, pct: bool = False) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.1%}" if pct else f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+    return str(value)
+
+
+def print_rounds(rounds: list[Any], out: Console) -> None:
+    table = Table(title="Crowd rounds")
+    for col in ("round", "new answers", "rejected", "banned", "decided", "to moderators",
+                "asked more", "unresolved"):
+        table.add_column(col, justify="right")
+    for n, r in enumerate(rounds, 1):
+        table.add_row(str(n), str(r.new_answers), str(r.rejected), ", ".join(r.banned) or "0",
+                      str(r.decided), str(r.to_moderators), str(r.asked_more), str(r.unresolved))
+    out.print(table)
+
+
+@crowd_app.command("push")
+def crowd_push(
+    queue: Annotated[str, typer.Argument(help="a crowd queue, e.g. NEW_PRODUCTS_2026-11-24_1")],
+    method: Annotated[str | None, typer.Option(
+        help="aggregation for this pool: mv, wawa, ds, glad (default QUORUM_CROWD_AGGREGATION)")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="push at most this many items")] = None,
+) -> None:
+    """Push QUEUE's pending tasks to the crowd as one pool (a re-run resumes, never duplicates)."""
+    from backend.crowdwork.runtime import best_known_labels, open_crowd, work_rounds
+    from backend.crowdwork.service import push_queue
+    from backend.db import session_scope
+
+    settings, crowd, policy = _env()
+    truth = None
+    if not crowd.toloka_url:
+        with session_scope() as session:
+            truth = best_known_labels(session=session)
+    with open_crowd(settings=settings, crowd=crowd, policy=policy, truth=truth) as c:
+        s = push_queue(rt=c.runtime, queue_name=queue, method=method, limit=limit)
+        if s.already_open:
+            console.print(f"{queue}: nothing pending; already in crowd pool {s.pool_id}")
+            return
+        console.print(f"{queue} → crowd pool {s.pool_id} (Toloka pool {s.toloka_pool_id}): "
+                      f"{s.items} items + {s.golden} control tasks; {s.created} tasks created, "
+                      f"{s.reused} already there{' (resumed)' if s.resumed else ''}")
+        if s.left_pending:
+            console.print(f"{s.left_pending} tasks left pending in {queue} (push again)")
+        if c.is_local:
+            console.print(f"local emulator with {crowd.emulator_workers} simulated workers "
+                          "(QUORUM_CROWD_TOLOKA_URL unset): working the pool now")
+            print_rounds(work_rounds(c, pool_id=s.pool_id, max_rounds=crowd.max_rounds),
+                         console)
+
+
+@crowd_app.command("pull")
+def crowd_pull(
+    pool: Annotated[int | None, typer.Option(help="one crowd pool id (default: every open pool)")
+                    ] = None,
+) -> None:
+    """Pull new answers, review them, aggregate, and decide or ask for more (one round)."""
+    from backend.crowdwork.runtime import open_crowd
+    from backend.crowdwork.service import get_pool, open_pool_ids, pull_pool
+    from backend.db import session_scope
+
+    settings, crowd, policy = _env()
+    with session_scope() as session:
+        ids = [get_pool(session=session, pool_id=pool).id] if pool is not None \
+            else open_pool_ids(session=session)
+    if not ids:
+        console.print("no open crowd pools")
+        return
+    if not crowd.toloka_url:
+        raise ValidationFailed("QUORUM_CROWD_TOLOKA_URL is unset: pools on the local emulator "
+                               "are worked and pulled by 'quorum crowd push' itself; point it "
+                               "at Toloka or a standalone emulator (python -m crowd.emulator)")
+    with open_crowd(settings=settings, crowd=crowd, policy=policy) as c:
+        rounds = [pull_pool(rt=c.runtime, pool_id=pid) for pid in ids]
+    print_rounds(rounds, console)
+
+
+@crowd_app.command("status")
+def crowd_status() -> None:
+    """Crowd pools: state, progress, answers, spend, golden accuracy."""
+    from backend.crowdwork.report import pool_rows
+    from backend.db import session_scope
+
+    _env()
+    with session_scope() as session:
+        rows = pool_rows(session=session)
+    if not rows:
+        console.print("no crowd pools yet")
+        return
+    table = Table(title="Crowd pools")
+    cols = [("id", "id"), ("queue", "queue"), ("state", "state"), ("method", "method"),
+            ("items", "items"), ("decided", "decided"), ("to mods", "to_moderators"),
+            ("open", "open"), ("progress", "progress"), ("answers", "answers"),
+            ("spend $", "spend"), ("golden acc.", "golden_accuracy")]
+    for title, _ in cols:
+        table.add_column(title, justify="left" if title in ("queue", "state") else "right")
+    for r in rows:
+        table.add_row(*[_fmt(r[k], pct=k in ("progress", "golden_accuracy")) for _, k in cols])
+    console.print(table)
+
+
+def print_report(data: dict[str, Any], out: Console, *, workers: int = 10) -> None:
+    if not data["groups"]:
+        out.print("no crowd answers yet")
+        return
+    key = "pool_id" if data["by"] == "pool" else "day"
+    table = Table(title=f"Crowd metrics per {data['by']}")
+    cols = [(key, key), ("workers", "workers"), ("items", "items"), ("answers", "answers"),
+            ("answers/item", "answers_per_item"), ("cost $", "cost"),
+            ("$/item", "cost_per_item"), ("median s/item", "median_time_per_item_s"),
+            ("golden", "golden_answers"), ("golden acc.", "golden_accuracy"),
+            ("agreement", "pairwise_agreement"), ("α", "alpha")]
+    for title, _ in cols:
+        table.add_column(title, justify="right")
+    pct = ("golden_accuracy", "pairwise_agreement")
+    for r in [*data["groups"], {**data["overall"], key: "all"}]:
+        table.add_row(*[_fmt(r.get(k), pct=k in pct) for _, k in cols])
+    out.print(table)
+    table = Table(title=f"Workers (lowest golden accuracy first; {data['n_workers']} in all)")
+    for col in ("worker", "answers", "golden", "golden acc.", "median s"):
+        table.add_column(col, justify="right")
+    for w in data["workers"][:workers]:
+        table.add_row(str(w["worker"]), str(w["answers"]), str(w["golden_answers"]),
+                      _fmt(w["golden_accuracy"], pct=True), _fmt(w["median_time_s"]))
+    out.print(table)
+    table = Table(title="Dynamic overlap")
+    for col in ("pool", "start", "max", "items", "answers/item", "decided on start",
+                "saved vs max"):
+        table.add_column(col, justify="right")
+    for o in data["overlap"]:
+        table.add_row(str(o["pool_id"]), str(o["overlap"]), str(o["max_overlap"]),
+                      str(o["resolved_items"]), _fmt(o["answers_per_item"]),
+                      _fmt(o["decided_on_first_overlap"], pct=True),
+                      _fmt(o["saving_vs_max_overlap"], pct=True))
+    out.print(table)
+
+
+@crowd_app.command("report")
+def crowd_report_cmd(
+    day: Annotated[bool, typer.Option("--day", help="group by day instead of by pool")] = False,
+) -> None:
+    """The crowd metrics: participants, items, answers, cost and time per item, golden
+    accuracy (overall and per worker), agreement, the effect of dynamic overlap."""
+    from backend.crowdwork.report import crowd_report
+    from backend.db import session_scope
+
+    _env()
+    with session_scope() as session:
+        data = crowd_report(session=session, by="day" if day else "pool")
+    print_report(data, console)
+

@@ -1,0 +1,82 @@
+"""Where the crowd is: Toloka (``QUORUM_CROWD_TOLOKA_URL``) or a local emulator for this run."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from backend.crowdwork.service import CrowdRuntime, PullSummary, get_pool, pull_pool
+from backend.crowdwork.settings import CrowdSettings
+from backend.db import get_sessionmaker
+from backend.decisions.models import ItemStatus
+from backend.items.models import Item
+from backend.policy import Policy
+from backend.settings import Settings
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # toloka-kit imports pkg_resources
+    from crowd.emulator import Emulator
+    from crowd.toloka import make_client
+
+
+@dataclass
+class Crowd:
+    """A runtime plus, offline, the emulator whose simulated workers answer."""
+
+    runtime: CrowdRuntime
+    emulator: Emulator | None = None
+
+    @property
+    def is_local(self) -> bool:
+        return self.emulator is not None
+
+
+def best_known_labels(*, session: Session) -> dict[str, str]:
+    """What simulated workers take as the truth offline: golden labels, else current labels."""
+    truth = dict(session.execute(select(ItemStatus.item_id, ItemStatus.label)
+                                 .where(ItemStatus.label.is_not(None))).tuples().all())
+    truth.update(session.execute(select(Item.id, Item.golden_label)
+                                 .where(Item.golden_label.is_not(None))).tuples().all())
+    return {str(k): str(v) for k, v in truth.items()}
+
+
+@contextmanager
+def open_crowd(*, settings: Settings, crowd: CrowdSettings, policy: Policy,
+               truth: Mapping[str, str] | None = None, database_url: str | None = None
+               ) -> Iterator[Crowd]:
+    """Toloka when ``crowd.toloka_url`` is set, else a loopback `Emulator` with
+    ``crowd.emulator_workers`` simulated workers answering ``truth`` (item id → label)."""
+    sessions = get_sessionmaker(database_url or settings.resolved_database_url)
+    if crowd.toloka_url:
+        client = make_client(url=crowd.toloka_url,
+                             token=crowd.toloka_token.get_secret_value() or "none",
+                             retries=crowd.request_retries, timeout=crowd.request_timeout_s)
+        yield Crowd(CrowdRuntime(client=client, sessions=sessions, settings=settings,
+                                 crowd=crowd, policy=policy))
+        return
+    with Emulator(seed=crowd.emulator_seed, workers=crowd.emulator_workers,
+                  truth=truth) as emu:
+        client = make_client(url=emu.url, retries=crowd.request_retries,
+                             timeout=crowd.request_timeout_s)
+        yield Crowd(CrowdRuntime(client=client, sessions=sessions, settings=settings,
+                                 crowd=crowd, policy=policy), emulator=emu)
+
+
+def work_rounds(crowd: Crowd, *, pool_id: int, max_rounds: int) -> list[PullSummary]:
+    """Offline: let the simulated workers answer, then pull; until the pool is closed."""
+    rt = crowd.runtime
+    rounds: list[PullSummary] = []
+    for _ in range(max_rounds):
+        with rt.sessions() as session:
+            toloka_id = get_pool(session=session, pool_id=pool_id).toloka_pool_id
+        if crowd.emulator is not None and toloka_id:
+            crowd.emulator.work(toloka_id)
+        rounds.append(pull_pool(rt=rt, pool_id=pool_id))
+        if rounds[-1].state == "closed":
+            break
+    return rounds

@@ -1,0 +1,42 @@
+"""API shapes of crowd pools and the crowd report."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+
+class CrowdPoolRead(BaseModel):
+    id: int
+    queue: str | None
+    state: str
+    method: str
+    toloka_pool_id: str | None
+    items: int
+    golden_tasks: int
+    decided: int
+    to_moderators: int
+    open: int
+    progress: float | None
+    answers: int
+    spend: float
+    golden_accuracy: float | None
+    rounds: int
+    banned: list[str]
+    created_at: datetime
+
+
+class CrowdPoolDetail(CrowdPoolRead):
+    config: dict[str, Any]
+    workers: list[dict[str, Any]]
+
+
+class CrowdReport(BaseModel):
+    by: str
+    groups: list[dict[str, Any]]
+    overall: dict[str, Any] | None
+    workers: list[dict[str, Any]]
+    n_workers: int = 0
+    overlap: list[dict[str, Any]]

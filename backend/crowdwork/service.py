@@ -1,0 +1,497 @@
+"""Crowd bookkeeping: push a crowd queue to Toloka, pull answers into judgments, decide.
+
+Two jobs, each taking ids and owning its transactions (like every background job):
+
+* `push_queue` — records the intent (a ``CrowdPool`` row in state ``intent``, one
+  ``CrowdTask`` per item, the queue's tasks leased to the crowd) and **commits**; then
+  `crowd.push` creates the project, pool and tasks on Toloka, recording what it created
+  before and after each call in `DbStore`; then the Toloka ids are recorded and the pool
+  is ``open``. A re-run after a crash resumes the unfinished pool of that queue (same key,
+  same items): crowd's reconciliation finds what exists, nothing is created twice.
+* `pull_pool` — one round: incremental `crowd.pull` from the stored cursor, each answer
+  a ``Judgment`` (idempotent on ``(assignment_id, item_id)``), `crowd.review`
+  (accept/reject by golden accuracy and speed, bans), `crowd.aggregate` with the pool's
+  method; ``decided`` items get a crowd decision event and their queue task done; items
+  still unsure get more answers (`crowd.next_round` → ``patch_task_overlap_or_min``) up
+  to ``max_overlap``, past which — or when the crowd stops answering — they go to the
+  moderator queue ``CROWD_DISAGREE``. Never a coin flip; control tasks never decide.
+
+Remote calls happen only between transactions (never inside one), after the commit that
+records the intent, and they are safe to repeat.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session, sessionmaker
+
+from backend.crowdwork.models import CrowdPool, CrowdTask, Judgment
+from backend.crowdwork.settings import CrowdSettings
+from backend.crowdwork.store import DbStore
+from backend.db import utcnow
+from backend.decisions.service import NewDecision, record_decisions
+from backend.errors import NotFound, ValidationFailed
+from backend.items.models import Item
+from backend.policy import Policy
+from backend.queues import service as queues
+from backend.queues.models import Queue, Task
+from backend.settings import Settings
+from crowd.config import CrowdConfig
+from crowd.store import Store
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # toloka-kit imports pkg_resources
+    import toloka.client as tc
+
+    from crowd.aggregation import METHODS, aggregate
+    from crowd.overlap import next_round
+    from crowd.pull import ANSWER_COLUMNS, pull
+    from crowd.push import PushPlan, push
+    from crowd.review import review
+    from crowd.toloka import labels_for
+
+OPEN_STATES = ("intent", "open")
+
+
+@dataclass
+class CrowdRuntime:
+    """What a crowd job needs: a Toloka client, sessions, settings and the policy."""
+
+    client: tc.TolokaClient
+    sessions: sessionmaker[Session]
+    settings: Settings
+    crowd: CrowdSettings
+    policy: Policy
+    store: Store | None = None
+
+    def __post_init__(self) -> None:
+        if self.store is None:
+            self.store = DbStore(self.sessions)
+
+
+@dataclass
+class PushSummary:
+    pool_id: int
+    toloka_pool_id: str | None
+    queue: str
+    items: int
+    golden: int
+    created: int
+    reused: int
+    resumed: bool = False
+    already_open: bool = False
+    left_pending: int = 0
+
+
+@dataclass
+class PullSummary:
+    pool_id: int
+    state: str
+    new_answers: int = 0
+    judgments_added: int = 0
+    rejected: int = 0
+    banned: list[str] = field(default_factory=list)
+    decided: int = 0
+    to_moderators: int = 0
+    asked_more: int = 0
+    unresolved: int = 0
+
+
+def pool_config(pool: CrowdPool) -> CrowdConfig:
+    return CrowdConfig.from_mapping(pool.config["crowd"])
+
+
+def get_pool(*, session: Session, pool_id: int) -> CrowdPool:
+    pool = session.get(CrowdPool, pool_id)
+    if pool is None:
+        raise NotFound(f"no crowd pool with id {pool_id}")
+    return pool
+
+
+# ---------------------------------------------------------------- push
+def _golden_items(session: Session, *, labels: list[str], exclude: set[int], n: int) -> list[Item]:
+    """Up to ``n`` golden items with a known label the crowd can give (oldest first)."""
+    rows = session.scalars(
+        select(Item).where(Item.is_golden.is_(True), Item.golden_label.in_(labels))
+        .order_by(Item.id).limit(n + len(exclude)))
+    return [it for it in rows if it.id not in exclude][:n]
+
+
+def create_pool_intent(*, session: Session, queue: Queue, crowd: CrowdSettings, policy: Policy,
+                       now: datetime, method: str | None = None,
+                       limit: int | None = None) -> CrowdPool | None:
+    """Record a new pool for ``queue``'s pending tasks and lease them to the crowd.
+
+    Returns None when the queue has no pending task. Golden items of the queue become
+    control tasks; more control tasks come from golden items with known labels.
+    """
+    method = method or crowd.aggregation
+    if method not in METHODS:
+        raise ValidationFailed(f"unknown aggregation method {method!r}; choose from {METHODS}")
+    cfg = crowd.crowd_config(aggregation=method)
+    cap = limit if limit is not None else (crowd.max_items_per_pool or None)
+    stmt = (select(Task).where(Task.queue_id == queue.id, Task.state == "pending",
+                               Task.task_type == "item").order_by(Task.id))
+    tasks = list(session.scalars(stmt.limit(cap) if cap else stmt))
+    if not tasks:
+        return None
+    labels = labels_for(policy=[{"key": k} for k in policy.keys])
+    items = {it.id: it for it in session.scalars(
+        select(Item).where(Item.id.in_([t.item_id for t in tasks])))}
+    control = {t.item_id for t in tasks
+               if items[t.item_id].is_golden and items[t.item_id].golden_label in labels}
+    n_real = len(tasks) - len(control)
+    if n_real == 0:
+        raise ValidationFailed(f"queue {queue.name} holds only golden items; they are mixed "
+                               "into other queues' pools as control tasks")
+    want = min(max(math.ceil(crowd.golden_rate * n_real), crowd.golden_min), crowd.golden_max)
+    extra = _golden_items(session, labels=labels, exclude=set(items),
+                          n=max(want - len(control), 0))
+    if cfg.golden_per_suite and not control and not extra:
+        raise ValidationFailed("no golden items with a known label to use as control tasks; "
+                               "ingest some (is_golden + golden_label) or set "
+                               "QUORUM_CROWD_GOLDEN_PER_SUITE=0")
+    pool = CrowdPool(queue_id=queue.id, kind="item", state="intent", aggregation_method=method,
+                     config={"crowd": asdict(cfg)}, task_count=n_real, answers_count=0,
+                     spend=0.0, created_at=now, updated_at=now)
+    session.add(pool)
+    session.flush()
+    pool.config = {**pool.config, "key": f"quorum-pool-{pool.id}", "queue": queue.name,
+                   "banned": []}
+    session.add_all(
+        [CrowdTask(pool_id=pool.id, item_id=t.item_id, task_id=t.id,
+                   is_golden=t.item_id in control, overlap=cfg.overlap, created_at=now)
+         for t in tasks]
+        + [CrowdTask(pool_id=pool.id, item_id=it.id, task_id=None, is_golden=True,
+                     overlap=0, created_at=now) for it in extra])
+    session.execute(update(Task).where(Task.id.in_([t.id for t in tasks]))
+                    .values(state="leased", leased_at=now, lease_owner_id=None,
+                            lease_expires_at=None, lease_count=Task.lease_count + 1)
+                    .execution_options(synchronize_session=False))
+    session.flush()
+    return pool
+
+
+def _card(item: Item) -> dict[str, Any]:
+    return {"item_id": str(item.id), "title": item.title or "",
+            "description": item.description or "", "image": item.image,
+            "price": item.price, "link": item.url}
+
+
+def build_plan(*, session: Session, pool: CrowdPool, policy: Policy) -> PushPlan:
+    """The `PushPlan` of a recorded pool (the same on every retry)."""
+    rows = session.execute(
+        select(CrowdTask.is_golden, Item).join(Item, Item.id == CrowdTask.item_id)
+        .where(CrowdTask.pool_id == pool.id).order_by(CrowdTask.id)).all()
+    real = [_card(item) for golden, item in rows if not golden]
+    gold = [{**_card(item), "label": item.golden_label} for golden, item in rows if golden]
+    cols = ["item_id", "title", "description", "image", "price", "link"]
+    return PushPlan(
+        key=pool.config["key"],
+        policy=[{"key": lab.key, "title": lab.title} for lab in policy.labels],
+        items=pd.DataFrame(real, columns=cols),
+        golden=pd.DataFrame(gold, columns=[*cols, "label"]) if gold else None,
+        config=pool_config(pool),
+        project_key="quorum-items",
+    )
+
+
+def push_queue(*, rt: CrowdRuntime, queue_name: str, now: datetime | None = None,
+               method: str | None = None, limit: int | None = None) -> PushSummary:
+    """Push ``queue_name``'s pending tasks to the crowd as one pool (resumes a crashed push)."""
+    now = now or utcnow()
+    with rt.sessions.begin() as session:
+        queue = queues.get_queue(session=session, name=queue_name)
+        if queue.audience != "crowd":
+            raise ValidationFailed(f"queue {queue.name} is worked by moderators, not the crowd "
+                                   f"(crowd kinds: {', '.join(rt.settings.crowd_queue_kinds)})")
+        pool = session.scalar(select(CrowdPool).where(CrowdPool.queue_id == queue.id,
+                                                      CrowdPool.state == "intent")
+                              .order_by(CrowdPool.id).limit(1))
+        resumed = pool is not None
+        if pool is None:
+            pool = create_pool_intent(session=session, queue=queue, crowd=rt.crowd,
+                                      policy=rt.policy, now=now, method=method, limit=limit)
+        if pool is None:
+            last = session.scalar(select(CrowdPool).where(CrowdPool.queue_id == queue.id)
+                                  .order_by(CrowdPool.id.desc()).limit(1))
+            if last is None:
+                raise ValidationFailed(f"queue {queue.name} has no pending tasks to push")
+            return PushSummary(pool_id=last.id, toloka_pool_id=last.toloka_pool_id,
+                               queue=queue.name, items=last.task_count, golden=0, created=0,
+                               reused=0, already_open=True)
+        plan = build_plan(session=session, pool=pool, policy=rt.policy)
+        pool_id = pool.id
+        left_pending = session.scalar(select(func.count()).select_from(Task).where(
+            Task.queue_id == queue.id, Task.state == "pending")) or 0
+    # the intent is committed: now the side effects on Toloka (resumable, see crowd.push)
+    assert rt.store is not None
+    result = push(rt.client, plan=plan, store=rt.store)
+    with rt.sessions.begin() as session:
+        pool = get_pool(session=session, pool_id=pool_id)
+        pool.toloka_project_id = result.project_id
+        pool.toloka_pool_id = result.pool_id
+        pool.toloka_training_id = result.training_id
+        pool.state = "open"
+        pool.updated_at = utcnow()
+        for ct in session.scalars(select(CrowdTask).where(CrowdTask.pool_id == pool_id)):
+            ct.toloka_task_id = result.task_ids.get(str(ct.item_id))
+    n_gold = 0 if plan.golden is None else len(plan.golden)
+    return PushSummary(pool_id=pool_id, toloka_pool_id=result.pool_id, queue=queue_name,
+                       items=len(plan.items), golden=n_gold, created=result.created,
+                       reused=result.reused, resumed=resumed, left_pending=left_pending)
+
+
+# ---------------------------------------------------------------- answers
+def answers_frame(*, session: Session, pool_ids: list[int] | None = None) -> pd.DataFrame:
+    """Crowd judgments as crowd's answers frame (`crowd.pull.ANSWER_COLUMNS`) plus
+    ``crowd_pool_id``; ``reward`` is the pool's pay per assignment."""
+    stmt = (select(Judgment, CrowdPool.toloka_pool_id, CrowdPool.config)
+            .join(CrowdPool, CrowdPool.id == Judgment.crowd_pool_id)
+            .where(Judgment.worker_kind == "crowd").order_by(Judgment.id))
+    if pool_ids is not None:
+        stmt = stmt.where(Judgment.crowd_pool_id.in_(pool_ids))
+    rows = []
+    reward: dict[int, float] = {}
+    for j, toloka_pool, config in session.execute(stmt):
+        if j.crowd_pool_id not in reward:
+            reward[j.crowd_pool_id] = CrowdConfig.from_mapping(config["crowd"]).reward_per_suite
+        rows.append({
+            "task": str(j.item_id), "worker": j.worker_id, "label": j.label,
+            "assignment_id": j.assignment_id, "assignment_status": j.assignment_status,
+            "time_spent_s": (j.time_spent_ms or 0) / 1000, "is_golden": j.is_golden,
+            "golden_label": j.golden_label, "submitted_at": j.created_at,
+            "pool_id": toloka_pool, "task_id": None, "reward": reward[j.crowd_pool_id],
+            "crowd_pool_id": j.crowd_pool_id})
+    return pd.DataFrame(rows, columns=[*ANSWER_COLUMNS, "crowd_pool_id"])
+
+
+def record_answers(*, session: Session, pool: CrowdPool, answers: pd.DataFrame,
+                   queue_tasks: dict[int, int | None], now: datetime) -> int:
+    """Insert the answers as judgments, skipping ``(assignment_id, item_id)`` already there."""
+    if answers.empty:
+        return 0
+    aids = sorted(set(answers["assignment_id"].astype(str)))
+    seen: set[tuple[str, int]] = set()
+    for start in range(0, len(aids), 500):
+        seen.update(session.execute(
+            select(Judgment.assignment_id, Judgment.item_id)
+            .where(Judgment.assignment_id.in_(aids[start:start + 500]))).tuples().all())
+    rows = []
+    for a in answers.to_dict("records"):
+        item_id = int(a["task"])
+        if (str(a["assignment_id"]), item_id) in seen:
+            continue
+        seen.add((str(a["assignment_id"]), item_id))
+        spent = a["time_spent_s"]
+        rows.append({
+            "item_id": item_id, "task_id": queue_tasks.get(item_id), "worker_kind": "crowd",
+            "worker_id": str(a["worker"]), "label": str(a["label"]),
+            "time_spent_ms": None if pd.isna(spent) else round(float(spent) * 1000),
+            "is_golden": bool(a["is_golden"]),
+            "golden_label": a["golden_label"] if a["is_golden"] else None,
+            "crowd_pool_id": pool.id, "assignment_id": str(a["assignment_id"]),
+            "assignment_status": str(a["assignment_status"]),
+            "created_at": a["submitted_at"] if isinstance(a["submitted_at"], datetime) else now,
+        })
+    if rows:
+        insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        session.execute(insert(Judgment).on_conflict_do_nothing(
+            index_elements=["assignment_id", "item_id"]), rows)
+    session.flush()
+    return len(rows)
+
+
+# ---------------------------------------------------------------- pull
+@dataclass
+class _Snapshot:
+    toloka_pool_id: str
+    project_id: str
+    cursor: str | None
+    config: CrowdConfig
+    method: str
+    banned: list[str]
+    queue_tasks: dict[int, int | None]  # item id -> queue task id
+    toloka_tasks: dict[int, str | None]
+    golden: dict[int, str]  # control item id -> known label
+    open_real: set[int]
+
+
+def _snapshot(session: Session, pool: CrowdPool) -> _Snapshot:
+    cts = list(session.scalars(select(CrowdTask).where(CrowdTask.pool_id == pool.id)))
+    gold_ids = [ct.item_id for ct in cts if ct.is_golden]
+    golden = dict(session.execute(select(Item.id, Item.golden_label)
+                                  .where(Item.id.in_(gold_ids))).tuples().all()) if gold_ids else {}
+    return _Snapshot(
+        toloka_pool_id=str(pool.toloka_pool_id), project_id=str(pool.toloka_project_id),
+        cursor=pool.last_assignment_id, config=pool_config(pool),
+        method=pool.aggregation_method, banned=list(pool.config.get("banned", [])),
+        queue_tasks={ct.item_id: ct.task_id for ct in cts},
+        toloka_tasks={ct.item_id: ct.toloka_task_id for ct in cts},
+        golden={k: v for k, v in golden.items() if v is not None},
+        open_real={ct.item_id for ct in cts if not ct.is_golden and ct.outcome is None})
+
+
+def _resolve(session: Session, *, pool: CrowdPool, snap: _Snapshot, valid: pd.DataFrame,
+             verdicts: pd.DataFrame, exhausted: bool, settings: Settings,
+             crowd: CrowdSettings, now: datetime) -> tuple[int, int]:
+    """Decide the agreed items, send the hopeless ones to moderators; (decided, to_mods)."""
+    cfg = snap.config
+    by_item = verdicts.assign(item=verdicts["task"].astype(int)).set_index("item")
+    answers = {int(k): g[["worker", "label"]].to_dict("records")
+               for k, g in valid.groupby(valid["task"].astype(str))} if len(valid) else {}
+    decisions: list[NewDecision] = []
+    to_mods: dict[int, str] = {}
+    for item_id in sorted(snap.open_real):
+        if item_id not in by_item.index:
+            if exhausted:
+                to_mods[item_id] = "the crowd gave no usable answer"
+            continue
+        v = by_item.loc[item_id]
+        if v["status"] == "decided":
+            decisions.append(NewDecision(
+                item_id=item_id, label=str(v["label"]), source="crowd",
+                task_id=snap.queue_tasks.get(item_id), crowd_pool_id=pool.id,
+                aggregation_method=snap.method, confidence=float(v["confidence"]),
+                details={"answers": answers.get(item_id, []), "n_answers": int(v["n_answers"]),
+                         "toloka_pool_id": snap.toloka_pool_id,
+                         "queue": pool.config.get("queue")}))
+        elif int(v["n_answers"]) >= cfg.max_overlap or exhausted:
+            why = "tie" if v["label"] is None else f"confidence {float(v['confidence']):.2f}"
+            to_mods[item_id] = (f"no agreement at {int(v['n_answers'])} answers ({why})"
+                                if int(v["n_answers"]) >= cfg.max_overlap
+                                else f"the crowd stopped answering ({why})")
+    record_decisions(session=session, decisions=decisions, now=now)
+    if to_mods:
+        queues.enqueue(session=session, kind=crowd.disagree_kind, item_ids=sorted(to_mods),
+                       now=now, settings=settings,
+                       payloads=[{"crowd_pool_id": pool.id, "reason": to_mods[i],
+                                  "answers": answers.get(i, [])} for i in sorted(to_mods)])
+    outcome = {d.item_id: "decided" for d in decisions} | dict.fromkeys(to_mods, "moderators")
+    for ct in session.scalars(select(CrowdTask).where(CrowdTask.pool_id == pool.id,
+                                                      CrowdTask.item_id.in_(list(outcome)))):
+        ct.outcome = outcome[ct.item_id]
+        ct.aggregated = True
+        ct.overlap = max(ct.overlap, int(by_item.loc[ct.item_id, "n_answers"])
+                         if ct.item_id in by_item.index else ct.overlap)
+        if ct.task_id is not None:
+            task = session.get(Task, ct.task_id)
+            if task is not None and task.state != "done":
+                queues.complete(session=session, task=task, now=now)
+    session.flush()
+    return len(decisions), len(to_mods)
+
+
+def pull_pool(*, rt: CrowdRuntime, pool_id: int, now: datetime | None = None) -> PullSummary:
+    """One round of pull → review → aggregate → decide / ask for more / escalate."""
+    now = now or utcnow()
+    with rt.sessions.begin() as session:
+        pool = get_pool(session=session, pool_id=pool_id)
+        if pool.state == "intent":
+            queue = pool.config.get("queue", "its queue")
+            raise ValidationFailed(f"crowd pool {pool_id} was never fully pushed; run "
+                                   f"'quorum crowd push {queue}' again to finish it")
+        if pool.state == "closed":
+            return PullSummary(pool_id=pool_id, state="closed")
+        snap = _snapshot(session, pool)
+    cfg = snap.config
+    got = pull(rt.client, pool_id=snap.toloka_pool_id, cursor=snap.cursor)
+    toloka_closed = not rt.client.get_pool(snap.toloka_pool_id).is_open()
+    with rt.sessions.begin() as session:
+        pool = get_pool(session=session, pool_id=pool_id)
+        added = record_answers(session=session, pool=pool, answers=got.answers,
+                               queue_tasks=snap.queue_tasks, now=now)
+        if got.cursor is not None:
+            pool.last_assignment_id = got.cursor
+        history = answers_frame(session=session, pool_ids=[pool_id])
+    summary = PullSummary(pool_id=pool_id, state="open", new_answers=len(got.answers),
+                          judgments_added=added)
+    banned = set(snap.banned)
+    decided_status: dict[str, str] = {}
+    if len(history):
+        result = review(rt.client, answers=history, project_id=snap.project_id, config=cfg,
+                        already_banned=frozenset(banned))
+        banned |= set(result.banned)
+        summary.banned = sorted(result.banned)
+        decided_status = dict(zip(result.decisions["assignment_id"].astype(str),
+                                  result.decisions["verdict"], strict=True))
+        summary.rejected = sum(1 for v in decided_status.values() if v == "REJECTED")
+        hit = history["assignment_id"].isin(list(decided_status))
+        history.loc[hit, "assignment_status"] = history.loc[hit, "assignment_id"].map(
+            decided_status)
+    valid = history[(history["assignment_status"] != "REJECTED")
+                    & ~history["worker"].isin(banned)]
+    gold = pd.Series({str(k): v for k, v in snap.golden.items()}, dtype=object)
+    gold = gold if len(gold) else None
+    real_valid = valid[~valid["is_golden"].astype(bool)]
+    kwargs: dict[str, Any] = {"method": snap.method, "gold": gold}
+    verdicts = aggregate(valid, target_confidence=cfg.target_confidence,
+                         min_answers=cfg.min_answers, **kwargs) if len(valid) else aggregate(valid)
+    more = next_round(valid, config=cfg, **kwargs) if len(real_valid) else valid.iloc[0:0]
+    if len(more):
+        more = more[more["task"].astype(int).isin(snap.open_real)]
+    exhausted = toloka_closed and got.answers.empty and summary.rejected == 0
+    with rt.sessions.begin() as session:
+        pool = get_pool(session=session, pool_id=pool_id)
+        for aid, verdict in decided_status.items():
+            session.execute(update(Judgment).where(Judgment.assignment_id == aid,
+                                                   Judgment.crowd_pool_id == pool_id)
+                            .values(assignment_status=verdict))
+        paid = history[history["assignment_status"] != "REJECTED"]["assignment_id"].nunique()
+        pool.spend = round(paid * cfg.reward_per_suite, 4)
+        pool.answers_count = len(history)
+        pool.config = {**pool.config, "banned": sorted(banned),
+                       "rounds": int(pool.config.get("rounds", 0)) + 1}
+        summary.decided, summary.to_moderators = _resolve(
+            session, pool=pool, snap=snap, valid=real_valid, verdicts=verdicts,
+            exhausted=exhausted, settings=rt.settings, crowd=rt.crowd, now=now)
+        open_real = session.scalars(select(CrowdTask.item_id).where(
+            CrowdTask.pool_id == pool_id, CrowdTask.is_golden.is_(False),
+            CrowdTask.outcome.is_(None))).all()
+        summary.unresolved = len(open_real)
+        if not open_real:
+            _close(session, pool=pool, now=now)
+        pool.updated_at = now
+        summary.state = pool.state
+    # after the commit: ask Toloka for more answers, or close the finished pool
+    if summary.state == "closed":
+        rt.client.close_pool(snap.toloka_pool_id)
+        return summary
+    still = set(open_real)
+    more = more[more["task"].astype(int).isin(still)] if len(more) else more
+    issued = history[history["assignment_status"] != "REJECTED"].groupby("task").size()
+    for row in more.itertuples():
+        task_id = snap.toloka_tasks.get(int(row.task))
+        if task_id:
+            rt.client.patch_task_overlap_or_min(
+                task_id, overlap=int(issued.get(row.task, 0) + row.need))
+    summary.asked_more = len(more)
+    if len(more) or summary.rejected:
+        rt.client.open_pool(snap.toloka_pool_id)
+    return summary
+
+
+def _close(session: Session, *, pool: CrowdPool, now: datetime) -> None:
+    """Every real item is resolved: control tasks from the pushed queue are done too."""
+    for ct in session.scalars(select(CrowdTask).where(CrowdTask.pool_id == pool.id,
+                                                      CrowdTask.is_golden.is_(True))):
+        ct.outcome = "control"
+        if ct.task_id is not None:
+            task = session.get(Task, ct.task_id)
+            if task is not None and task.state != "done":
+                queues.complete(session=session, task=task, now=now)
+    pool.state = "closed"
+
+
+def open_pool_ids(*, session: Session) -> list[int]:
+    return list(session.scalars(select(CrowdPool.id).where(CrowdPool.state == "open")
+                                .order_by(CrowdPool.id)))

@@ -1,0 +1,75 @@
+"""Crowd settings (``QUORUM_CROWD_*``): where Toloka is, and the default pool configuration."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from crowd.config import CrowdConfig
+
+
+class CrowdSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="QUORUM_CROWD_", extra="ignore")
+
+    #: Toloka API URL (``https://toloka.dev`` or a standalone emulator,
+    #: ``python -m crowd.emulator``). Unset: commands start a local emulator with
+    #: simulated workers for their own run (loopback only).
+    toloka_url: str | None = None
+    #: Toloka OAuth/API token (unused by the emulator).
+    toloka_token: SecretStr = SecretStr("")
+    #: HTTP time-out and retries (408/429/5xx and time-outs) of the Toloka client.
+    request_timeout_s: float = 10.0
+    request_retries: int = 5
+    #: Answers per item to start with, the minimum for a decision, the dynamic-overlap cap.
+    overlap: int = 2
+    min_answers: int = 2
+    max_overlap: int = 5
+    #: Aggregated confidence under which an item gets more answers (dynamic overlap).
+    target_confidence: float = 0.8
+    #: Real tasks and control (golden) tasks per task suite.
+    tasks_per_suite: int = 10
+    golden_per_suite: int = 1
+    #: Pay per task in dollars (control tasks are paid like real ones).
+    reward_per_task: float = 0.01
+    #: Aggregation method per pool: ``mv``, ``wawa``, ``ds``, ``glad`` (or ``gold_mv``).
+    aggregation: str = "ds"
+    #: Distinct control tasks per pool, as a share of its real items (at least ``golden_min``,
+    #: at most ``golden_max``); taken from golden items with a known label (the ``GL`` queue).
+    golden_rate: float = 0.1
+    golden_min: int = 10
+    golden_max: int = 500
+    #: Items pushed per pool; the rest of the queue stays pending for a later push (0 = all).
+    max_items_per_pool: int = 0
+    #: ``quorum demo``: items pushed per crowd queue (the rest stay pending), to keep it short.
+    demo_items_per_queue: int = 300
+    #: The moderator queue kind for items the crowd did not agree on at ``max_overlap``.
+    disagree_kind: str = "CROWD_DISAGREE"
+    #: Other `crowd.config.CrowdConfig` fields (JSON), e.g. ``{"golden_min_accuracy": 0.7}``.
+    pool_config: dict[str, Any] = Field(default_factory=dict)
+    #: The local emulator: number of simulated workers (10% spammers) and its seed.
+    emulator_workers: int = 30
+    emulator_seed: int = 0
+    #: Rounds (pull, review, aggregate, ask for more) a local-emulator run makes at most.
+    max_rounds: int = 8
+
+    def crowd_config(self, **override: Any) -> CrowdConfig:
+        """The pool configuration: these settings, ``pool_config``, then ``override``."""
+        base: dict[str, Any] = {
+            "overlap": self.overlap,
+            "min_answers": self.min_answers,
+            "max_overlap": self.max_overlap,
+            "target_confidence": self.target_confidence,
+            "tasks_per_suite": self.tasks_per_suite,
+            "golden_per_suite": self.golden_per_suite,
+            "reward_per_task": self.reward_per_task,
+            "aggregation": self.aggregation,
+        }
+        return CrowdConfig.from_mapping({**base, **self.pool_config, **override})
+
+
+@lru_cache
+def get_crowd_settings() -> CrowdSettings:
+    return CrowdSettings()

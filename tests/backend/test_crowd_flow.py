@@ -1,0 +1,91 @@
+"""The crowd's backend half through the real toloka-kit client against the local emulator:
+push a crowd queue → simulated workers → pull → review → aggregate → crowd decisions."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+from sqlalchemy import func, select
+
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+
+from backend.crowdwork.models import CrowdPool, CrowdTask, Judgment  # noqa: E402
+from backend.crowdwork.runtime import open_crowd, work_rounds  # noqa: E402
+from backend.crowdwork.service import pull_pool, push_queue  # noqa: E402
+from backend.crowdwork.settings import CrowdSettings  # noqa: E402
+from backend.db import session_scope  # noqa: E402
+from backend.decisions.models import DecisionEvent, ItemStatus  # noqa: E402
+from backend.queues.models import Queue, Task  # noqa: E402
+from crowd.emulator import Emulator, SimWorker  # noqa: E402
+from tests.backend.test_crowd_support import LABELS, crowd_runtime, seed_queue  # noqa: E402
+
+
+def test_push_work_pull_decides_with_provenance(settings, policy):
+    queue, truth = seed_queue(settings, policy, n=24, n_golden=8)
+    crowd = CrowdSettings(overlap=3, min_answers=3, max_overlap=5, target_confidence=0.7,
+                          tasks_per_suite=4, golden_per_suite=1, aggregation="mv",
+                          emulator_workers=12)
+    workers = [SimWorker(f"w{i}", accuracy=0.97, seconds_per_task=10.0) for i in range(10)]
+    with Emulator(seed=3, workers=workers, truth=truth) as emu:
+        rt = crowd_runtime(settings, crowd, policy, emu.url)
+        pushed = push_queue(rt=rt, queue_name=queue)
+        # every golden item is a control task (golden_min 10 > the 8 there are)
+        assert (pushed.items, pushed.golden, pushed.created) == (24, 8, 32)
+        with session_scope() as s:
+            # the crowd holds the queue's tasks: nothing is left for moderators
+            states = s.execute(select(Task.state, func.count()).join(Queue)
+                               .where(Queue.name == queue).group_by(Task.state)).all()
+            assert dict(states) == {"leased": 24}
+        for _ in range(6):
+            emu.work(pushed.toloka_pool_id)
+            last = pull_pool(rt=rt, pool_id=pushed.pool_id)
+            if last.state == "closed":
+                break
+    assert last.state == "closed"
+    with session_scope() as s:
+        events = s.scalars(select(DecisionEvent).where(DecisionEvent.source == "crowd")).all()
+        pool = s.get(CrowdPool, pushed.pool_id)
+        golden_items = set(s.scalars(select(CrowdTask.item_id).where(
+            CrowdTask.pool_id == pool.id, CrowdTask.is_golden.is_(True))))
+        ext = dict(s.execute(select(ItemStatus.item_id, ItemStatus.label)).tuples().all())
+        done = s.scalar(select(Queue.done).where(Queue.name == queue))
+        n_judg = s.scalar(select(func.count()).select_from(Judgment))
+    assert len(events) >= 20 and not {e.item_id for e in events} & golden_items
+    e = events[0]
+    assert (e.crowd_pool_id, e.aggregation_method, e.is_human) == (pool.id, "mv", True)
+    assert e.confidence >= 0.7 and len(e.details["answers"]) == e.details["n_answers"] >= 3
+    assert e.details["toloka_pool_id"] == pool.toloka_pool_id
+    right = sum(ext[ev.item_id] == truth[str(ev.item_id)] for ev in events)
+    assert right / len(events) >= 0.9
+    assert done == 24 and pool.answers_count == n_judg and pool.spend > 0
+    assert pool.last_assignment_id is not None
+
+
+def test_offline_runtime_runs_rounds_to_completion(settings, policy):
+    queue, truth = seed_queue(settings, policy, n=12, n_golden=6)
+    crowd = CrowdSettings(overlap=2, tasks_per_suite=4, emulator_workers=10, aggregation="ds")
+    with open_crowd(settings=settings, crowd=crowd, policy=policy, truth=truth) as c:
+        assert c.is_local and c.emulator.url.startswith("http://127.0.0.1:")
+        pushed = push_queue(rt=c.runtime, queue_name=queue)
+        rounds = work_rounds(c, pool_id=pushed.pool_id, max_rounds=8)
+    assert rounds[-1].state == "closed" and rounds[-1].unresolved == 0
+    total = sum(r.decided + r.to_moderators for r in rounds)
+    assert total == 12
+
+
+def test_labels_fixture_matches_policy(policy):
+    assert set(LABELS) <= set(policy.keys)
+
+
+@pytest.mark.parametrize("method", ["wawa", "glad"])
+def test_method_is_per_pool(settings, policy, method):
+    queue, truth = seed_queue(settings, policy, n=8, n_golden=4)
+    crowd = CrowdSettings(overlap=3, min_answers=3, tasks_per_suite=4, emulator_workers=8)
+    with open_crowd(settings=settings, crowd=crowd, policy=policy, truth=truth) as c:
+        pushed = push_queue(rt=c.runtime, queue_name=queue, method=method)
+        work_rounds(c, pool_id=pushed.pool_id, max_rounds=6)
+    with session_scope() as s:
+        methods = set(s.scalars(select(DecisionEvent.aggregation_method)))
+        assert s.get(CrowdPool, pushed.pool_id).aggregation_method == method
+    assert methods == {method}
