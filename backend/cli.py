@@ -28,6 +28,9 @@ app.add_typer(users_app, name="users")
 thresholds_app = typer.Typer(help="Versioned threshold sets used by routing.",
                              no_args_is_help=True)
 app.add_typer(thresholds_app, name="thresholds")
+from backend.crowdwork.cli import crowd_app  # noqa: E402
+
+app.add_typer(crowd_app, name="crowd")
 
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True, soft_wrap=True)
