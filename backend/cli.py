@@ -28,6 +28,10 @@ app.add_typer(users_app, name="users")
 thresholds_app = typer.Typer(help="Versioned threshold sets used by routing.",
                              no_args_is_help=True)
 app.add_typer(thresholds_app, name="thresholds")
+from backend.calibration.cli import calibrate_app, report_app  # noqa: E402
+
+app.add_typer(calibrate_app, name="calibrate")
+app.add_typer(report_app, name="report")
 from backend.crowdwork.cli import crowd_app  # noqa: E402
 
 app.add_typer(crowd_app, name="crowd")

@@ -1,0 +1,616 @@
+"""Calibration runs: human verdicts become ground truth, thresholds are re-chosen from them.
+
+- ``kind="classifier"``: the labelled set is every item with a final human verdict
+  (moderator or aggregated crowd) of a policy class, frozen with the run. Scores come
+  from the active classifier, **out of fold** when it was trained (a k-fold refit with
+  the same configuration: calibrating on training data would be optimistic); the
+  zero-shot start needs no refit. Per label, ``ml.calibration.label_curve`` and
+  ``choose_threshold`` pick the deciding cut-off (``auto`` / ``high``) at the deciding
+  target and the routing cut-off (``good`` / ``middle``) at the routing target, both by
+  the lower-confidence-bound rule. Where nothing can be backed the current cut-off stays
+  and the run says how many more labels are needed.
+- ``kind="similarity"``: pair tasks (``PAIRS`` queue, ``task_type="pair"``) ask people
+  whether two neighbours deserve the same decision ("similar" is not "same decision");
+  their answers are aggregated by majority vote and ``choose_reuse_distance`` picks
+  the reuse distance.
+
+A run stores its curves as CSV and Parquet under ``data_dir/reports/calibration-<id>/``
+and proposes a new threshold set (linked to the run) only when something is backed.
+Applying stays a separate, deliberate step (``thresholds.apply``).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import random
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from backend.calibration import thresholds
+from backend.calibration.models import CalibrationRun, ThresholdSet
+from backend.calibration.settings import CalibrationSettings, get_calibration_settings
+from backend.crowdwork.models import Judgment
+from backend.db import utcnow
+from backend.decisions.models import ItemStatus
+from backend.errors import NotFound, ValidationFailed
+from backend.items.models import Item
+from backend.policy import Policy, get_policy
+from backend.queues import service as queues
+from backend.queues.models import Queue, Task
+from backend.settings import Settings, get_settings
+
+log = logging.getLogger("quorum.calibration")
+
+KINDS = ("classifier", "similarity")
+#: kind -> (upper cut name, upper band), (lower cut name, lower band); as ``ml.bands``.
+LADDERS = {"ok": (("auto", "auto_ok"), ("good", "ML_GOOD")),
+           "bad": (("high", "ML_BAD_HIGH"), ("middle", "ML_BAD_MIDDLE")),
+           "hide": (("high", "ML_BAD_HIGH"), ("middle", "ML_HIDE_MIDDLE"))}
+OVERRIDES = ("target_precision", "routing_target_precision", "reuse_target_precision",
+             "confidence", "bound_method", "objective", "beta", "folds")
+
+
+def effective_settings(cal: CalibrationSettings | None = None,
+                       overrides: dict[str, Any] | None = None) -> CalibrationSettings:
+    """``cal`` with per-run ``overrides`` (only the names in ``OVERRIDES``), validated."""
+    cal = cal or get_calibration_settings()
+    over = {k: v for k, v in (overrides or {}).items() if v is not None}
+    unknown = set(over) - set(OVERRIDES)
+    if unknown:
+        raise ValidationFailed(f"unknown calibration overrides: {sorted(unknown)}")
+    try:
+        return CalibrationSettings.model_validate({**cal.model_dump(), **over})
+    except ValueError as exc:
+        raise ValidationFailed(f"invalid calibration overrides: {exc}") from exc
+
+
+def base_set(*, session: Session, policy: Policy) -> ThresholdSet:
+    """What a new proposal starts from: the newest proposal made after the active set was
+    applied (so a classifier run and a similarity run build on each other), else the
+    active set."""
+    active = thresholds.active_threshold_set(session=session, policy=policy)
+    newer = session.scalar(select(ThresholdSet).where(
+        ThresholdSet.state == "proposed", ThresholdSet.version > active.version)
+        .order_by(ThresholdSet.version.desc()).limit(1))
+    return newer or active
+
+
+def run_dir(settings: Settings, run_id: int) -> Path:
+    return settings.data_dir / "reports" / f"calibration-{run_id}"
+
+
+def _write_frames(directory: Path, frames: dict[str, pd.DataFrame]) -> dict[str, str]:
+    directory.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for name, frame in frames.items():
+        frame = frame.reset_index(drop=True)
+        frame.attrs = {}
+        frame.to_csv(directory / f"{name}.csv", index=False)
+        frame.to_parquet(directory / f"{name}.parquet", index=False)
+        files[name] = str(directory / f"{name}.parquet")
+    return files
+
+
+def read_frame(run: CalibrationRun, name: str) -> pd.DataFrame | None:
+    """A table a run saved (``curves`` or ``scores``/``pairs``), or None."""
+    path = (run.result or {}).get("files", {}).get(name)
+    if not path or not Path(path).exists():
+        return None
+    return pd.read_parquet(path)
+
+
+def run_curve(run: CalibrationRun, label: str | None = None) -> pd.DataFrame:
+    """One curve of a run (``label`` for classifier runs), with its ``attrs`` restored."""
+    curves = read_frame(run, "curves")
+    if curves is None:
+        raise NotFound(f"calibration run {run.id} has no saved curves")
+    if label is not None:
+        curves = curves[curves["label"] == label]
+    meta = (run.result or {}).get("curve_totals", {}).get(label or "reuse_distance")
+    curve = curves.drop(columns=[c for c in ("kind", "label") if c in curves.columns])
+    curve = curve.reset_index(drop=True)
+    if meta:
+        curve.attrs.update(meta)
+    return curve
+
+
+def _new_run(session: Session, *, kind: str, cal: CalibrationSettings, now: datetime,
+             overrides: dict[str, Any] | None) -> CalibrationRun:
+    run = CalibrationRun(kind=kind, status="running", as_of=now, created_at=now,
+                         params={**cal.model_dump(), "overrides": overrides or {}})
+    session.add(run)
+    session.flush()
+    return run
+
+
+def get_run(*, session: Session, run_id: int) -> CalibrationRun:
+    run = session.get(CalibrationRun, run_id)
+    if run is None:
+        raise NotFound(f"no calibration run {run_id}")
+    return run
+
+
+def latest_run(*, session: Session, kind: str) -> CalibrationRun | None:
+    return session.scalar(select(CalibrationRun).where(
+        CalibrationRun.kind == kind, CalibrationRun.status == "done")
+        .order_by(CalibrationRun.id.desc()).limit(1))
+
+
+def run_calibration(*, session: Session, kind: str = "classifier", now: datetime | None = None,
+                    settings: Settings | None = None, cal: CalibrationSettings | None = None,
+                    policy: Policy | None = None, overrides: dict[str, Any] | None = None,
+                    user_id: int | None = None) -> CalibrationRun:
+    """Run one calibration (see the module docstring) and return the stored run.
+
+    ``run.result["proposed_version"]`` is the proposed threshold set's version, or None
+    when nothing could be backed (then ``labels_needed`` / ``message`` say why).
+    """
+    if kind not in KINDS:
+        raise ValidationFailed(f"calibration kind must be one of {list(KINDS)}, not {kind!r}")
+    settings, policy = settings or get_settings(), policy or get_policy()
+    cal = effective_settings(cal, overrides)
+    now = now or utcnow()
+    run = _new_run(session, kind=kind, cal=cal, now=now, overrides=overrides)
+    calibrate = _calibrate_classifier if kind == "classifier" else _calibrate_similarity
+    result = calibrate(session, run=run, cal=cal, settings=settings, policy=policy,
+                       user_id=user_id)
+    # a fresh object: an in-place change of the JSON value would not be flushed
+    run.result = copy.deepcopy(result)
+    run.status = "done"
+    session.flush()
+    return run
+
+
+# ------------------------------------------------------------------ classifier
+def labelled_set(*, session: Session, policy: Policy, as_of: datetime) -> list[tuple[int, str]]:
+    """``(item_id, label)`` of items whose current verdict is human and a policy class."""
+    return [(int(i), str(lab)) for i, lab in session.execute(
+        select(ItemStatus.item_id, ItemStatus.label).where(
+            ItemStatus.is_human.is_(True), ItemStatus.label.in_(policy.class_keys),
+            ItemStatus.decided_at <= as_of).order_by(ItemStatus.item_id)).tuples()]
+
+
+def _scores(session: Session, *, ids: list[int], labels: list[str], cal: CalibrationSettings,
+            policy: Policy) -> tuple[np.ndarray, list[str], str, bool]:
+    """Probabilities ``[n, k]`` for the labelled items, the classes, the model id, and
+    whether they are out of fold."""
+    from threadpoolctl import threadpool_limits
+
+    from backend.ml_adapter.service import (
+        SIGNALS,
+        active_classifier,
+        ensure_embeddings,
+        get_encoder,
+        signal_frame,
+    )
+    from backend.ml_adapter.settings import get_ml_settings
+    from ml.classifier import EmbeddingClassifier
+
+    ml = get_ml_settings()
+    encoder = get_encoder(ml)
+    model, model_id = active_classifier(session=session, encoder=encoder, policy=policy)
+    cols = [Item.id, Item.title, Item.description, Item.image, *[getattr(Item, s)
+                                                                for s in SIGNALS]]
+    by_id = {r.id: r._asdict() for start in range(0, len(ids), 500)
+             for r in session.execute(select(*cols).where(Item.id.in_(ids[start:start + 500])))}
+    rows = [by_id[i] for i in ids]
+    X = ensure_embeddings(session=session, rows=rows, encoder=encoder, batch_size=ml.batch_size)
+    sig = signal_frame(rows)
+    classes = list(model.labels_)
+    if not isinstance(model, EmbeddingClassifier):
+        return np.asarray(model.predict_proba(X, sig), dtype=np.float64), classes, model_id, False
+    y = np.asarray(labels, dtype=object)
+    proba = np.zeros((len(ids), len(classes)))
+    folds = min(cal.folds, len(ids))
+    order = np.random.default_rng(0).permutation(len(ids))
+    with threadpool_limits(1):  # small dense fits: BLAS threads only contend (~20x slower)
+        _refit_folds(model, X=X, y=y, sig=sig, order=order, folds=folds, classes=classes,
+                     proba=proba)
+    return proba, classes, model_id, True
+
+
+def _refit_folds(model: Any, *, X: np.ndarray, y: np.ndarray, sig: pd.DataFrame,
+                 order: np.ndarray, folds: int, classes: list[str], proba: np.ndarray) -> None:
+    from ml.classifier import EmbeddingClassifier
+
+    for f in range(folds):
+        test = order[f::folds]
+        fit = np.setdiff1d(order, test)
+        if len(set(y[fit])) < 2:
+            raise ValidationFailed("the out-of-fold refit needs verdicts of two labels per fold")
+        fold_model = EmbeddingClassifier(
+            encoder_id=model.encoder_id, signal_names=model.signal_names,
+            log_signals=model.log_signals, C=model.C, class_weight=model.class_weight,
+            max_iter=model.max_iter).fit(X[fit], list(y[fit]), signals=sig.iloc[fit])
+        p = fold_model.predict_proba(X[test], sig.iloc[test])
+        for j, lab in enumerate(fold_model.labels_):
+            if lab in classes:
+                proba[test, classes.index(lab)] = p[:, j]
+
+
+def _choice_dict(choice: Any) -> dict[str, Any]:
+    return {k: (None if isinstance(v, float) and np.isnan(v) else v)
+            for k, v in choice.to_dict().items()}
+
+
+def _choose(curve: pd.DataFrame, *, target: float, cal: CalibrationSettings,
+            objective: str) -> Any:
+    from ml.calibration import Costs, choose_threshold
+
+    costs = Costs(false_positive=cal.cost_false_positive,
+                  false_negative=cal.cost_false_negative, routed=cal.cost_routed)
+    return choose_threshold(curve, target_precision=target, confidence=cal.confidence,
+                            method=cal.bound_method, objective=objective,  # type: ignore[arg-type]
+                            beta=cal.beta, costs=costs)
+
+
+def _calibrate_classifier(session: Session, *, run: CalibrationRun, cal: CalibrationSettings,
+                          settings: Settings, policy: Policy, user_id: int | None
+                          ) -> dict[str, Any]:
+    from ml.calibration import label_curve
+
+    pairs = labelled_set(session=session, policy=policy, as_of=run.as_of)
+    run.labelled_set = [[i, lab] for i, lab in pairs]
+    run.labelled_count = len(pairs)
+    base = base_set(session=session, policy=policy)
+    result: dict[str, Any] = {"base_version": base.version, "labels": {}, "labels_needed": {},
+                              "messages": [], "proposed_version": None}
+    if len(set(lab for _, lab in pairs)) < 2:
+        run.message = (f"{len(pairs)} labelled items of {len({lab for _, lab in pairs})} "
+                       "label(s): calibration needs human verdicts of at least two labels")
+        result["messages"].append(run.message)
+        return result
+    ids, labels = [i for i, _ in pairs], [lab for _, lab in pairs]
+    proba, classes, model_id, oof = _scores(session, ids=ids, labels=labels, cal=cal,
+                                            policy=policy)
+    result.update(model_id=model_id, out_of_fold=oof, classes=classes)
+    kinds = thresholds.class_kinds(policy)
+    bands = {lab: dict(cuts) for lab, cuts in base.bands.items()}
+    backed = False
+    curves, totals = [], {}
+    for label in classes:
+        if label not in kinds:
+            continue
+        curve = label_curve(proba=proba, y_true=labels, classes=classes, label=label)
+        totals[label] = dict(curve.attrs)
+        curves.append(curve.assign(kind="classifier", label=label))
+        (upper, upper_band), (lower, lower_band) = LADDERS[kinds[label]]
+        up = _choose(curve, target=cal.target_precision, cal=cal, objective=cal.objective)
+        low = _choose(curve, target=cal.routing_target_precision, cal=cal,
+                      objective="max_automation")
+        current = dict(bands.get(label, {}))
+        new = dict(current)
+        if up.threshold is not None:
+            new[upper] = round(float(up.threshold), 6)
+        if low.threshold is not None:
+            new[lower] = round(float(low.threshold), 6)
+        new[lower] = min(new[lower], new[upper])
+        backed |= up.threshold is not None or low.threshold is not None
+        bands[label] = new
+        result["labels"][label] = {
+            "kind": kinds[label], "cuts": [upper, lower], "bands": [upper_band, lower_band],
+            "current": current, "proposed": new, "n_true": int(curve.attrs["n_positive"]),
+            upper: _choice_dict(up), lower: _choice_dict(low)}
+        for cut, choice in ((upper, up), (lower, low)):
+            if choice.threshold is None:
+                result["labels_needed"][f"{label}.{cut}"] = choice.labels_needed
+                result["messages"].append(f"{label} {cut}: {choice.message}")
+    result["curve_totals"] = totals
+    scores = pd.DataFrame(proba, columns=[f"p_{c}" for c in classes])
+    scores.insert(0, "true_label", labels)
+    scores.insert(0, "item_id", ids)
+    result["files"] = _write_frames(run_dir(settings, run.id), {
+        "curves": pd.concat(curves, ignore_index=True), "scores": scores})
+    run.report_path = str(run_dir(settings, run.id))
+    if backed:
+        ts = thresholds.propose(session=session, policy=policy, bands=bands,
+                                reuse_distance=base.reuse_distance,
+                                auto_decide=list(base.auto_decide), calibration_run_id=run.id,
+                                note=f"classifier calibration run {run.id}", user_id=user_id)
+        result["proposed_version"] = ts.version
+        run.message = f"proposed threshold set v{ts.version}"
+    else:
+        run.message = "nothing can be backed yet: " + "; ".join(result["messages"])
+    return result
+
+
+# ------------------------------------------------------------------ similarity: pair tasks
+def pair_tasks(session: Session, *, cal: CalibrationSettings,
+               states: Sequence[str] | None = None) -> list[Task]:
+    stmt = select(Task).join(Queue, Queue.id == Task.queue_id).where(
+        Queue.kind == cal.pair_queue_kind, Task.task_type == "pair")
+    if states:
+        stmt = stmt.where(Task.state.in_(list(states)))
+    return list(session.scalars(stmt.order_by(Task.id)))
+
+
+def enqueue_pairs(*, session: Session, pairs: Sequence[tuple[int, int, float]], now: datetime,
+                  settings: Settings | None = None, cal: CalibrationSettings | None = None,
+                  encoder_id: str | None = None) -> list[int]:
+    """Queue pair tasks ``(item, other_item, distance)``; returns the new task ids."""
+    settings, cal = settings or get_settings(), cal or get_calibration_settings()
+    payloads = [{"other_item_id": int(b), "distance": round(float(d), 6),
+                 **({"encoder_id": encoder_id} if encoder_id else {})} for _, b, d in pairs]
+    ids = queues.enqueue(session=session, kind=cal.pair_queue_kind, task_type="pair",
+                         item_ids=[int(a) for a, _, _ in pairs], payloads=payloads, now=now,
+                         settings=settings)
+    session.execute(update(Queue).where(Queue.kind == cal.pair_queue_kind)
+                    .values(audience=cal.pair_audience))
+    return ids
+
+
+def sample_pairs(*, session: Session, n: int | None = None, now: datetime | None = None,
+                 settings: Settings | None = None, cal: CalibrationSettings | None = None,
+                 policy: Policy | None = None, seed: int = 0) -> list[int]:
+    """Queue up to ``n`` pair tasks from neighbour lookups of items with human verdicts,
+    half at distances up to the current reuse distance and half beyond it (up to
+    ``pair_max_distance_factor`` times it, never past ``max_reuse_distance``), each half
+    spread over its range of neighbour distances. An item anchors one pair task ever
+    (one per item and queue), and a pair is never asked twice."""
+    from backend.ml_adapter.service import ensure_embeddings, get_encoder, get_store, sync_index
+    from backend.ml_adapter.settings import get_ml_settings
+
+    settings, cal, policy = settings or get_settings(), cal or get_calibration_settings(), \
+        policy or get_policy()
+    n = n or cal.pair_sample_size
+    now = now or utcnow()
+    ml = get_ml_settings()
+    reuse = base_set(session=session, policy=policy).reuse_distance or ml.default_reuse_distance
+    encoder = get_encoder(ml)
+    store = get_store(encoder=encoder, settings=settings, ml=ml, session=session)
+    sync_index(session=session, encoder=encoder, store=store, batch_size=ml.batch_size)
+    asked = {tuple(sorted((t.item_id, int((t.payload or {}).get("other_item_id", -1)))))
+             for t in pair_tasks(session, cal=cal)}
+    busy = {t.item_id for t in pair_tasks(session, cal=cal)}  # one pair task per anchor
+    anchors = [i for i in session.scalars(select(ItemStatus.item_id).where(
+        ItemStatus.is_human.is_(True), ItemStatus.label.in_(policy.class_keys))) if i not in busy]
+    random.Random(seed).shuffle(anchors)
+    anchors = anchors[:max(20 * n, 500)]
+    if not anchors:
+        return []
+    rows = [r._asdict() for start in range(0, len(anchors), 500) for r in session.execute(
+        select(Item.id, Item.title, Item.description, Item.image)
+        .where(Item.id.in_(anchors[start:start + 500])))]
+    vecs = ensure_embeddings(session=session, rows=rows, encoder=encoder, batch_size=ml.batch_size)
+    nids, dists = store.search(vecs, cal.pair_neighbours + 1)
+    far_limit = min(reuse * cal.pair_max_distance_factor, cal.max_reuse_distance)
+    near: list[tuple[float, int, int, float]] = []
+    far: list[tuple[float, int, int, float]] = []
+    for row, ids_row, d_row in zip(rows, nids, dists, strict=True):
+        a = int(row["id"])
+        for b, d in zip(ids_row.tolist(), d_row.tolist(), strict=True):
+            if b < 0 or b == a or not np.isfinite(d):
+                continue
+            if d <= reuse:
+                near.append((abs(d - reuse), a, int(b), float(d)))
+            elif d <= far_limit:
+                far.append((abs(d - reuse), a, int(b), float(d)))
+    picked: list[tuple[int, int, float]] = []
+    used: set[int] = set()
+    for group, quota in ((near, n // 2), (far, n - n // 2)):
+        # spread over the side's distances: walk the sorted candidates with a stride
+        group = sorted(group, key=lambda c: c[3])
+        fresh = [c for c in group if tuple(sorted((c[1], c[2]))) not in asked]
+        stride = max(1, len(fresh) // max(quota, 1))
+        taken = 0
+        for offset in range(stride):
+            for _, a, b, d in fresh[offset::stride]:
+                key = tuple(sorted((a, b)))
+                if taken >= quota or a in used or key in asked:
+                    continue
+                picked.append((a, b, d))
+                used.add(a)
+                asked.add(key)
+                taken += 1
+    return enqueue_pairs(session=session, pairs=picked, now=now, settings=settings, cal=cal,
+                         encoder_id=encoder.encoder_id)
+
+
+def record_pair_answer(*, session: Session, task_id: int, answer: str, worker_id: str,
+                       now: datetime, user_id: int | None = None, worker_kind: str = "moderator",
+                       cal: CalibrationSettings | None = None) -> Judgment:
+    """One person's answer (``same`` / ``different``) to a pair task; the task is done
+    once it has ``pair_overlap`` answers. (A moderator answering through the work view
+    goes through ``queues.work.submit_verdict``, which records the same Judgment.)"""
+    from backend.queues.work import PAIR_ANSWERS
+
+    cal = cal or get_calibration_settings()
+    task = queues.get_task(session=session, task_id=task_id)
+    if task.task_type != "pair":
+        raise ValidationFailed(f"task {task_id} is not a pair task")
+    if answer not in PAIR_ANSWERS:
+        raise ValidationFailed(f"a pair task is answered with one of {list(PAIR_ANSWERS)}")
+    if task.state == "done":
+        raise ValidationFailed(f"pair task {task_id} already has its answers")
+    judgment = Judgment(item_id=task.item_id, task_id=task.id, worker_kind=worker_kind,
+                        user_id=user_id, worker_id=worker_id, label=answer, created_at=now)
+    session.add(judgment)
+    session.flush()
+    n = session.scalar(select(func.count()).select_from(Judgment)
+                       .where(Judgment.task_id == task.id)) or 0
+    if n >= cal.pair_overlap:
+        queues.complete(session=session, task=task, now=now)
+    return judgment
+
+
+def pair_votes(*, session: Session, cal: CalibrationSettings,
+               as_of: datetime | None = None) -> pd.DataFrame:
+    """Aggregated pair answers: ``pair_id`` (task id), ``item_id``, ``other_item_id``,
+    ``distance``, ``n_votes``, ``n_same``, ``same`` (strict majority; a tie is not same)."""
+    from ml.calibration import aggregate_pair_votes
+
+    tasks = {t.id: t for t in pair_tasks(session, cal=cal)}
+    columns = ["pair_id", "item_id", "other_item_id", "distance", "n_votes", "n_same", "same"]
+    if not tasks:
+        return pd.DataFrame(columns=columns)
+    stmt = select(Judgment.task_id, Judgment.worker_id, Judgment.user_id, Judgment.label).where(
+        Judgment.task_id.in_(list(tasks)))
+    if as_of is not None:
+        stmt = stmt.where(Judgment.created_at <= as_of)
+    votes = pd.DataFrame([{"pair_id": t, "worker": w or f"user:{u}", "same": lab == "same"}
+                          for t, w, u, lab in session.execute(stmt)],
+                         columns=["pair_id", "worker", "same"])
+    if votes.empty:
+        return pd.DataFrame(columns=columns)
+    out = aggregate_pair_votes(votes)
+    out["item_id"] = [tasks[int(p)].item_id for p in out["pair_id"]]
+    out["other_item_id"] = [int((tasks[int(p)].payload or {})["other_item_id"])
+                            for p in out["pair_id"]]
+    out["distance"] = [float((tasks[int(p)].payload or {})["distance"]) for p in out["pair_id"]]
+    return out[columns]
+
+
+def _calibrate_similarity(session: Session, *, run: CalibrationRun, cal: CalibrationSettings,
+                          settings: Settings, policy: Policy, user_id: int | None
+                          ) -> dict[str, Any]:
+    from ml.calibration import choose_reuse_distance, similarity_curve
+
+    pairs = pair_votes(session=session, cal=cal, as_of=run.as_of)
+    run.labelled_set = pairs.to_dict(orient="records") if len(pairs) else []
+    run.labelled_set = [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
+                        for r in run.labelled_set]
+    run.labelled_count = len(pairs)
+    base = base_set(session=session, policy=policy)
+    result: dict[str, Any] = {"base_version": base.version, "current": base.reuse_distance,
+                              "proposed_version": None, "labels_needed": {}, "messages": []}
+    if pairs.empty:
+        run.message = ("no answered pair tasks: sample some with `quorum calibrate pairs` "
+                       "and let people answer them")
+        result["messages"].append(run.message)
+        return result
+    curve = similarity_curve(pairs[["distance", "same"]])
+    result["curve_totals"] = {"reuse_distance": dict(curve.attrs)}
+    choice = choose_reuse_distance(pairs[["distance", "same"]],
+                                   target_precision=cal.reuse_target_precision,
+                                   confidence=cal.confidence, method=cal.bound_method)
+    result["reuse_distance"] = _choice_dict(choice)
+    result["files"] = _write_frames(run_dir(settings, run.id), {
+        "curves": curve.assign(kind="similarity", label="reuse_distance"), "pairs": pairs})
+    run.report_path = str(run_dir(settings, run.id))
+    if choice.threshold is None:
+        result["labels_needed"]["reuse_distance"] = choice.labels_needed
+        result["messages"].append(f"reuse distance: {choice.message}")
+        run.message = "nothing can be backed yet: " + choice.message
+    else:
+        chosen = float(choice.threshold)
+        if chosen > cal.max_reuse_distance:
+            result["messages"].append(
+                f"reuse distance {chosen:.4f} capped at QUORUM_CALIBRATION_MAX_REUSE_DISTANCE "
+                f"{cal.max_reuse_distance}")
+            chosen = cal.max_reuse_distance
+        ts = thresholds.propose(session=session, policy=policy, bands=dict(base.bands),
+                                reuse_distance=round(chosen, 6),
+                                auto_decide=list(base.auto_decide), calibration_run_id=run.id,
+                                note=f"similarity calibration run {run.id}", user_id=user_id)
+        result["proposed_version"] = ts.version
+        run.message = f"proposed threshold set v{ts.version}"
+    return result
+
+
+# ------------------------------------------------------------------ what-if
+def todays_scores(*, session: Session, day: Any = None,
+                  settings: Settings | None = None) -> tuple[pd.DataFrame, Any]:
+    """The newest ``ItemScore`` per item scored on ``day`` (default: the last day with
+    scores), one column per label: the day's score distribution."""
+    from backend.items.models import ItemScore
+
+    settings = settings or get_settings()
+    last = session.scalar(select(func.max(ItemScore.created_at)))
+    if last is None:
+        return pd.DataFrame(), day
+    day = day or queues.queue_day(last, settings)
+    start, end = day_bounds(day, settings)
+    rows = session.execute(select(ItemScore.item_id, ItemScore.scores).where(
+        ItemScore.created_at >= start, ItemScore.created_at < end)
+        .order_by(ItemScore.item_id, ItemScore.id)).all()
+    latest = {item_id: scores for item_id, scores in rows}
+    return pd.DataFrame.from_dict(latest, orient="index").fillna(0.0), day
+
+
+def day_bounds(day: Any, settings: Settings) -> tuple[datetime, datetime]:
+    """UTC bounds of a calendar day in the queue time zone."""
+    from datetime import UTC, time, timedelta
+    from zoneinfo import ZoneInfo
+
+    tz = ZoneInfo(settings.queue_timezone)
+    start = datetime.combine(day, time(0), tzinfo=tz)
+    return start.astimezone(UTC), (start + timedelta(days=1)).astimezone(UTC)
+
+
+def what_if(*, session: Session, version: int | None = None, run_id: int | None = None,
+            day: Any = None, settings: Settings | None = None,
+            cal: CalibrationSettings | None = None,
+            policy: Policy | None = None) -> dict[str, Any]:
+    """Tomorrow at threshold set ``version`` (default: the newest proposal, else the
+    active set), from ``day``'s scores and a classifier run's curves (default: the
+    latest): expected items per band, automatic share, expected precision of automation
+    with its interval, crowd cost of what goes to people."""
+    from ml.calibration import proportion_bounds
+    from ml.calibration import what_if as ml_what_if
+
+    settings, cal, policy = settings or get_settings(), cal or get_calibration_settings(), \
+        policy or get_policy()
+    ts = (thresholds.get_version(session=session, version=version) if version
+          else base_set(session=session, policy=policy))
+    run = get_run(session=session, run_id=run_id) if run_id else \
+        latest_run(session=session, kind="classifier")
+    out: dict[str, Any] = {"version": ts.version, "state": ts.state, "run_id": None,
+                           "day": None, "labels": [], "bands": {}, "n_items": 0, "n_auto": 0,
+                           "n_routed": 0, "auto_precision": None, "auto_precision_lower": None,
+                           "auto_precision_upper": None, "crowd_cost": 0.0,
+                           "confidence": cal.confidence, "method": cal.bound_method,
+                           "message": None}
+    if run is None or read_frame(run, "curves") is None:
+        out["message"] = "no classifier calibration run with curves yet: run `quorum calibrate`"
+        return out
+    scores, day = todays_scores(session=session, day=day, settings=settings)
+    out.update(run_id=run.id, day=str(day) if day else None)
+    if scores.empty:
+        out["message"] = "no classifier scores to project from"
+        return out
+    kinds = thresholds.class_kinds(policy)
+    labels = [c for c in scores.columns if c in kinds and c in (run.result or {}).get(
+        "curve_totals", {})]
+    matrix = scores[labels].to_numpy(dtype=np.float64)
+    top = matrix.argmax(axis=1)
+    auto_n = auto_tp = 0
+    n_auto = 0
+    for j, label in enumerate(labels):
+        (upper, upper_band), (lower, lower_band) = LADDERS[kinds[label]]
+        cuts = ts.bands[label]
+        s = np.where(top == j, matrix[:, j], -np.inf)
+        auto = [upper_band] if upper_band in ts.auto_decide else []
+        w = ml_what_if(scores=s, curve=run_curve(run, label),
+                       thresholds={upper_band: cuts[upper], lower_band: cuts[lower]},
+                       auto_bands=auto, confidence=cal.confidence,
+                       method=cal.bound_method)  # type: ignore[arg-type]
+        for rec in w.bands.to_dict(orient="records"):
+            if rec["band"] == "rest":
+                continue
+            rec = {k: (None if isinstance(v, float) and np.isnan(v) else v)
+                   for k, v in rec.items()}
+            out["labels"].append({"label": label, **rec})
+            out["bands"][rec["band"]] = out["bands"].get(rec["band"], 0) + int(rec["n_items"])
+            if rec["auto"]:
+                n_auto += int(rec["n_items"])
+                auto_n += int(rec["labelled_n"])
+                auto_tp += int(round((rec["precision"] or 0.0) * rec["labelled_n"]))
+    n = len(scores)
+    out["bands"]["rest"] = n - sum(out["bands"].values())
+    lo, hi = proportion_bounds(successes=auto_tp, trials=auto_n, confidence=cal.confidence,
+                               method=cal.bound_method, sided="two")  # type: ignore[arg-type]
+    routed = n - n_auto
+    out.update(n_items=n, n_auto=n_auto, n_routed=routed,
+               auto_precision=auto_tp / auto_n if auto_n else None,
+               auto_precision_lower=None if np.isnan(lo) else float(lo),
+               auto_precision_upper=None if np.isnan(hi) else float(hi),
+               crowd_cost=round(cal.crowd_cost_per_item * cal.crowd_overlap * routed, 4))
+    return out

@@ -1,0 +1,92 @@
+"""The demo's last step: close the loop — calibrate, ask people about pairs, apply, report."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+
+from backend.db import session_scope, utcnow
+
+if TYPE_CHECKING:
+    from backend.demo.runner import DemoContext
+
+PAIRS_IN_DEMO = 120
+ANSWERS_PER_PAIR = 3
+ACCURACY = 0.95
+
+
+def _answer_pairs(ctx: DemoContext) -> int:
+    """Simulated moderators answer every open pair task from the generator's truth:
+    same true label ⇒ "same", each answer right 95% of the time, 3 answers per pair."""
+    from backend.calibration.service import pair_tasks, record_pair_answer
+    from backend.calibration.settings import get_calibration_settings
+    from backend.items.models import Item
+    from backend.users.models import User
+
+    cal = get_calibration_settings()
+    names = ["alice", "bob", "carol"]
+    n = 0
+    with session_scope() as session:
+        users = {u.username: u.id for u in session.scalars(select(User).where(
+            User.username.in_(names)))}
+        tasks = pair_tasks(session, cal=cal, states=("pending",))
+        ids = {t.item_id for t in tasks} | {int(t.payload["other_item_id"]) for t in tasks}
+        ext = dict(session.execute(select(Item.id, Item.external_id).where(
+            Item.id.in_(list(ids)))).tuples().all())
+        now = utcnow()
+        for task in tasks:
+            a = ctx.truth.get(ext.get(task.item_id, ""))
+            b = ctx.truth.get(ext.get(int(task.payload["other_item_id"]), ""))
+            same = a is not None and a == b
+            for name in names[:max(ANSWERS_PER_PAIR, cal.pair_overlap)]:
+                right = ctx.rng.random() < ACCURACY
+                answer = "same" if same == right else "different"
+                record_pair_answer(session=session, task_id=task.id, answer=answer,
+                                   worker_id=name, user_id=users.get(name), now=now, cal=cal)
+            n += 1
+    return n
+
+
+def step_calibrate(ctx: DemoContext) -> None:
+    """Calibrate the classifier bands and the reuse distance, apply, write the report."""
+    from backend.calibration import thresholds
+    from backend.calibration.cli import print_run
+    from backend.calibration.service import base_set, run_calibration, sample_pairs
+    from backend.ml_adapter.settings import get_ml_settings
+    from backend.policy import get_policy
+    from backend.reports.thresholds import write_thresholds_report
+
+    if not get_ml_settings().enabled:
+        ctx.console.print("ML is off (QUORUM_ML_ENABLED=false): no calibration")
+        return
+    t0 = time.perf_counter()
+    with session_scope() as session:
+        print_run(run_calibration(session=session, kind="classifier", now=utcnow(),
+                                  settings=ctx.settings))
+    with session_scope() as session:
+        queued = sample_pairs(session=session, n=PAIRS_IN_DEMO, now=utcnow(),
+                              settings=ctx.settings, seed=ctx.seed)
+    answered = _answer_pairs(ctx)
+    ctx.console.print(f"pair tasks: {len(queued)} queued, {answered} answered "
+                      f"({ANSWERS_PER_PAIR} simulated answers each)")
+    with session_scope() as session:
+        print_run(run_calibration(session=session, kind="similarity", now=utcnow(),
+                                  settings=ctx.settings))
+    with session_scope() as session:
+        policy = get_policy()
+        active = thresholds.active_threshold_set(session=session, policy=policy)
+        newest = base_set(session=session, policy=policy)
+        if newest.version != active.version:
+            thresholds.apply(session=session, version=newest.version, now=utcnow())
+            ctx.console.print(f"applied threshold set v{newest.version} (was v{active.version}"
+                              f"; restore with `quorum thresholds apply {active.version}`)")
+        else:
+            ctx.console.print(f"nothing to apply: threshold set v{active.version} stays")
+    with session_scope() as session:
+        paths = write_thresholds_report(session=session, settings=ctx.settings)
+    ctx.timings["calibration"] = time.perf_counter() - t0
+    ctx.console.print(f"threshold report: {paths['html']} (curves: {paths['csv']})")
+    ctx.console.print(f"open it with `xdg-open {paths['html']}` or in any browser "
+                      "(self-contained: no server needed)")

@@ -1,0 +1,60 @@
+"""Report pages for analysts and admins: ``/reports/thresholds`` and ``/reports/class-mix``.
+
+Served as self-contained HTML. A browser is authenticated by its web session (a missing
+login redirects to ``/login``); an API client by ``Authorization: Bearer``.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse
+
+from backend.deps import PolicyDep, SessionDep, SettingsDep
+from backend.errors import Forbidden, ValidationFailed
+from backend.reports import service as reports
+from backend.reports.thresholds import build_thresholds_report, render_page
+from backend.users import service as users
+from backend.users.models import User
+from backend.web.router import WebRoute, web_user
+
+router = APIRouter(include_in_schema=False, route_class=WebRoute)
+
+
+def report_user(request: Request, session: SessionDep, settings: SettingsDep) -> User:
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        user = users.authenticate_token(session=session, token=header[7:].strip())
+    else:
+        user = web_user(request, session, settings)
+    if user.role not in ("analyst", "admin"):
+        raise Forbidden("reports are for analysts and admins")
+    return user
+
+
+ReportUser = Annotated[User, Depends(report_user)]
+
+
+@router.get("/reports/thresholds", response_class=HTMLResponse)
+def thresholds_report(session: SessionDep, settings: SettingsDep, policy: PolicyDep,
+                      user: ReportUser) -> HTMLResponse:
+    """The threshold report (same content as ``quorum report thresholds``)."""
+    report = build_thresholds_report(session=session, settings=settings, policy=policy)
+    return HTMLResponse(report.html)
+
+
+@router.get("/reports/class-mix", response_class=HTMLResponse)
+def class_mix_report(session: SessionDep, settings: SettingsDep, policy: PolicyDep,
+                     user: ReportUser, day: Annotated[str | None, Query()] = None
+                     ) -> HTMLResponse:
+    """The daily class mix per subset and decisions by source (``quorum report daily``)."""
+    try:
+        when = date.fromisoformat(day) if day else None
+    except ValueError as exc:
+        raise ValidationFailed("day must be YYYY-MM-DD") from exc
+    when = when or reports.latest_decision_day(session=session, settings=settings) \
+        or date.today()
+    report = reports.daily_report(session=session, day=when, settings=settings, policy=policy)
+    return HTMLResponse(render_page("class_mix.html", report=report))
