@@ -13,12 +13,13 @@ guarantee ``SELECT ... FOR UPDATE SKIP LOCKED`` gives on PostgreSQL.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import MetaData, create_engine, event
+from sqlalchemy import MetaData, Table, create_engine, event, func, insert, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -115,3 +116,35 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+_MAX_ROWID = 2**63 - 1
+
+
+def insert_returning_ids(session: Session, table: Table,
+                         rows: Sequence[Mapping[str, Any]]) -> list[int]:
+    """Insert ``rows`` (Core, one statement batch) and return their new ids in row order.
+
+    PostgreSQL: ``INSERT ... RETURNING id`` in batches (SQLAlchemy's "insertmanyvalues").
+    SQLite: SQLAlchemy cannot order a batched ``RETURNING`` there, so it falls back to one
+    statement per row; instead the ids SQLite itself would give are assigned up front
+    (``max(id) + 1``, ``+ 2``, ... for a rowid table without AUTOINCREMENT) and the rows
+    go in as one ``executemany``. That is safe because every SQLite transaction here holds
+    the write lock from its start (``BEGIN IMMEDIATE``, see ``make_engine``); a stray
+    concurrent writer would make the insert fail, never give wrong ids.
+    """
+    if not rows:
+        return []
+    [pk] = table.primary_key.columns
+    if session.get_bind().dialect.name == "sqlite" and not table.kwargs.get(
+            "sqlite_autoincrement"):
+        if session.autoflush:
+            session.flush()  # pending ORM rows of this table get their ids first
+        start = (session.scalar(select(func.max(pk))) or 0) + 1
+        if start + len(rows) <= _MAX_ROWID:
+            ids = list(range(start, start + len(rows)))
+            session.execute(insert(table), [{**r, pk.key: i} for r, i in zip(rows, ids,
+                                                                               strict=True)])
+            return ids
+    return list(session.execute(insert(table).returning(pk, sort_by_parameter_order=True),
+                                list(rows)).scalars())

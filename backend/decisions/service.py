@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
-from backend.db import utcnow
+from backend.db import insert_returning_ids, utcnow
 from backend.decisions.models import AUTOMATIC_SOURCES, HUMAN_SOURCES, DecisionEvent, ItemStatus
 from backend.errors import ValidationFailed
 
@@ -101,10 +101,7 @@ def record_decisions(
                 "supersedes_id": prev_event if eff else None, "created_at": now,
             })
             effective.append(eff)
-        wave_ids = session.scalars(
-            insert(DecisionEvent).returning(DecisionEvent.id, sort_by_parameter_order=True),
-            rows,
-        ).all()
+        wave_ids = insert_returning_ids(session, DecisionEvent.__table__, rows)
         for pos, event_id, eff in zip(wave, wave_ids, effective, strict=True):
             ids[pos] = event_id
             if not eff:
@@ -119,7 +116,7 @@ def record_decisions(
     missing = [v for k, v in status_rows.items() if k not in has_status]
     present = [v for k, v in status_rows.items() if k in has_status]
     if missing:
-        session.execute(insert(ItemStatus), missing)
+        session.execute(insert(ItemStatus.__table__), missing)
     if present:
         session.execute(update(ItemStatus), present)
     session.flush()

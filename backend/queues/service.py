@@ -15,9 +15,10 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, exists, func, insert, select, update
+from sqlalchemy import and_, exists, func, select, update
 from sqlalchemy.orm import Session
 
+from backend.db import insert_returning_ids
 from backend.decisions.models import ItemStatus
 from backend.errors import LeaseLost, NotFound, ValidationFailed
 from backend.queues.models import Queue, Task, TaskSkip
@@ -89,8 +90,7 @@ def enqueue(*, session: Session, kind: str, item_ids: Sequence[int], now: dateti
         batch, todo = todo[:room], todo[room:]
         rows = [{"queue_id": q.id, "item_id": i, "task_type": task_type, "payload": p,
                  "state": "pending", "lease_count": 0, "created_at": now} for i, p in batch]
-        new_ids.extend(session.scalars(
-            insert(Task).returning(Task.id, sort_by_parameter_order=True), rows).all())
+        new_ids.extend(insert_returning_ids(session, Task.__table__, rows))
         session.execute(update(Queue).where(Queue.id == q.id)
                         .values(total=Queue.total + len(batch)))
         session.refresh(q)
@@ -179,24 +179,47 @@ def lease_next(*, session: Session, user: User, now: datetime, settings: Setting
     if task is not None:
         return task
 
-    stmt = (
-        select(Task.id).join(Queue, Queue.id == Task.queue_id)
-        .where(Task.state == "pending", Queue.audience == "moderators", Queue.is_closed.is_(False))
-        .where(~exists().where(and_(TaskSkip.task_id == Task.id, TaskSkip.user_id == user.id)))
-        .order_by(Queue.priority.desc(), Queue.day, Queue.chunk, Task.id)
-        .limit(1)
+    # The queues first (few), best first; then the oldest task of the best queue that
+    # has one, through the (queue_id, state, id) index. Same order as one query sorted
+    # by (priority desc, day, chunk, task id), without sorting every pending task.
+    # Queues that tie on (priority, day, chunk) are searched together (by task id).
+    queues_stmt = (
+        select(Queue.id, Queue.priority, Queue.day, Queue.chunk)
+        .where(Queue.audience == "moderators", Queue.is_closed.is_(False))
+        .where(exists().where(and_(Task.queue_id == Queue.id, Task.state == "pending")))
+        .order_by(Queue.priority.desc(), Queue.day, Queue.chunk, Queue.id)
     )
     if queue is not None:
-        stmt = stmt.where(Task.queue_id == queue.id)
+        queues_stmt = queues_stmt.where(Queue.id == queue.id)
     else:
         kinds = _workable_kinds(user)
         if kinds is not None:
             if not kinds:
                 return None
-            stmt = stmt.where(Queue.kind.in_(sorted(kinds)))
-    if session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update(of=Task, skip_locked=True)
-    task_id = session.scalar(stmt)
+            queues_stmt = queues_stmt.where(Queue.kind.in_(sorted(kinds)))
+    groups: list[list[int]] = []
+    last_key: tuple[Any, ...] | None = None
+    for qid, priority, day, chunk in session.execute(queues_stmt):
+        if (priority, day, chunk) != last_key:
+            groups.append([])
+            last_key = (priority, day, chunk)
+        groups[-1].append(qid)
+    lock = session.get_bind().dialect.name == "postgresql"
+    task_id = None
+    for group in groups:
+        stmt = (
+            select(Task.id)
+            .where(Task.queue_id == group[0] if len(group) == 1 else Task.queue_id.in_(group),
+                   Task.state == "pending")
+            .where(~exists().where(and_(TaskSkip.task_id == Task.id,
+                                        TaskSkip.user_id == user.id)))
+            .order_by(Task.id).limit(1)
+        )
+        if lock:
+            stmt = stmt.with_for_update(skip_locked=True)
+        task_id = session.scalar(stmt)
+        if task_id is not None:
+            break
     if task_id is None:
         return None
     seconds = lease_seconds or settings.lease_seconds

@@ -161,7 +161,7 @@ def _route_batch(*, session: Session, ids: list[int], now: datetime, settings: S
             routes[signal_queue(row, settings)].append(row["id"])
 
     if new_tags:
-        session.execute(insert(ItemTag), new_tags)
+        session.execute(insert(ItemTag.__table__), new_tags)
     rules.record_hits(session=session, hits=hits, now=now)
     event_ids = record_decisions(session=session, decisions=decisions, now=now)
     summary.spot_checks += sample_spot_checks(session=session, decisions=decisions,

@@ -173,7 +173,7 @@ def record_hits(*, session: Session, hits: Sequence[tuple[CompiledRule, int]],
     """Store rule hits ``(rule, item_id)`` and bump the per-rule counters."""
     if not hits:
         return
-    session.execute(insert(RuleHit), [
+    session.execute(insert(RuleHit.__table__), [
         {"rule_id": r.id, "rule_version": r.version, "item_id": item_id, "mode": r.mode,
          "created_at": now} for r, item_id in hits])
     counts = Counter((r.id, r.mode) for r, _ in hits)
