@@ -56,8 +56,11 @@ _LADDERS: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {
     "hide": (("high", ML_BAD_HIGH), ("middle", ML_HIDE_MIDDLE)),
 }
 
-_DEFAULT_CUTS = {"ok": {"auto": 0.995, "good": 0.90}, "bad": {"high": 0.90, "middle": 0.60},
-                 "hide": {"high": 0.90, "middle": 0.60}}
+_DEFAULT_CUTS = {
+    "ok": {"auto": 0.995, "good": 0.90},
+    "bad": {"high": 0.90, "middle": 0.60},
+    "hide": {"high": 0.90, "middle": 0.60},
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,8 +161,12 @@ def assign_bands(
     top = proba.argmax(axis=1)
     p_top = proba[np.arange(len(proba)), top]
     kinds = [policy_kinds[label] for label in labels]
-    upper_cut = np.array([bands[lb][_LADDERS[k][0][0]] for lb, k in zip(labels, kinds, strict=True)])
-    lower_cut = np.array([bands[lb][_LADDERS[k][1][0]] for lb, k in zip(labels, kinds, strict=True)])
+    upper_cut = np.array(
+        [bands[lb][_LADDERS[k][0][0]] for lb, k in zip(labels, kinds, strict=True)]
+    )
+    lower_cut = np.array(
+        [bands[lb][_LADDERS[k][1][0]] for lb, k in zip(labels, kinds, strict=True)]
+    )
     level = np.where(
         _at_least(p_top, upper_cut[top]), 0, np.where(_at_least(p_top, lower_cut[top]), 1, 2)
     )

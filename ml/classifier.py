@@ -47,9 +47,7 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def evaluate_proba(
-    proba: np.ndarray, y: Sequence[str], *, labels: Sequence[str]
-) -> dict[str, Any]:
+def evaluate_proba(proba: np.ndarray, y: Sequence[str], *, labels: Sequence[str]) -> dict[str, Any]:
     """Accuracy, macro-F1 and per-label precision/recall/support of ``argmax(proba)``."""
     from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
@@ -62,8 +60,9 @@ def evaluate_proba(
     return {
         "n": len(y_true),
         "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro",
-                                   zero_division=0)),
+        "macro_f1": float(
+            f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)
+        ),
         "per_label": {
             label: {"precision": float(p), "recall": float(r), "support": int(s)}
             for label, p, r, s in zip(labels, precision, recall, support, strict=True)
@@ -78,19 +77,24 @@ def _check_x(X: np.ndarray, dim: int | None) -> np.ndarray:
     return X
 
 
-def _write_artifact(path: str | Path, *, arrays: Mapping[str, np.ndarray],
-                    meta: Mapping[str, Any]) -> Path:
+def _write_artifact(
+    path: str | Path, *, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]
+) -> Path:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     np.savez(path / "weights.npz", **arrays)
-    full = {"format_version": FORMAT_VERSION,
-            "created_at": datetime.now(UTC).isoformat(timespec="seconds"), **meta}
+    full = {
+        "format_version": FORMAT_VERSION,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        **meta,
+    }
     (path / "meta.json").write_text(json.dumps(full, indent=2, sort_keys=True))
     return path
 
 
-def _read_artifact(path: str | Path, *, kind: str, encoder_id: str
-                   ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def _read_artifact(
+    path: str | Path, *, kind: str, encoder_id: str
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     path = Path(path)
     meta: dict[str, Any] = json.loads((path / "meta.json").read_text())
     if meta.get("format_version") != FORMAT_VERSION:
@@ -172,12 +176,12 @@ class EmbeddingClassifier:
         if len(y_arr) != len(X):
             raise ValueError(f"{len(y_arr)} labels for {len(X)} rows")
         raw = self._raw_signals(signals, len(X))
-        self.signal_mean_ = np.nan_to_num(np.nanmean(raw, axis=0), nan=0.0) if raw.size else \
-            np.zeros(raw.shape[1])
+        self.signal_mean_ = (
+            np.nan_to_num(np.nanmean(raw, axis=0), nan=0.0) if raw.size else np.zeros(raw.shape[1])
+        )
         std = np.nan_to_num(np.nanstd(raw, axis=0), nan=1.0) if raw.size else np.ones(0)
         self.signal_scale_ = np.where(std > 0, std, 1.0)
-        model = LogisticRegression(C=self.C, class_weight=self.class_weight,
-                                   max_iter=self.max_iter)
+        model = LogisticRegression(C=self.C, class_weight=self.class_weight, max_iter=self.max_iter)
         model.fit(self._features(X, signals), y_arr)
         self.labels_ = [str(c) for c in model.classes_]
         if len(self.labels_) < 2:
@@ -200,29 +204,44 @@ class EmbeddingClassifier:
     def predict(self, X: np.ndarray, signals: Signals = None) -> np.ndarray:
         return np.asarray(self.labels_, dtype=object)[self.predict_proba(X, signals).argmax(1)]
 
-    def evaluate(self, X: np.ndarray, y: Sequence[str], *, signals: Signals = None
-                 ) -> dict[str, Any]:
+    def evaluate(
+        self, X: np.ndarray, y: Sequence[str], *, signals: Signals = None
+    ) -> dict[str, Any]:
         """Held-out metrics: accuracy, macro-F1, per-label precision/recall/support."""
         return evaluate_proba(self.predict_proba(X, signals), y, labels=self.labels_)
 
     def save(self, path: str | Path, *, metrics: Mapping[str, Any] | None = None) -> Path:
         """Write the artifact directory; ``metrics`` (from :meth:`evaluate`) go in meta.json."""
-        arrays = {"coef": self.coef_, "intercept": self.intercept_,
-                  "signal_mean": self.signal_mean_, "signal_scale": self.signal_scale_}
-        meta = {"kind": self.kind, "encoder_id": self.encoder_id, "labels": self.labels_,
-                "dim": self.dim_, "n_train": self.n_train_, "label_counts": self.label_counts_,
-                "signal_names": self.signal_names, "log_signals": self.log_signals,
-                "config": {"C": self.C, "class_weight": self.class_weight,
-                           "max_iter": self.max_iter},
-                "metrics": dict(metrics) if metrics is not None else None}
+        arrays = {
+            "coef": self.coef_,
+            "intercept": self.intercept_,
+            "signal_mean": self.signal_mean_,
+            "signal_scale": self.signal_scale_,
+        }
+        meta = {
+            "kind": self.kind,
+            "encoder_id": self.encoder_id,
+            "labels": self.labels_,
+            "dim": self.dim_,
+            "n_train": self.n_train_,
+            "label_counts": self.label_counts_,
+            "signal_names": self.signal_names,
+            "log_signals": self.log_signals,
+            "config": {"C": self.C, "class_weight": self.class_weight, "max_iter": self.max_iter},
+            "metrics": dict(metrics) if metrics is not None else None,
+        }
         return _write_artifact(path, arrays=arrays, meta=meta)
 
     @classmethod
     def load(cls, path: str | Path, *, encoder_id: str) -> Self:
         """Load an artifact; ``encoder_id`` must be the one the model was trained on."""
         arrays, meta = _read_artifact(path, kind=cls.kind, encoder_id=encoder_id)
-        model = cls(encoder_id=meta["encoder_id"], signal_names=meta["signal_names"],
-                    log_signals=meta["log_signals"], **meta["config"])
+        model = cls(
+            encoder_id=meta["encoder_id"],
+            signal_names=meta["signal_names"],
+            log_signals=meta["log_signals"],
+            **meta["config"],
+        )
         model.coef_, model.intercept_ = arrays["coef"], arrays["intercept"]
         model.signal_mean_, model.signal_scale_ = arrays["signal_mean"], arrays["signal_scale"]
         model.labels_, model.dim_ = list(meta["labels"]), int(meta["dim"])
@@ -272,14 +291,21 @@ class ZeroShotClassifier:
     def predict(self, X: np.ndarray, signals: Signals = None) -> np.ndarray:
         return np.asarray(self.labels_, dtype=object)[self.predict_proba(X).argmax(1)]
 
-    def evaluate(self, X: np.ndarray, y: Sequence[str], *, signals: Signals = None
-                 ) -> dict[str, Any]:
+    def evaluate(
+        self, X: np.ndarray, y: Sequence[str], *, signals: Signals = None
+    ) -> dict[str, Any]:
         return evaluate_proba(self.predict_proba(X), y, labels=self.labels_)
 
     def save(self, path: str | Path, *, metrics: Mapping[str, Any] | None = None) -> Path:
-        meta = {"kind": self.kind, "encoder_id": self.encoder_id, "labels": self.labels_,
-                "dim": self.dim_, "n_train": 0, "temperature": self.temperature,
-                "metrics": dict(metrics) if metrics is not None else None}
+        meta = {
+            "kind": self.kind,
+            "encoder_id": self.encoder_id,
+            "labels": self.labels_,
+            "dim": self.dim_,
+            "n_train": 0,
+            "temperature": self.temperature,
+            "metrics": dict(metrics) if metrics is not None else None,
+        }
         return _write_artifact(path, arrays={"prototypes": self.prototypes_}, meta=meta)
 
     @classmethod
@@ -291,8 +317,9 @@ class ZeroShotClassifier:
         return model
 
 
-def load_classifier(path: str | Path, *, encoder_id: str
-                    ) -> EmbeddingClassifier | ZeroShotClassifier:
+def load_classifier(
+    path: str | Path, *, encoder_id: str
+) -> EmbeddingClassifier | ZeroShotClassifier:
     """Load whichever classifier kind the artifact at ``path`` holds."""
     kind = json.loads((Path(path) / "meta.json").read_text()).get("kind")
     for cls in (EmbeddingClassifier, ZeroShotClassifier):

@@ -151,7 +151,9 @@ def create_encoder(name: str, **config: Any) -> Encoder:
     try:
         factory = _FACTORIES[name]
     except KeyError:
-        raise ValueError(f"unknown encoder {name!r}; expected one of {sorted(_FACTORIES)}") from None
+        raise ValueError(
+            f"unknown encoder {name!r}; expected one of {sorted(_FACTORIES)}"
+        ) from None
     return factory(**config)
 
 
@@ -166,7 +168,9 @@ def load_default_encoder(
     from ml.encoders_clip import resolve_clip_weights
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    weights = resolve_clip_weights(arch=arch, pretrained=clip_pretrained) if clip_pretrained else None
+    weights = (
+        resolve_clip_weights(arch=arch, pretrained=clip_pretrained) if clip_pretrained else None
+    )
     if weights is not None:
         return create_encoder("open_clip", arch=arch, pretrained=clip_pretrained, **config)
     logger.warning("no CLIP weights configured/cached; falling back to MiniLM text encoder")

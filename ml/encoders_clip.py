@@ -67,8 +67,9 @@ def resolve_clip_weights(*, arch: str, pretrained: str) -> str | None:
     return None
 
 
-def write_random_clip_checkpoint(path: str | os.PathLike[str], *, arch: str = "ViT-B-32",
-                                 seed: int = 0) -> Path:
+def write_random_clip_checkpoint(
+    path: str | os.PathLike[str], *, arch: str = "ViT-B-32", seed: int = 0
+) -> Path:
     """Save a seeded random-init OpenCLIP ``state_dict`` (tests and benchmarks use it)."""
     import open_clip
     import torch
@@ -150,8 +151,8 @@ class OpenClipEncoder:
         import torch
 
         with torch.inference_mode():
-            out = self.model.encode_text(batch) if tower == "text" else self.model.encode_image(
-                batch
+            out = (
+                self.model.encode_text(batch) if tower == "text" else self.model.encode_image(batch)
             )
         return l2_normalize(out.float().cpu().numpy())
 
@@ -165,8 +166,9 @@ class OpenClipEncoder:
             out[start : start + len(chunk)] = self._forward("text", self.tokenize(chunk))
         return out
 
-    def encode_images(self, images: Sequence[Any], *, batch_size: int = DEFAULT_BATCH_SIZE
-                      ) -> np.ndarray:
+    def encode_images(
+        self, images: Sequence[Any], *, batch_size: int = DEFAULT_BATCH_SIZE
+    ) -> np.ndarray:
         """Image-tower vectors for loaded PIL images, ``[len(images), dim]``."""
         out = np.zeros((len(images), self.dim), dtype=np.float32)
         for start in range(0, len(images), batch_size):

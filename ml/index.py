@@ -247,8 +247,15 @@ class ExactIndex:
     def save(self, path: str | Path) -> None:
         path = Path(path)
         with self._lock.read():
-            write_meta(path, {"kind": self.kind, "dim": self.dim, "encoder_id": self.encoder_id,
-                              "size": self._size})
+            write_meta(
+                path,
+                {
+                    "kind": self.kind,
+                    "dim": self.dim,
+                    "encoder_id": self.encoder_id,
+                    "size": self._size,
+                },
+            )
             np.save(path / "vectors.npy", self._vectors[: self._size])
             np.save(path / "ids.npy", self._ids[: self._size])
 
@@ -261,8 +268,9 @@ class ExactIndex:
         return index
 
 
-def create_index(kind: str = "hnsw", *, dim: int, encoder_id: str | None = None,
-                 **config: Any) -> VectorIndex:
+def create_index(
+    kind: str = "hnsw", *, dim: int, encoder_id: str | None = None, **config: Any
+) -> VectorIndex:
     """The one factory for indexes: ``"exact"`` (:class:`ExactIndex`) or ``"hnsw"``
     (:class:`ml.index_hnsw.HnswIndex`)."""
     if kind == "exact":

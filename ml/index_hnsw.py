@@ -91,8 +91,9 @@ class HnswIndex:
         if not len(ids):
             return
         with self._lock.write():
-            new_slots = sum(1 for i in ids.tolist() if i not in self._live and i not in
-                            self._deleted)
+            new_slots = sum(
+                1 for i in ids.tolist() if i not in self._live and i not in self._deleted
+            )
             needed = int(self._index.get_current_count()) + new_slots
             if needed > self.capacity:
                 self._index.resize_index(max(needed, 2 * self.capacity))
@@ -150,23 +151,41 @@ class HnswIndex:
         path.mkdir(parents=True, exist_ok=True)
         with self._lock.read():
             self._index.save_index(str(path / "index.hnsw"))
-            np.save(path / "ids.npy", np.fromiter(self._live, dtype=np.int64, count=len(self._live)))
-            np.save(path / "deleted.npy",
-                    np.fromiter(self._deleted, dtype=np.int64, count=len(self._deleted)))
-            write_meta(path, {
-                "kind": self.kind, "dim": self.dim, "encoder_id": self.encoder_id,
-                "size": len(self._live), "library": "hnswlib",
-                "space": "ip", "M": self.M, "ef_construction": self.ef_construction,
-                "ef_search": self._ef_search, "capacity": self.capacity,
-            })
+            np.save(
+                path / "ids.npy", np.fromiter(self._live, dtype=np.int64, count=len(self._live))
+            )
+            np.save(
+                path / "deleted.npy",
+                np.fromiter(self._deleted, dtype=np.int64, count=len(self._deleted)),
+            )
+            write_meta(
+                path,
+                {
+                    "kind": self.kind,
+                    "dim": self.dim,
+                    "encoder_id": self.encoder_id,
+                    "size": len(self._live),
+                    "library": "hnswlib",
+                    "space": "ip",
+                    "M": self.M,
+                    "ef_construction": self.ef_construction,
+                    "ef_search": self._ef_search,
+                    "capacity": self.capacity,
+                },
+            )
 
     @classmethod
     def load(cls, path: str | Path, *, encoder_id: str | None = None) -> Self:
         path = Path(path)
         meta = read_meta(path, kind=cls.kind, encoder_id=encoder_id)
-        index = cls(dim=int(meta["dim"]), encoder_id=meta.get("encoder_id"), M=int(meta["M"]),
-                    ef_construction=int(meta["ef_construction"]),
-                    ef_search=int(meta["ef_search"]), initial_capacity=1)
+        index = cls(
+            dim=int(meta["dim"]),
+            encoder_id=meta.get("encoder_id"),
+            M=int(meta["M"]),
+            ef_construction=int(meta["ef_construction"]),
+            ef_search=int(meta["ef_search"]),
+            initial_capacity=1,
+        )
         index._index = hnswlib.Index(space="ip", dim=index.dim)
         index._index.load_index(str(path / "index.hnsw"), max_elements=int(meta["capacity"]))
         index._index.set_ef(index._ef_search)

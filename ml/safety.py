@@ -25,13 +25,15 @@ __all__ = ["EXPOSED_CLASSES", "SafetyScorer"]
 
 logger = logging.getLogger(__name__)
 
-EXPOSED_CLASSES = frozenset({
-    "FEMALE_GENITALIA_EXPOSED",
-    "MALE_GENITALIA_EXPOSED",
-    "FEMALE_BREAST_EXPOSED",
-    "BUTTOCKS_EXPOSED",
-    "ANUS_EXPOSED",
-})
+EXPOSED_CLASSES = frozenset(
+    {
+        "FEMALE_GENITALIA_EXPOSED",
+        "MALE_GENITALIA_EXPOSED",
+        "FEMALE_BREAST_EXPOSED",
+        "BUTTOCKS_EXPOSED",
+        "ANUS_EXPOSED",
+    }
+)
 
 
 class SafetyScorer:
@@ -67,10 +69,13 @@ class SafetyScorer:
         for image in images:
             pil = load_image(image, fetch_images=self.fetch_images)
             # NudeNet reads OpenCV's BGR channel order
-            arrays.append(None if pil is None else np.ascontiguousarray(np.asarray(pil)[:, :, ::-1]))
+            arrays.append(
+                None if pil is None else np.ascontiguousarray(np.asarray(pil)[:, :, ::-1])
+            )
         loaded = [a for a in arrays if a is not None]
-        found = iter(self.detector.detect_batch(loaded, batch_size=self.batch_size)
-                     if loaded else [])
+        found = iter(
+            self.detector.detect_batch(loaded, batch_size=self.batch_size) if loaded else []
+        )
         return [None if a is None else next(found) for a in arrays]
 
     def score(self, images: Sequence[ImageLike]) -> np.ndarray:
