@@ -176,10 +176,16 @@ class EmbeddingClassifier:
         if len(y_arr) != len(X):
             raise ValueError(f"{len(y_arr)} labels for {len(X)} rows")
         raw = self._raw_signals(signals, len(X))
-        self.signal_mean_ = (
-            np.nan_to_num(np.nanmean(raw, axis=0), nan=0.0) if raw.size else np.zeros(raw.shape[1])
-        )
-        std = np.nan_to_num(np.nanstd(raw, axis=0), nan=1.0) if raw.size else np.ones(0)
+        # a signal missing on every row (all NaN) gets mean 0 and scale 1: it then adds nothing
+        seen = ~np.isnan(raw)
+        n_seen = seen.sum(axis=0)
+        filled = np.where(seen, raw, 0.0)
+        mean = np.divide(filled.sum(axis=0), n_seen, out=np.zeros(raw.shape[1]),
+                         where=n_seen > 0)
+        var = np.divide((np.where(seen, raw - mean, 0.0) ** 2).sum(axis=0), n_seen,
+                        out=np.ones(raw.shape[1]), where=n_seen > 0)
+        self.signal_mean_ = mean
+        std = np.sqrt(var)
         self.signal_scale_ = np.where(std > 0, std, 1.0)
         model = LogisticRegression(C=self.C, class_weight=self.class_weight, max_iter=self.max_iter)
         model.fit(self._features(X, signals), y_arr)

@@ -78,15 +78,17 @@ def test_moderator_works_ten_tasks_by_keyboard(app_db: str) -> None:
     with serve(app_db) as base, browser_page() as page:
         page.goto(f"{base}/queues")
         assert "/login" in page.url
+        page.wait_for_selector("input[name=username]:focus")  # autofocus, then type
         page.keyboard.type("mia")
         page.keyboard.press("Tab")
         page.keyboard.type("wrong-password")
         page.keyboard.press("Enter")
         page.wait_for_selector("text=Wrong username or password")
+        assert page.input_value("input[name=username]") == "mia"  # kept after a failure
         page.fill("input[name=password]", PASSWORD)
         page.focus("input[name=password]")
-        page.keyboard.press("Enter")
-        page.wait_for_url(f"{base}/queues")
+        with page.expect_navigation(url=f"{base}/queues"):
+            page.keyboard.press("Enter")
         assert page.locator("table.queues").inner_text().count("MANUAL_") == 1
         assert "ML_BAD_HIGH" not in page.content()
         page.screenshot(path=str(ARTIFACTS / "queues.png"))
