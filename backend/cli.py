@@ -138,7 +138,7 @@ def print_queue_table(day: date | None = None, title: str = "Queues") -> None:
             table.add_column(col, justify="right" if col != "queue" else "left")
         for r in rows:
             q = r.queue
-            table.add_row(q.name, str(q.priority), f"{q.done} / {q.total}", q.audience,
+            table.add_row(q.name, str(q.priority), r.progress, q.audience,
                           str(r.pending), str(r.leased))
     console.print(table)
 

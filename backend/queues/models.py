@@ -26,8 +26,10 @@ class Queue(Base):
     chunk: Mapped[int] = mapped_column(Integer, default=0)
     priority: Mapped[int] = mapped_column(Integer)
     audience: Mapped[str] = mapped_column(String(20), default="moderators")
+    #: Tasks ever put in this chunk (caps it at ``queue_chunk_size``). Progress — how many
+    #: are done — is counted from the tasks, not kept here: a counter every verdict bumps
+    #: would be one row all moderators' transactions queue on.
     total: Mapped[int] = mapped_column(Integer, default=0)
-    done: Mapped[int] = mapped_column(Integer, default=0)
     is_closed: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
 

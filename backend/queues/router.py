@@ -26,8 +26,8 @@ router = APIRouter(prefix="/api/v1", tags=["queues"])
 def queue_read(row: service.QueueRow) -> QueueRead:
     q = row.queue
     return QueueRead(name=q.name, kind=q.kind, day=q.day, chunk=q.chunk, priority=q.priority,
-                     audience=q.audience, total=q.total, done=q.done, pending=row.pending,
-                     leased=row.leased, progress=f"{q.done} / {q.total}")
+                     audience=q.audience, total=q.total, done=row.done, pending=row.pending,
+                     leased=row.leased, progress=row.progress)
 
 
 def task_read(task: Task) -> TaskRead:

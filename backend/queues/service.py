@@ -51,7 +51,7 @@ def _open_chunk(session: Session, *, kind: str, day: date, settings: Settings,
         name=queue_name(kind, day, chunk, chunked=kind in settings.queue_chunked_kinds),
         kind=kind, day=day, chunk=chunk,
         priority=priority if priority is not None else settings.priority_for(kind),
-        audience=settings.audience_for(kind), total=0, done=0,
+        audience=settings.audience_for(kind), total=0,
     )
     session.add(q)
     session.flush()
@@ -116,9 +116,16 @@ def expire_leases(*, session: Session, now: datetime) -> int:
 
 @dataclass
 class QueueRow:
+    """A queue with its progress, counted from its tasks."""
+
     queue: Queue
     pending: int
     leased: int
+    done: int = 0
+
+    @property
+    def progress(self) -> str:
+        return f"{self.done} / {self.queue.total}"
 
 
 def list_queues(*, session: Session, day: date | None = None,
@@ -135,11 +142,18 @@ def list_queues(*, session: Session, day: date | None = None,
     if queues:
         for qid, state, n in session.execute(
             select(Task.queue_id, Task.state, func.count()).where(
-                Task.queue_id.in_([q.id for q in queues]),
-                Task.state.in_(("pending", "leased"))).group_by(Task.queue_id, Task.state)):
+                Task.queue_id.in_([q.id for q in queues])).group_by(Task.queue_id, Task.state)):
             counts[(qid, state)] = n
-    return [QueueRow(q, counts.get((q.id, "pending"), 0), counts.get((q.id, "leased"), 0))
-            for q in queues]
+    return [QueueRow(q, counts.get((q.id, "pending"), 0), counts.get((q.id, "leased"), 0),
+                     counts.get((q.id, "done"), 0)) for q in queues]
+
+
+def queue_row(*, session: Session, queue: Queue) -> QueueRow:
+    """One queue's progress."""
+    counts = dict(session.execute(select(Task.state, func.count()).where(
+        Task.queue_id == queue.id).group_by(Task.state)).tuples().all())
+    return QueueRow(queue, counts.get("pending", 0), counts.get("leased", 0),
+                    counts.get("done", 0))
 
 
 def get_queue(*, session: Session, name: str) -> Queue:
@@ -259,8 +273,6 @@ def complete(*, session: Session, task: Task, now: datetime) -> None:
     task.state = "done"
     task.done_at = now
     task.lease_expires_at = None
-    session.execute(update(Queue).where(Queue.id == task.queue_id)
-                    .values(done=Queue.done + 1))
     session.flush()
 
 

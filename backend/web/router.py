@@ -254,8 +254,7 @@ def queues_page(request: Request, session: SessionDep, settings: SettingsDep,
 def queue_page(name: str, request: Request, session: SessionDep, policy: PolicyDep,
                user: WebUser) -> HTMLResponse:
     queue = web.workable_queue(session=session, user=user, name=name)
-    [row] = [r for r in queues.list_queues(session=session, day=queue.day)
-             if r.queue.id == queue.id]
+    row = queues.queue_row(session=session, queue=queue)
     clusters = web.near_duplicate_clusters(session=session, queue=queue, user=user) \
         if queue.audience == "moderators" else []
     return render(request, "queue.html", row=row, clusters=clusters,
@@ -266,7 +265,7 @@ def queue_page(name: str, request: Request, session: SessionDep, policy: PolicyD
 def start(session: SessionDep, settings: SettingsDep, user: PostUser,
           queue: Annotated[str, Form()] = "") -> RedirectResponse:
     q = web.workable_queue(session=session, user=user, name=queue) if queue else None
-    task = web.lease_next(session=session, user=user, now=utcnow(), settings=settings,
+    task = queues.lease_next(session=session, user=user, now=utcnow(), settings=settings,
                              queue=q)
     if task is None:
         return RedirectResponse("/queues?notice=empty", status_code=303)
@@ -299,7 +298,7 @@ def _next_card(request: Request, session: SessionDep, settings: SettingsDep, pol
     """Lease the next task; the card as JSON for ``fetch``, else a redirect to its page."""
     now = utcnow()
     q = web.workable_queue(session=session, user=user, name=scope) if scope else None
-    task = web.lease_next(session=session, user=user, now=now, settings=settings, queue=q)
+    task = queues.lease_next(session=session, user=user, now=now, settings=settings, queue=q)
     if not _wants_json(request):  # a plain form post (no JavaScript)
         if task is None:
             return RedirectResponse("/queues?notice=empty", status_code=303)

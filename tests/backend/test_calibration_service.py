@@ -9,56 +9,20 @@ from backend.calibration import thresholds
 from backend.calibration.models import CalibrationRun, ThresholdSet
 from backend.db import utcnow
 from backend.decisions.models import DecisionEvent
-from backend.decisions.service import NewDecision, record_decisions
 from backend.items.models import ItemScore
 from backend.items.service import ingest
 from backend.queues.models import Task
-from backend.routing.pipeline import route_items
+from tests.backend.conftest import human_verdict, route_rows
 from tests.conftest import item_row
-
-
-@pytest.fixture
-def ml_on(settings, monkeypatch):
-    from backend.calibration.settings import get_calibration_settings
-    from backend.ml_adapter import service
-    from backend.ml_adapter.settings import get_ml_settings
-
-    monkeypatch.setenv("QUORUM_ML_ENABLED", "true")
-    monkeypatch.setenv("QUORUM_ML_ENCODER", "hashing")
-    monkeypatch.setenv("QUORUM_ML_INDEX_KIND", "exact")
-    monkeypatch.setenv("QUORUM_ML_MIN_TRAIN_VERDICTS", "20")
-    monkeypatch.setenv("QUORUM_ML_DEFAULT_REUSE_DISTANCE", "0.1")
-    get_ml_settings.cache_clear()
-    get_calibration_settings.cache_clear()
-    service._stores.clear()
-    service._classifiers.clear()
-    yield get_ml_settings()
-    get_ml_settings.cache_clear()
-    get_calibration_settings.cache_clear()
-    service._stores.clear()
-    service._classifiers.clear()
-
-
-def _route(session, settings, policy, rows):
-    now = utcnow()
-    _, ids = ingest(session=session, rows=rows, policy=policy, now=now)
-    summary = route_items(session=session, item_ids=ids, now=now, settings=settings)
-    session.flush()
-    return ids, summary
-
-
-def _human(session, item_id, label):
-    record_decisions(session=session, decisions=[
-        NewDecision(item_id=item_id, label=label, source="moderator")])
 
 
 def _labelled(session, settings, policy, n):
     """``n`` items with moderator verdicts: t-shirts are ok, cannabis seeds prohibited."""
     rows = [item_row(100 + i, title=("Cotton t-shirt size " if i % 2 else "Cannabis seeds "
                                      "strain ") + str(i)) for i in range(n)]
-    ids, _ = _route(session, settings, policy, rows)
+    ids, _ = route_rows(session, settings, policy, rows)
     for i, item_id in enumerate(ids):
-        _human(session, item_id, "ok" if i % 2 else "prohibited")
+        human_verdict(session, item_id, "ok" if i % 2 else "prohibited")
     return ids
 
 
@@ -158,7 +122,7 @@ def test_applied_set_routes_the_next_item_and_can_be_restored(session, settings,
     thresholds.apply(session=session, version=new)
 
     def versions_for(title):
-        [x], _ = _route(session, settings, policy, [item_row(900 + len(title), title=title)])
+        [x], _ = route_rows(session, settings, policy, [item_row(900 + len(title), title=title)])
         events = session.scalars(select(DecisionEvent).where(DecisionEvent.item_id == x)).all()
         scores = session.scalars(select(ItemScore).where(ItemScore.item_id == x)).all()
         return {e.threshold_set_version for e in events} | {
@@ -180,7 +144,7 @@ def test_what_if_projects_todays_scores(session, settings, policy, ml_on):
         session=session, policy=policy, reuse_distance=None,
         bands=thresholds.active_threshold_set(session=session, policy=policy).bands,
         auto_decide=["auto_ok", "ML_BAD_HIGH"]).version)
-    _route(session, settings, policy, [item_row(500 + i, title=t) for i, t in enumerate(
+    route_rows(session, settings, policy, [item_row(500 + i, title=t) for i, t in enumerate(
         ["Cannabis seeds strain A1", "Cotton t-shirt size Z", "Garden hose", "Coffee mug"])])
     w = calibration.what_if(session=session)
     assert w["message"] is None and w["n_items"] >= 4

@@ -49,7 +49,8 @@ def test_push_work_pull_decides_with_provenance(settings, policy):
         golden_items = set(s.scalars(select(CrowdTask.item_id).where(
             CrowdTask.pool_id == pool.id, CrowdTask.is_golden.is_(True))))
         ext = dict(s.execute(select(ItemStatus.item_id, ItemStatus.label)).tuples().all())
-        done = s.scalar(select(Queue.done).where(Queue.name == queue))
+        done = s.scalar(select(func.count()).select_from(Task).join(Queue).where(
+            Queue.name == queue, Task.state == "done"))
         n_judg = s.scalar(select(func.count()).select_from(Judgment))
     assert len(events) >= 20 and not {e.item_id for e in events} & golden_items
     e = events[0]

@@ -4,52 +4,17 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from backend.db import utcnow
 from backend.decisions.models import DecisionEvent, ItemStatus
-from backend.decisions.service import NewDecision, record_decisions
 from backend.items.models import ItemEmbedding, ItemScore
-from backend.items.service import ingest
-from backend.routing.pipeline import route_items
+from tests.backend.conftest import human_verdict, route_rows
 from tests.conftest import auth, item_row
 
 
-@pytest.fixture
-def ml_on(settings, monkeypatch):
-    from backend.ml_adapter import service
-    from backend.ml_adapter.settings import get_ml_settings
-
-    monkeypatch.setenv("QUORUM_ML_ENABLED", "true")
-    monkeypatch.setenv("QUORUM_ML_ENCODER", "hashing")
-    monkeypatch.setenv("QUORUM_ML_INDEX_KIND", "exact")
-    monkeypatch.setenv("QUORUM_ML_MIN_TRAIN_VERDICTS", "20")
-    monkeypatch.setenv("QUORUM_ML_DEFAULT_REUSE_DISTANCE", "0.1")
-    get_ml_settings.cache_clear()
-    service._stores.clear()
-    service._classifiers.clear()
-    yield get_ml_settings()
-    get_ml_settings.cache_clear()
-    service._stores.clear()
-    service._classifiers.clear()
-
-
-def _route(session, settings, policy, rows):
-    now = utcnow()
-    _, ids = ingest(session=session, rows=rows, policy=policy, now=now)
-    summary = route_items(session=session, item_ids=ids, now=now, settings=settings)
-    session.flush()
-    return ids, summary
-
-
-def _human(session, item_id, label):
-    record_decisions(session=session, decisions=[
-        NewDecision(item_id=item_id, label=label, source="moderator")])
-
-
 def test_near_duplicate_reuses_a_past_verdict(session, settings, policy, ml_on):
-    [a], _ = _route(session, settings, policy, [item_row(1, title="Vintage leather handbag "
+    [a], _ = route_rows(session, settings, policy, [item_row(1, title="Vintage leather handbag "
                                                         "with gold buckle", is_new=False)])
-    _human(session, a, "restricted")
-    [b], summary = _route(session, settings, policy, [item_row(2, title="Vintage leather "
+    human_verdict(session, a, "restricted")
+    [b], summary = route_rows(session, settings, policy, [item_row(2, title="Vintage leather "
                                                              "handbag with gold buckle!")])
     assert summary.decided["similarity"] == 1
     ev = session.scalar(select(DecisionEvent).where(DecisionEvent.item_id == b))
@@ -57,35 +22,35 @@ def test_near_duplicate_reuses_a_past_verdict(session, settings, policy, ml_on):
     assert 0 <= ev.distance <= 0.1 and ev.threshold_set_version == 1
     assert ev.details["encoder_id"].startswith("hashing:")
     # an unrelated item is not decided by similarity
-    [c], summary = _route(session, settings, policy, [item_row(3, title="Garden hose 20 m")])
+    [c], summary = route_rows(session, settings, policy, [item_row(3, title="Garden hose 20 m")])
     assert summary.decided["similarity"] == 0
 
 
 def test_disagreeing_neighbours_go_to_a_person(session, settings, policy, ml_on):
-    ids, _ = _route(session, settings, policy, [
+    ids, _ = route_rows(session, settings, policy, [
         item_row(1, title="Hunting knife with wooden handle"),
         item_row(2, title="Hunting knife with wooden handle."),
     ])
-    _human(session, ids[0], "restricted")
-    _human(session, ids[1], "ok")
-    [c], summary = _route(session, settings, policy, [
+    human_verdict(session, ids[0], "restricted")
+    human_verdict(session, ids[1], "ok")
+    [c], summary = route_rows(session, settings, policy, [
         item_row(3, title="Hunting knife with wooden handle!")])
     assert summary.decided["similarity"] == 0 and summary.queued["SIMILAR_CONFLICT"] == 1
     assert session.get(ItemStatus, c).state == "queued"
 
 
 def test_corrected_verdict_is_reused_as_corrected(session, settings, policy, ml_on):
-    [a], _ = _route(session, settings, policy, [item_row(1, title="Silver ring with stone")])
-    _human(session, a, "ok")
-    _human(session, a, "fraud")  # a later human decision supersedes
-    [b], _ = _route(session, settings, policy, [item_row(2, title="Silver ring with stone.")])
+    [a], _ = route_rows(session, settings, policy, [item_row(1, title="Silver ring with stone")])
+    human_verdict(session, a, "ok")
+    human_verdict(session, a, "fraud")  # a later human decision supersedes
+    [b], _ = route_rows(session, settings, policy, [item_row(2, title="Silver ring with stone.")])
     assert session.get(ItemStatus, b).label == "fraud"
 
 
 def test_classifier_scores_every_undecided_item_and_trains(session, settings, policy, ml_on):
     from backend.ml_adapter.service import train
 
-    ids, _ = _route(session, settings, policy, [item_row(i, title=t) for i, t in enumerate(
+    ids, _ = route_rows(session, settings, policy, [item_row(i, title=t) for i, t in enumerate(
         ["Cotton t-shirt blue", "Cannabis seeds pack", "Lace lingerie 18+", "Coffee mug"])])
     scores = session.scalars(select(ItemScore)).all()
     assert len(scores) == 4 and all(abs(sum(s.scores.values()) - 1) < 1e-3 for s in scores)
@@ -93,9 +58,9 @@ def test_classifier_scores_every_undecided_item_and_trains(session, settings, po
     # 24 human verdicts of two labels -> a trained classifier becomes active
     rows = [item_row(100 + i, title=("Cotton t-shirt size " if i % 2 else "Cannabis seeds "
                                      "strain ") + str(i)) for i in range(24)]
-    new_ids, _ = _route(session, settings, policy, rows)
+    new_ids, _ = route_rows(session, settings, policy, rows)
     for i, item_id in enumerate(new_ids):
-        _human(session, item_id, "ok" if i % 2 else "prohibited")
+        human_verdict(session, item_id, "ok" if i % 2 else "prohibited")
     art = train(session=session)
     assert art.version == 1 and art.is_active and art.train_size + art.metrics["held_out"] == 24
     assert set(art.labels) == {"ok", "prohibited"}
@@ -106,7 +71,7 @@ def test_classifier_scores_every_undecided_item_and_trains(session, settings, po
                                   bands=default_bands(thresholds.class_kinds(policy)),
                                   auto_decide=[])
     thresholds.apply(session=session, version=no_reuse.version)
-    [x], _ = _route(session, settings, policy, [item_row(500, title="Cannabis seeds strain X")])
+    [x], _ = route_rows(session, settings, policy, [item_row(500, title="Cannabis seeds strain X")])
     s = session.scalar(select(ItemScore).where(ItemScore.item_id == x))
     assert s.model_id == "classifier-v1" and s.scores["prohibited"] > s.scores["ok"]
 
@@ -129,7 +94,7 @@ def test_bands_route_or_decide_by_threshold_set(session, settings, policy, ml_on
     new = thresholds.propose(session=session, policy=policy, bands=low, reuse_distance=None,
                              auto_decide=["ML_BAD_HIGH", "auto_ok"])
     thresholds.apply(session=session, version=new.version)
-    [a], summary = _route(session, settings, policy, [item_row(1, title="Brass knuckles")])
+    [a], summary = route_rows(session, settings, policy, [item_row(1, title="Brass knuckles")])
     ev = session.scalar(select(DecisionEvent).where(DecisionEvent.item_id == a))
     assert ev.source == "classifier" and ev.threshold_set_version == new.version
     assert ev.model_id.startswith("zero-shot")
@@ -140,15 +105,15 @@ def test_bands_route_or_decide_by_threshold_set(session, settings, policy, ml_on
     third = thresholds.propose(session=session, policy=policy, bands=strict,
                                reuse_distance=None, auto_decide=[])
     thresholds.apply(session=session, version=third.version)
-    [b], summary = _route(session, settings, policy, [item_row(2, title="Brass knuckles",
+    [b], summary = route_rows(session, settings, policy, [item_row(2, title="Brass knuckles",
                                                                 is_new=True)])
     assert summary.decided["classifier"] == 0 and summary.queued["NEW_PRODUCTS"] == 1
 
 
 def test_golden_items_are_never_decided_automatically(session, settings, policy, ml_on):
-    [a], _ = _route(session, settings, policy, [item_row(1, title="Vintage clock")])
-    _human(session, a, "ok")
-    [g], summary = _route(session, settings, policy, [
+    [a], _ = route_rows(session, settings, policy, [item_row(1, title="Vintage clock")])
+    human_verdict(session, a, "ok")
+    [g], summary = route_rows(session, settings, policy, [
         item_row(2, title="Vintage clock", golden_label="ok")])
     assert summary.queued["GL"] == 1 and session.get(ItemStatus, g).label is None
 
@@ -176,7 +141,7 @@ def test_neighbours_api_and_thresholds_api(client, make_user, ml_on, settings, m
 def test_embeddings_are_stored_once_per_encoder(session, settings, policy, ml_on):
     from backend.ml_adapter.service import ensure_embeddings, get_encoder
 
-    ids, _ = _route(session, settings, policy, [item_row(1), item_row(2)])
+    ids, _ = route_rows(session, settings, policy, [item_row(1), item_row(2)])
     assert len(session.scalars(select(ItemEmbedding)).all()) == 2
     enc = get_encoder()
     rows = [{"id": i, "title": "ignored: read back", "description": "", "image": None}

@@ -11,7 +11,7 @@ from backend.items.service import ingest
 from backend.queues import service as queues
 from backend.reports import service as reports
 from backend.reports.thresholds import write_thresholds_report
-from tests.backend.test_calibration_service import _labelled, ml_on, seed_pairs  # noqa: F401
+from tests.backend.test_calibration_service import _labelled, seed_pairs
 from tests.conftest import auth, item_row
 
 
