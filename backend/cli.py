@@ -86,7 +86,7 @@ def ingest(
     The whole file is validated first: with a bad row nothing is stored (exit 2) unless
     --partial. Re-running on the same file creates nothing twice.
     """
-    from backend.db import session_scope, utcnow
+    from backend.db import refresh_statistics, session_scope, utcnow
     from backend.io import read_rows
     from backend.items.service import ingest as ingest_rows
     from backend.items.service import validate_rows
@@ -113,6 +113,7 @@ def ingest(
                                           policy=policy, partial=True, now=now)
             summary = route_items(session=session, item_ids=created, now=now,
                                   settings=settings)
+        refresh_statistics()  # PostgreSQL: keep the planner's picture of the tables current
         for k in totals:
             totals[k] += getattr(result, k)
         for k, v in summary.queued.items():

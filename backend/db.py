@@ -148,3 +148,23 @@ def insert_returning_ids(session: Session, table: Table,
             return ids
     return list(session.execute(insert(table).returning(pk, sort_by_parameter_order=True),
                                 list(rows)).scalars())
+
+
+#: Tables a bulk ingest grows fast enough to outrun autovacuum's statistics.
+BULK_TABLES = ("items", "item_status", "tasks", "decision_events", "rule_hits")
+
+
+def refresh_statistics(url: str | None = None, tables: tuple[str, ...] = BULK_TABLES) -> None:
+    """``ANALYZE`` the fast-growing tables on PostgreSQL (no-op on SQLite).
+
+    After a bulk load the planner still holds the statistics of the empty tables and reads
+    the ``(source, external_id)`` index by ``source`` alone, scanning every item of the
+    source per lookup — ingest then slows down as the table grows. Bulk jobs call this
+    between batches; a long-running service relies on autovacuum.
+    """
+    engine = get_engine(url)
+    if engine.dialect.name != "postgresql":
+        return
+    with engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(
+            "ANALYZE " + ", ".join(tables))

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def run(backend: str, rows: list[dict[str, Any]], batch: int,
         profile: str | None = None) -> dict[str, Any]:
-    from backend.db import session_scope, utcnow
+    from backend.db import refresh_statistics, session_scope, utcnow
     from backend.items.service import ingest
     from backend.policy import get_policy
     from backend.routing.hooks import NoopHooks, set_pipeline_hooks
@@ -62,6 +62,7 @@ def run(backend: str, rows: list[dict[str, Any]], batch: int,
                 now = utcnow()
                 result, ids = ingest(session=s, rows=chunk, policy=policy, partial=True, now=now)
                 summary = route_items(session=s, item_ids=ids, now=now, settings=settings)
+            refresh_statistics(url)  # as `quorum ingest` does between batches
             rates.append(len(chunk) / (time.perf_counter() - tb))
             created += result.created
             queued.update(summary.queued)

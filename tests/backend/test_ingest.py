@@ -1,3 +1,4 @@
+import pytest
 from sqlalchemy import func, select
 
 from backend.decisions.models import ItemStatus
@@ -88,3 +89,41 @@ def test_item_detail_shows_status_and_history(client, make_user):
     assert client.get("/api/v1/items/999999", headers=auth(token)).status_code == 404
     r = client.get("/api/v1/items/by-key/shop/X1", headers=auth(token))
     assert r.json()["id"] == ids[0]
+
+
+def test_bulk_jobs_refresh_planner_statistics(db_url, policy):
+    """After a bulk load into fresh tables, PostgreSQL's planner still plans for empty tables
+    (read the (source, external_id) index by source alone, filter the rest); ``quorum
+    ingest`` refreshes the statistics between batches (bench/ingest.py: 738 → 2,783 items/s
+    over 100,000 items, flat instead of falling from 2,100 to 450)."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("planner statistics are PostgreSQL's; on SQLite this is a no-op")
+    from sqlalchemy import text
+
+    from backend.db import BULK_TABLES, dispose_engines, refresh_statistics, session_scope
+    from backend.items.service import ingest
+    from backend.migrate import upgrade
+    from tests.pg import create_database, drop_database, server_url
+
+    url = create_database(server_url(), prefix="quorum_stats")
+    try:
+        upgrade(url)
+        with session_scope(url) as s:
+            ingest(session=s, rows=[item_row(i) for i in range(2000)], policy=policy)
+
+        def estimated_items() -> float:
+            with session_scope(url) as s:
+                return s.execute(text("select reltuples from pg_class where relname = 'items'")
+                                 ).scalar_one()
+
+        assert estimated_items() <= 0  # never analysed: the planner knows nothing
+        refresh_statistics(url)
+        assert estimated_items() == 2000
+        with session_scope(url) as s:
+            analysed = set(s.execute(text(
+                "select relname from pg_stat_user_tables where last_analyze is not null")
+            ).scalars())
+        assert set(BULK_TABLES) <= analysed
+    finally:
+        dispose_engines()
+        drop_database(server_url(), url)
