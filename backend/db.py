@@ -106,8 +106,15 @@ def dispose_engines() -> None:
 
 @contextmanager
 def session_scope(url: str | None = None) -> Iterator[Session]:
-    """One transaction: commit on success, roll back on error."""
-    session = get_sessionmaker(url)()
+    """One transaction on the database at ``url`` (default: the configured one)."""
+    with transaction(get_sessionmaker(url)) as session:
+        yield session
+
+
+@contextmanager
+def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """One transaction: commit on success, roll back on error, always close."""
+    session = factory()
     try:
         yield session
         session.commit()

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
-from backend.db import get_sessionmaker
+from backend.db import get_sessionmaker, transaction
 from backend.errors import Forbidden, Unauthorized
 from backend.policy import Policy, get_policy
 from backend.settings import Settings, get_settings
@@ -19,15 +19,8 @@ from backend.users.models import User
 def get_session(request: Request) -> Iterator[Session]:
     """One transaction per request: commit if the handler returns, roll back if it raises."""
     factory = getattr(request.app.state, "sessionmaker", None) or get_sessionmaker()
-    session = factory()
-    try:
+    with transaction(factory) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
