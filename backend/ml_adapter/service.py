@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from backend.calibration.models import ModelArtifact
@@ -35,7 +35,7 @@ from backend.routing.hooks import ClassifierOutcome, SimilarityOutcome
 from backend.settings import Settings, get_settings
 
 log = logging.getLogger("quorum.ml")
-SIGNALS = ["price", "gmv", "exposure"]
+SIGNALS = ["price", "gmv", "exposure", "safety_score"]
 _lock = threading.RLock()
 _encoders: dict[tuple, Any] = {}
 _stores: dict[str, LocalVectorStore] = {}
@@ -107,6 +107,19 @@ def ensure_embeddings(*, session: Session, rows: Sequence[dict[str, Any]], encod
     if not ids:
         return np.zeros((0, encoder.dim), dtype=np.float32)
     return np.stack([have[i] for i in ids]).astype(np.float32)
+
+
+_safety: list[Any] = []
+
+
+def get_safety_scorer() -> Any:
+    """The process's NudeNet scorer (optional ``safety`` extra; a clear error without it)."""
+    from ml.safety import SafetyScorer
+
+    with _lock:
+        if not _safety:
+            _safety.append(SafetyScorer())
+        return _safety[0]
 
 
 # ------------------------------------------------------------------ index
@@ -332,6 +345,26 @@ class MLHooks:
         self.ml = ml or get_ml_settings()
         self.policy = policy or get_policy()
         self._vectors: dict[int, np.ndarray] = {}
+
+    def enrich(self, *, session: Session, items: Sequence[dict[str, Any]],
+               now: datetime) -> None:
+        """Image-safety score (NudeNet, ``QUORUM_ML_SAFETY``) for items with a local image
+        and no score yet: stored on the item and visible to the rules as
+        ``item.safety_score`` and to the classifier as a signal."""
+        if not self.ml.safety:
+            return
+        todo = [r for r in items if r.get("safety_score") is None and r.get("image")
+                and Path(str(r["image"])).exists()]
+        if not todo:
+            return
+        scores = get_safety_scorer().score([str(r["image"]) for r in todo])
+        updates = []
+        for r, sc in zip(todo, scores, strict=True):
+            if np.isfinite(sc):
+                r["safety_score"] = float(sc)
+                updates.append({"id": r["id"], "safety_score": float(sc)})
+        if updates:
+            session.execute(update(Item), updates)
 
     def _embed(self, session: Session, items: Sequence[dict[str, Any]]) -> np.ndarray:
         encoder = get_encoder(self.ml)

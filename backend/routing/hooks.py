@@ -38,6 +38,12 @@ class ClassifierOutcome:
 
 
 class PipelineHooks(Protocol):
+    def enrich(self, *, session: Session, items: Sequence[dict[str, Any]],
+               now: datetime) -> None:
+        """Before the rules: add signals to the items (e.g. the image-safety score), in the
+        row dicts the rules see and in the database."""
+        ...
+
     def similarity(self, *, session: Session, items: Sequence[dict[str, Any]],
                    now: datetime) -> dict[int, SimilarityOutcome]: ...
 
@@ -46,7 +52,11 @@ class PipelineHooks(Protocol):
 
 
 class NoopHooks:
-    """Explicit no-ops: no similarity reuse, no classifier."""
+    """Explicit no-ops: no extra signals, no similarity reuse, no classifier."""
+
+    def enrich(self, *, session: Session, items: Sequence[dict[str, Any]],
+               now: datetime) -> None:
+        return None
 
     def similarity(self, *, session: Session, items: Sequence[dict[str, Any]],
                    now: datetime) -> dict[int, SimilarityOutcome]:

@@ -90,6 +90,9 @@ def _route_batch(*, session: Session, ids: list[int], now: datetime, settings: S
             for r in session.execute(select(*cols).where(Item.id.in_(ids)).order_by(Item.id))]
     for r in rows:
         r["metadata"] = r.pop("metadata_")
+    enrich = getattr(hooks, "enrich", None)
+    if enrich is not None:
+        enrich(session=session, items=rows, now=now)
     existing_tags: dict[int, list[str]] = defaultdict(list)
     for item_id, tag in session.execute(select(ItemTag.item_id, ItemTag.tag)
                                         .where(ItemTag.item_id.in_(ids))):

@@ -149,3 +149,30 @@ def test_embeddings_are_stored_once_per_encoder(session, settings, policy, ml_on
     v = ensure_embeddings(session=session, rows=rows, encoder=enc)
     assert v.shape == (2, enc.dim) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
     assert len(session.scalars(select(ItemEmbedding)).all()) == 2
+
+
+def test_image_safety_score_is_a_signal_rules_see(session, settings, policy, ml_on,
+                                                   monkeypatch, tmp_path):
+    """With QUORUM_ML_SAFETY on, NudeNet scores the image before the rules run."""
+    from PIL import Image
+    from skimage import data
+
+    from backend.items.models import Item, ItemTag
+    from backend.ml_adapter.settings import get_ml_settings
+    from backend.rules.schemas import RuleCreate
+    from backend.rules.service import create_rule
+
+    monkeypatch.setenv("QUORUM_ML_SAFETY", "true")
+    get_ml_settings.cache_clear()
+    photo = tmp_path / "coffee.jpg"
+    Image.fromarray(data.coffee()).save(photo)
+    create_rule(session=session, policy=policy, data=RuleCreate(
+        name="safe-photo", expression="has(item.safety_score) && item.safety_score < 0.5",
+        action="tag", tag="safe-photo"))
+    ids, _ = route_rows(session, settings, policy, [
+        item_row(1, title="Coffee cup", image=str(photo)), item_row(2, title="No photo")])
+    with_photo, without = (session.get(Item, i) for i in ids)
+    assert with_photo.safety_score is not None and 0 <= with_photo.safety_score < 0.5
+    assert without.safety_score is None
+    tags = session.scalars(select(ItemTag.item_id).where(ItemTag.tag == "safe-photo")).all()
+    assert tags == [ids[0]]
