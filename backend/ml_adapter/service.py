@@ -134,11 +134,13 @@ class LocalVectorStore:
     a newer version (``state.json``'s ``generation``).
     """
 
-    def __init__(self, directory: Path, *, encoder_id: str, dim: int, kind: str) -> None:
+    def __init__(self, directory: Path, *, encoder_id: str, dim: int, kind: str,
+                 ef_search: int = 512) -> None:
         self.directory = directory
         self.encoder_id = encoder_id
         self.dim = dim
         self.kind = kind
+        self.ef_search = ef_search
         self.index: Any = None
         self.watermark = 0
         self.generation = -1
@@ -166,6 +168,8 @@ class LocalVectorStore:
                 self.index = load_index(index_dir, encoder_id=self.encoder_id)
             else:
                 self.index = create_index(self.kind, dim=self.dim, encoder_id=self.encoder_id)
+            if hasattr(self.index, "ef_search"):
+                self.index.ef_search = self.ef_search
             self.watermark = int(state["watermark"])
             self.generation = int(state["generation"])
 
@@ -213,7 +217,8 @@ def get_store(*, encoder: Any, settings: Settings | None = None, ml: MLSettings 
     with _lock:
         if key not in _stores:
             _stores[key] = LocalVectorStore(directory, encoder_id=encoder.encoder_id,
-                                            dim=encoder.dim, kind=ml.index_kind)
+                                            dim=encoder.dim, kind=ml.index_kind,
+                                            ef_search=ml.index_ef_search)
         return _stores[key]
 
 

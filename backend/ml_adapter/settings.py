@@ -25,6 +25,9 @@ class MLSettings(BaseSettings):
     batch_size: int = 64
     #: In-process index kind for the embedded default: ``hnsw`` or ``exact``.
     index_kind: str = "hnsw"
+    #: HNSW search breadth: recall@1 on near-duplicate queries at 1,000,000 vectors is
+    #: 0.815 at 64, 0.949 at 256, 0.961 at 512 (p99 0.9 ms) — see docs/ml.md.
+    index_ef_search: int = 512
     #: Use pgvector for neighbour search on PostgreSQL when the extension is available.
     use_pgvector: bool = True
     #: Neighbours looked at for a reuse decision.
