@@ -426,6 +426,42 @@ def audit_page(request: Request, session: SessionDep, user: WebUser) -> HTMLResp
     return render(request, "audit.html", entries=web.recent_audit(session=session, limit=200))
 
 
+@router.get("/admin/thresholds")
+def thresholds_page(request: Request, session: SessionDep, policy: PolicyDep,
+                    user: WebUser) -> HTMLResponse:
+    """Threshold sets: the active one, proposals from calibration runs, earlier ones."""
+    _analyst(user)
+    from backend.calibration import thresholds
+
+    thresholds.active_threshold_set(session=session, policy=policy)
+    return render(request, "thresholds.html", sets=thresholds.list_sets(session=session))
+
+
+@router.post("/admin/thresholds/{version}/apply")
+def thresholds_apply(version: int, session: SessionDep, policy: PolicyDep,
+                     user: PostUser) -> RedirectResponse:
+    """Make a proposed (or an earlier) set active; routing uses it from the next item."""
+    _analyst(user)
+    from backend.calibration import thresholds
+
+    before = thresholds.active_threshold_set(session=session, policy=policy).version
+    thresholds.apply(session=session, version=version, user_id=user.id, now=utcnow())
+    users.audit(session=session, user=user, action="thresholds.apply",
+                target_type="threshold_set", target_id=version,
+                details={"previous": before})
+    return RedirectResponse("/admin/thresholds", status_code=303)
+
+
+@router.get("/reports/crowd")
+def crowd_page(request: Request, session: SessionDep, user: WebUser) -> HTMLResponse:
+    """Crowd pools: status, progress, answers, spend, golden accuracy, overlap effect."""
+    _analyst(user)
+    from backend.crowdwork import report as crowd_report
+
+    return render(request, "crowd.html", pools=crowd_report.pool_rows(session=session),
+                  overlap=crowd_report.overlap_effect(session=session))
+
+
 @router.get("/reports")
 def reports_page(request: Request, user: WebUser) -> HTMLResponse:
     _analyst(user)

@@ -117,7 +117,8 @@ def test_moderator_gets_403_for_another_queue_and_analyst_pages(client, mod, set
     assert client.get(f"/queues/{name}").status_code == 403
     resp = client.post("/work/start", data={"csrf": _csrf(page.text), "queue": name})
     assert resp.status_code == 403 and "Not allowed" in resp.text
-    for path in ("/admin/rules", "/admin/users", "/admin/audit", "/reports"):
+    for path in ("/admin/rules", "/admin/users", "/admin/audit", "/reports",
+                 "/admin/thresholds", "/reports/crowd"):
         r = client.get(path)
         assert r.status_code == 403, path
         assert "text/html" in r.headers["content-type"]
@@ -277,3 +278,41 @@ def test_cluster_review_decides_each_selected_item(client, mod, settings):
         assert sorted(e.task_id for e in events) == dup_ids[:2]
         assert {e.label for e in events} == {"prohibited"}
         assert s.get(Task, dup_ids[2]).state == "pending"
+
+
+def test_analyst_applies_and_restores_a_threshold_set_with_audit(client, make_user, settings):
+    from backend.calibration import thresholds
+    from backend.calibration.models import ThresholdSet
+
+    make_user("ana", "analyst", password=PASSWORD)
+    with session_scope(settings.resolved_database_url) as s:
+        active = thresholds.active_threshold_set(session=s, policy=get_policy())
+        proposed = thresholds.propose(session=s, policy=get_policy(), bands=dict(active.bands),
+                                      reuse_distance=0.07, auto_decide=[], note="test")
+        v1, v2 = active.version, proposed.version
+    login(client, "ana")
+    page = client.get("/admin/thresholds")
+    assert page.status_code == 200 and f"v{v2}" in page.text and "Apply" in page.text
+    assert client.post(f"/admin/thresholds/{v2}/apply", data={}).status_code == 403  # no CSRF
+    r = client.post(f"/admin/thresholds/{v2}/apply", data={"csrf": _csrf(page.text)},
+                    follow_redirects=False)
+    assert r.status_code == 303
+    with session_scope(settings.resolved_database_url) as s:
+        states = dict(s.execute(select(ThresholdSet.version, ThresholdSet.state)).tuples().all())
+        assert states == {v1: "retired", v2: "active"}
+        entry = s.scalar(select(AuditEntry).where(AuditEntry.action == "thresholds.apply"))
+        assert entry.target_id == str(v2) and entry.details == {"previous": v1}
+    page = client.get("/admin/thresholds")
+    assert "Restore" in page.text
+    client.post(f"/admin/thresholds/{v1}/apply", data={"csrf": _csrf(page.text)})
+    with session_scope(settings.resolved_database_url) as s:
+        assert thresholds.active_threshold_set(session=s, policy=get_policy()).version == v1
+    assert client.post("/admin/thresholds/999/apply",
+                       data={"csrf": _csrf(page.text)}).status_code == 404
+
+
+def test_crowd_page_lists_pools(client, make_user, settings):
+    make_user("ana", "analyst", password=PASSWORD)
+    login(client, "ana")
+    r = client.get("/reports/crowd")
+    assert r.status_code == 200 and "No pool yet" in r.text
