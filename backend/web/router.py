@@ -385,6 +385,26 @@ def rule_mode(rule_id: int, session: SessionDep, policy: PolicyDep, user: PostUs
     return RedirectResponse("/admin/rules", status_code=303)
 
 
+@router.post("/admin/rules/{rule_id}/edit")
+def rule_edit(rule_id: int, session: SessionDep, policy: PolicyDep, user: PostUser,
+              expression: Annotated[str, Form()],
+              position: Annotated[int | None, Form()] = None) -> RedirectResponse:
+    """Change a rule's condition (checked like any rule: a bad one is refused with its
+    position) and order; a change makes a new version."""
+    _analyst(user)
+    rule = rules.get_rule(session=session, name_or_id=rule_id)
+    before = {"expression": rule.expression, "position": rule.position, "version": rule.version}
+    changes: dict[str, object] = {"expression": expression.strip()}
+    if position is not None:
+        changes["position"] = position
+    rules.update_rule(session=session, rule=rule, data=changes, policy=policy, user_id=user.id)
+    users.audit(session=session, user=user, action="rule.edit", target_type="rule",
+                target_id=rule.id, details={"from": before, "to": {
+                    "expression": rule.expression, "position": rule.position,
+                    "version": rule.version}})
+    return RedirectResponse("/admin/rules", status_code=303)
+
+
 @router.post("/admin/rules/{rule_id}/backtest")
 def rule_backtest(rule_id: int, request: Request, session: SessionDep, user: PostUser,
                   limit: Annotated[int | None, Form()] = 20000) -> HTMLResponse:

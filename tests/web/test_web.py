@@ -316,3 +316,28 @@ def test_crowd_page_lists_pools(client, make_user, settings):
     login(client, "ana")
     r = client.get("/reports/crowd")
     assert r.status_code == 200 and "No pool yet" in r.text
+
+
+def test_analyst_edits_a_rule_condition_bad_ones_refused(client, make_user, settings):
+    from backend.rules.models import Rule
+    from backend.rules.schemas import RuleCreate
+    from backend.rules.service import create_rule
+
+    make_user("ana", "analyst", password=PASSWORD)
+    with session_scope(settings.resolved_database_url) as s:
+        rule_id = create_rule(session=s, policy=get_policy(), data=RuleCreate(
+            name="cheap", expression="has(item.price) && item.price < 1.0", action="decide",
+            label="fraud")).id
+    login(client, "ana")
+    csrf = _csrf(client.get("/admin/rules").text)
+    r = client.post(f"/admin/rules/{rule_id}/edit",
+                    data={"csrf": csrf, "expression": "item.price <", "position": "5"})
+    assert r.status_code == 422 and "column 13" in r.text
+    r = client.post(f"/admin/rules/{rule_id}/edit", follow_redirects=False, data={
+        "csrf": csrf, "expression": "has(item.price) && item.price < 2.0", "position": "5"})
+    assert r.status_code == 303
+    with session_scope(settings.resolved_database_url) as s:
+        rule = s.get(Rule, rule_id)
+        assert (rule.expression, rule.position, rule.version) == (
+            "has(item.price) && item.price < 2.0", 5, 2)
+        assert s.scalar(select(AuditEntry).where(AuditEntry.action == "rule.edit"))
