@@ -195,12 +195,27 @@ def build_plan(*, session: Session, pool: CrowdPool, policy: Policy) -> PushPlan
     real = [_card(item) for golden, item in rows if not golden]
     gold = [{**_card(item), "label": item.golden_label} for golden, item in rows if golden]
     cols = ["item_id", "title", "description", "image", "price", "link"]
+    config = pool_config(pool)
+    training = None
+    if config.training:
+        # the training pool: golden items not used as this pool's control tasks (oldest
+        # first, so every retry builds the same plan), a few suites' worth
+        labels = labels_for(policy=[{"key": k} for k in policy.keys])
+        train_items = _golden_items(session, labels=labels,
+                                    exclude={item.id for _, item in rows},
+                                    n=4 * config.training_tasks_per_suite)
+        if not train_items:
+            raise ValidationFailed("a training pool needs golden items (is_golden + "
+                                   "golden_label) beyond this pool's control tasks")
+        training = pd.DataFrame([{**_card(it), "label": it.golden_label} for it in train_items],
+                                columns=[*cols, "label"])
     return PushPlan(
         key=pool.config["key"],
         policy=[{"key": lab.key, "title": lab.title} for lab in policy.labels],
         items=pd.DataFrame(real, columns=cols),
         golden=pd.DataFrame(gold, columns=[*cols, "label"]) if gold else None,
-        config=pool_config(pool),
+        training=training,
+        config=config,
         project_key="quorum-items",
     )
 

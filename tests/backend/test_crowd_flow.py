@@ -90,3 +90,27 @@ def test_method_is_per_pool(settings, policy, method):
         methods = set(s.scalars(select(DecisionEvent.aggregation_method)))
         assert s.get(CrowdPool, pushed.pool_id).aggregation_method == method
     assert methods == {method}
+
+
+def test_training_pool_from_golden_items(settings, policy):
+    """With ``training`` on, spare golden items become a training pool with a pass mark."""
+    queue, truth = seed_queue(settings, policy, n=12, n_golden=30)
+    crowd = CrowdSettings(overlap=2, min_answers=2, max_overlap=3, tasks_per_suite=4,
+                          golden_per_suite=1, golden_min=4, golden_max=4, aggregation="mv",
+                          pool_config={"training": True, "training_pass_mark": 60,
+                                       "training_tasks_per_suite": 4})
+    workers = [SimWorker(f"w{i}", accuracy=0.97, seconds_per_task=10.0) for i in range(6)]
+    with Emulator(seed=5, workers=workers, truth=truth) as emu:
+        rt = crowd_runtime(settings, crowd, policy, emu.url)
+        pushed = push_queue(rt=rt, queue_name=queue)
+        again = push_queue(rt=rt, queue_name=queue)  # a retry creates nothing
+        with session_scope() as s:
+            pool = s.get(CrowdPool, pushed.pool_id)
+            training_id = pool.toloka_training_id
+            control = set(s.scalars(select(CrowdTask.item_id).where(
+                CrowdTask.pool_id == pool.id, CrowdTask.is_golden.is_(True))))
+        assert training_id is not None and again.already_open
+        training_tasks = list(rt.client.get_tasks(pool_id=training_id))
+    trained_on = {t.input_values["item_id"] for t in training_tasks}
+    assert len(trained_on) == 16 and not trained_on & {str(i) for i in control}
+    assert all(t.known_solutions for t in training_tasks)
