@@ -10,6 +10,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from crowd.config import CrowdConfig
 
+_POOL = CrowdConfig()  # the library's defaults are ours: one place for each number
+#: The pool fields settable one by one here (the rest through ``pool_config``).
+POOL_FIELDS = ("overlap", "min_answers", "max_overlap", "target_confidence",
+               "tasks_per_suite", "golden_per_suite", "reward_per_task", "aggregation")
+
 
 class CrowdSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="QUORUM_CROWD_", extra="ignore")
@@ -24,18 +29,18 @@ class CrowdSettings(BaseSettings):
     request_timeout_s: float = 10.0
     request_retries: int = 5
     #: Answers per item to start with, the minimum for a decision, the dynamic-overlap cap.
-    overlap: int = 2
-    min_answers: int = 2
-    max_overlap: int = 5
+    overlap: int = _POOL.overlap
+    min_answers: int = _POOL.min_answers
+    max_overlap: int = _POOL.max_overlap
     #: Aggregated confidence under which an item gets more answers (dynamic overlap).
-    target_confidence: float = 0.8
+    target_confidence: float = _POOL.target_confidence
     #: Real tasks and control (golden) tasks per task suite.
-    tasks_per_suite: int = 10
-    golden_per_suite: int = 1
+    tasks_per_suite: int = _POOL.tasks_per_suite
+    golden_per_suite: int = _POOL.golden_per_suite
     #: Pay per task in dollars (control tasks are paid like real ones).
-    reward_per_task: float = 0.01
+    reward_per_task: float = _POOL.reward_per_task
     #: Aggregation method per pool: ``mv``, ``wawa``, ``ds``, ``glad`` (or ``gold_mv``).
-    aggregation: str = "ds"
+    aggregation: str = _POOL.aggregation
     #: Distinct control tasks per pool, as a share of its real items (at least ``golden_min``,
     #: at most ``golden_max``); taken from golden items with a known label (the ``GL`` queue).
     golden_rate: float = 0.1
@@ -57,16 +62,7 @@ class CrowdSettings(BaseSettings):
 
     def crowd_config(self, **override: Any) -> CrowdConfig:
         """The pool configuration: these settings, ``pool_config``, then ``override``."""
-        base: dict[str, Any] = {
-            "overlap": self.overlap,
-            "min_answers": self.min_answers,
-            "max_overlap": self.max_overlap,
-            "target_confidence": self.target_confidence,
-            "tasks_per_suite": self.tasks_per_suite,
-            "golden_per_suite": self.golden_per_suite,
-            "reward_per_task": self.reward_per_task,
-            "aggregation": self.aggregation,
-        }
+        base = {name: getattr(self, name) for name in POOL_FIELDS}
         return CrowdConfig.from_mapping({**base, **self.pool_config, **override})
 
 
