@@ -42,8 +42,8 @@ def list_queues(session: SessionDep, user: CurrentUser,
                 day: date | None = Query(None, description="default: every day")
                 ) -> list[QueueRead]:
     """Queues; a moderator sees only the kinds they are granted."""
-    kinds = None if user.role in ("admin", "analyst") else user.granted_kinds
-    return [queue_read(r) for r in service.list_queues(session=session, day=day, kinds=kinds)]
+    return [queue_read(r) for r in service.list_queues(
+        session=session, day=day, kinds=service.visible_kinds(user))]
 
 
 def _owned_task(session: SessionDep, task_id: int, user: User) -> Task:

@@ -163,6 +163,12 @@ def get_queue(*, session: Session, name: str) -> Queue:
     return q
 
 
+def visible_kinds(user: User) -> set[str] | None:
+    """The queue kinds ``user`` sees in queue lists: None = every kind (analysts and
+    admins); a moderator sees the kinds granted to them."""
+    return None if user.role in ("admin", "analyst") else user.granted_kinds
+
+
 def _workable_kinds(user: User) -> set[str] | None:
     """None = every kind (admins and ``*`` grants)."""
     kinds = user.granted_kinds

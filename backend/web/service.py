@@ -34,8 +34,7 @@ def today_queues(*, session: Session, user: User, settings: Settings,
                  now: datetime) -> list[queues.QueueRow]:
     """Today's queues this user may work (analysts and admins see every queue)."""
     day = queues.queue_day(now, settings)
-    kinds = None if user.role in ("admin", "analyst") else user.granted_kinds
-    return queues.list_queues(session=session, day=day, kinds=kinds)
+    return queues.list_queues(session=session, day=day, kinds=queues.visible_kinds(user))
 
 
 def workable_queue(*, session: Session, user: User, name: str) -> Queue:
