@@ -1,26 +1,38 @@
 """Lease + verdict round trips over HTTP against PostgreSQL, with N concurrent moderators.
 
-    .venv/bin/python bench/lease.py [--moderators 1,8,32] [--seconds 20] [--workers 4]
-                                    [--tasks 30000] [--think-ms 0]
+    .venv/bin/python bench/lease.py [--moderators 1,8,32] [--seconds 20]
+                                    [--think-ms 1000,3000] [--think-seconds 60]
+                                    [--workers 4] [--tasks 30000]
 
 A fresh database ``quorum_bench_<random>`` (migrated with Alembic) gets ``--tasks``
 generated items queued in ``MANUAL`` and one moderator (with an API token) per
 concurrent client. The app runs under uvicorn in a subprocess on 127.0.0.1 (a free
-port, ``--workers`` processes). Each moderator is a thread with its own HTTP client
-that loops ``POST /api/v1/tasks/lease`` then ``POST /api/v1/tasks/{id}/verdict``
-(closed loop: no think time unless ``--think-ms``) for ``--seconds`` per level.
-Prints round trips/s and p50/p99 latency per round trip and per call. Loopback only;
-the database is dropped at the end.
+port, ``--workers`` processes). The client runs in a process of its own (asyncio, one
+HTTP connection per moderator); each moderator loops ``POST /api/v1/tasks/lease`` then
+``POST /api/v1/tasks/{id}/verdict``.
+
+Two kinds of run:
+
+* **closed loop** at each ``--moderators`` level: no think time, the next lease leaves as
+  soon as the verdict is answered. This measures capacity: by Little's law latency is
+  then concurrency / throughput.
+* **paced** at the largest level, once per ``--think-ms``: between the lease and the
+  verdict each moderator looks at the card for an exponentially distributed time with
+  that mean, and moderators start at random offsets, as people do (the seed's crowd
+  takes 15 s per item).
+
+Prints round trips/s and p50/p99 latency per round trip (lease + verdict, think time
+excluded) and per call. Loopback only; the database is dropped at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -89,81 +101,137 @@ def start_server(url: str, port: int, workers: int) -> subprocess.Popen[bytes]:
     raise SystemExit("uvicorn did not answer within 60 s")
 
 
-def run_level(base: str, tokens: list[str], seconds: float, think_ms: float
-              ) -> dict[str, Any]:
-    import httpx
-
-    lock = threading.Lock()
-    trips: list[float] = []
-    leases: list[float] = []
-    verdicts: list[float] = []
-    errors: list[str] = []
-    stop = time.monotonic() + seconds
-    barrier = threading.Barrier(len(tokens))
-
-    def moderator(token: str, k: int) -> None:
-        my_trips, my_leases, my_verdicts = [], [], []
-        with httpx.Client(base_url=base, timeout=30,
-                          headers={"Authorization": f"Bearer {token}"}) as client:
-            client.get("/api/v1/queues")  # warm the connection
-            barrier.wait()
-            while time.monotonic() < stop:
-                t0 = time.perf_counter()
-                r = client.post("/api/v1/tasks/lease", json={})
-                t1 = time.perf_counter()
-                if r.status_code != 200 or not r.json().get("task"):
-                    with lock:
-                        errors.append(f"lease {r.status_code} {r.text[:120]}")
-                    break
-                task_id = r.json()["task"]["id"]
-                r = client.post(f"/api/v1/tasks/{task_id}/verdict",
-                                json={"label": LABELS[k % len(LABELS)], "time_spent_ms": 1})
-                t2 = time.perf_counter()
-                if r.status_code != 200:
-                    with lock:
-                        errors.append(f"verdict {r.status_code} {r.text[:120]}")
-                    break
-                my_leases.append(t1 - t0)
-                my_verdicts.append(t2 - t1)
-                my_trips.append(t2 - t0)
-                if think_ms:
-                    time.sleep(think_ms / 1000)
-        with lock:
-            trips.extend(my_trips)
-            leases.extend(my_leases)
-            verdicts.extend(my_verdicts)
-
-    threads = [threading.Thread(target=moderator, args=(t, k)) for k, t in enumerate(tokens)]
-    t_start = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.monotonic() - t_start
+def run_level(base: str, tokens: list[str], seconds: float, think_ms: float,
+              seed: int = 0) -> dict[str, Any]:
+    """One level, measured by a client in a process of its own (``--client``), so the
+    client's own scheduling does not sit in the server's figures."""
+    payload = json.dumps({"base": base, "tokens": tokens, "seconds": seconds,
+                          "think_ms": think_ms, "seed": seed})
+    out = subprocess.run([sys.executable, __file__, "--client"], input=payload.encode(),
+                         capture_output=True, cwd=ROOT, timeout=seconds + 120)
+    if out.returncode != 0:
+        raise SystemExit(f"client failed: {out.stderr.decode()[-2000:]}")
+    raw = json.loads(out.stdout)
 
     def ms(values: list[float], q: float) -> float:
         return percentile(values, q) * 1000
 
-    return {"moderators": len(tokens), "trips": len(trips), "rate": len(trips) / elapsed,
+    trips, leases, verdicts = raw["trips"], raw["leases"], raw["verdicts"]
+    return {"moderators": len(tokens), "trips": len(trips), "rate": len(trips) / raw["elapsed"],
             "trip_p50": ms(trips, 50), "trip_p99": ms(trips, 99),
             "lease_p50": ms(leases, 50), "lease_p99": ms(leases, 99),
             "verdict_p50": ms(verdicts, 50), "verdict_p99": ms(verdicts, 99),
-            "errors": errors, "median_trip_ms": median(trips) * 1000 if trips else 0.0}
+            "errors": raw["errors"], "median_trip_ms": median(trips) * 1000 if trips else 0.0}
+
+
+async def _client(base: str, tokens: list[str], seconds: float, think_ms: float,
+                  seed: int) -> dict[str, Any]:
+    """Every moderator is a task with its own HTTP connection. Closed loop when
+    ``think_ms`` is 0; otherwise each moderator looks at a card for an exponentially
+    distributed time (mean ``think_ms``) and the moderators start at random offsets
+    within one mean think time, so they do not work in lockstep."""
+    import asyncio
+    import random
+
+    import httpx
+
+    trips: list[float] = []
+    leases: list[float] = []
+    verdicts: list[float] = []
+    errors: list[str] = []
+    ready = asyncio.Event()
+    stop_at = [0.0]
+
+    async def moderator(token: str, k: int, client: httpx.AsyncClient) -> None:
+        rng = random.Random(seed * 1000 + k)
+        await client.get("/api/v1/queues")  # open the connection
+        await ready.wait()
+        if think_ms:
+            await asyncio.sleep(rng.uniform(0, think_ms) / 1000)
+        while time.monotonic() < stop_at[0]:
+            t0 = time.perf_counter()
+            r = await client.post("/api/v1/tasks/lease", json={})
+            t1 = time.perf_counter()
+            if r.status_code != 200 or not r.json().get("task"):
+                errors.append(f"lease {r.status_code} {r.text[:120]}")
+                return
+            task_id = r.json()["task"]["id"]
+            if think_ms:
+                await asyncio.sleep(rng.expovariate(1000 / think_ms))
+            t2 = time.perf_counter()
+            r = await client.post(f"/api/v1/tasks/{task_id}/verdict",
+                                  json={"label": LABELS[k % len(LABELS)], "time_spent_ms": 1})
+            t3 = time.perf_counter()
+            if r.status_code != 200:
+                errors.append(f"verdict {r.status_code} {r.text[:120]}")
+                return
+            leases.append(t1 - t0)
+            verdicts.append(t3 - t2)
+            trips.append((t1 - t0) + (t3 - t2))
+
+    clients = [httpx.AsyncClient(base_url=base, timeout=30,
+                                 headers={"Authorization": f"Bearer {t}"}) for t in tokens]
+    try:
+        jobs = [asyncio.create_task(moderator(t, k, c))
+                for k, (t, c) in enumerate(zip(tokens, clients, strict=True))]
+        await asyncio.sleep(0.5)
+        t_start = time.monotonic()
+        stop_at[0] = t_start + seconds
+        ready.set()
+        await asyncio.gather(*jobs)
+        elapsed = time.monotonic() - t_start
+    finally:
+        for c in clients:
+            await c.aclose()
+    return {"trips": trips, "leases": leases, "verdicts": verdicts, "errors": errors,
+            "elapsed": elapsed}
+
+
+def client_main() -> None:
+    import asyncio
+
+    args = json.loads(sys.stdin.read())
+    print(json.dumps(asyncio.run(_client(args["base"], args["tokens"], args["seconds"],
+                                         args["think_ms"], args["seed"]))))
+
+
+def _row(r: dict[str, Any]) -> str:
+    return (f"{r['moderators']:>4} {r['trips']:>7,} {r['rate']:>8.1f} {r['trip_p50']:>7.1f}ms "
+            f"{r['trip_p99']:>7.1f}ms {r['lease_p50']:>8.1f}ms {r['lease_p99']:>8.1f}ms "
+            f"{r['verdict_p50']:>10.1f}ms {r['verdict_p99']:>10.1f}ms")
+
+
+HEADER = (f"{'mods':>4} {'trips':>7} {'trips/s':>8} {'trip p50':>9} {'trip p99':>9} "
+          f"{'lease p50':>10} {'lease p99':>10} {'verdict p50':>12} {'verdict p99':>12}")
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--moderators", default="1,8,32")
-    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--moderators", default="1,8,32",
+                    help="closed-loop levels (concurrent moderators), comma-separated")
+    ap.add_argument("--seconds", type=float, default=20.0, help="per closed-loop level")
+    ap.add_argument("--think-ms", default="1000,3000",
+                    help="mean think times for the paced runs at the largest level, "
+                         "comma-separated; empty to skip")
+    ap.add_argument("--think-seconds", type=float, default=60.0, help="per paced run")
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--tasks", type=int, default=30_000)
-    ap.add_argument("--think-ms", type=float, default=0.0)
     args = ap.parse_args(argv)
-    levels = [int(x) for x in args.moderators.split(",") if x]
+    try:
+        levels = [int(x) for x in args.moderators.split(",") if x]
+        thinks = [float(x) for x in args.think_ms.split(",") if x]
+    except ValueError:
+        raise SystemExit("--moderators and --think-ms take comma-separated numbers") from None
     if not levels or min(levels) < 1 or max(levels) > 256:
         raise SystemExit("--moderators: 1 to 256 each")
-    if args.seconds <= 0 or args.seconds > 300:
-        raise SystemExit("--seconds: up to 300")
+    if any(t <= 0 for t in thinks):
+        raise SystemExit("--think-ms: positive mean think times (ms)")
+    if not 0 < args.seconds <= 300 or not 0 < args.think_seconds <= 600:
+        raise SystemExit("--seconds: up to 300; --think-seconds: up to 600")
+    needed = int(sum(args.seconds * 400 for _ in levels)
+                 + sum(args.think_seconds * max(levels) * 1000 / t for t in thinks))
+    if args.tasks < needed:
+        print(f"note: --tasks {args.tasks:,} may run out; about {needed:,} could be needed")
 
     with bench_database("postgres") as url:
         use_database(url)
@@ -176,17 +244,24 @@ def main(argv: list[str] | None = None) -> None:
         dispose_engines()
         port = free_port()
         server = start_server(url, port, args.workers)
+        base = f"http://127.0.0.1:{port}"
         try:
-            print(f"uvicorn: {args.workers} workers on 127.0.0.1:{port}; {args.seconds:g}s per "
-                  f"level, closed loop{f', think {args.think_ms:g} ms' if args.think_ms else ''}")
-            print(f"{'mods':>4} {'trips':>7} {'trips/s':>8} {'trip p50':>9} {'trip p99':>9} "
-                  f"{'lease p50':>10} {'lease p99':>10} {'verdict p50':>12} {'verdict p99':>12}")
+            print(f"uvicorn: {args.workers} workers on 127.0.0.1:{port}; the client runs in a "
+                  "process of its own (asyncio, one connection per moderator)")
+            print(f"\nclosed loop (no think time), {args.seconds:g}s per level:")
+            print(HEADER)
             for n in levels:
-                r = run_level(f"http://127.0.0.1:{port}", tokens[:n], args.seconds,
-                              args.think_ms)
-                print(f"{n:>4} {r['trips']:>7,} {r['rate']:>8.1f} {r['trip_p50']:>7.1f}ms "
-                      f"{r['trip_p99']:>7.1f}ms {r['lease_p50']:>8.1f}ms {r['lease_p99']:>8.1f}ms "
-                      f"{r['verdict_p50']:>10.1f}ms {r['verdict_p99']:>10.1f}ms", flush=True)
+                r = run_level(base, tokens[:n], args.seconds, 0.0)
+                print(_row(r), flush=True)
+                for e in r["errors"][:3]:
+                    print(f"     error: {e}")
+            for think in thinks:
+                n = max(levels)
+                print(f"\npaced: {n} moderators, think time per card exponential with mean "
+                      f"{think:g} ms (random start), {args.think_seconds:g}s:")
+                print(HEADER)
+                r = run_level(base, tokens[:n], args.think_seconds, think)
+                print(_row(r), flush=True)
                 for e in r["errors"][:3]:
                     print(f"     error: {e}")
         finally:
@@ -199,4 +274,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--client"]:
+        client_main()
+    else:
+        main()

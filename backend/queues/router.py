@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import date
 
 from fastapi import APIRouter, Query
+from sqlalchemy.orm import joinedload
 
 from backend.db import utcnow
 from backend.deps import CurrentUser, ModeratorUser, PolicyDep, SessionDep, SettingsDep
@@ -65,7 +66,7 @@ def lease(session: SessionDep, settings: SettingsDep, user: ModeratorUser,
         return LeaseResponse(task=None, message="no task waiting in the queues you may work")
     from backend.items.models import Item
 
-    item = session.get(Item, task.item_id)
+    item = session.get(Item, task.item_id, options=[joinedload(Item.tags)])
     return LeaseResponse(task=task_read(task),
                          item=ItemRead.model_validate(item).model_dump(mode="json"))
 
@@ -73,11 +74,11 @@ def lease(session: SessionDep, settings: SettingsDep, user: ModeratorUser,
 @router.post("/tasks/{task_id}/verdict", response_model=VerdictResponse)
 def verdict(task_id: int, body: VerdictRequest, session: SessionDep, policy: PolicyDep,
             user: ModeratorUser) -> VerdictResponse:
-    _owned_task(session, task_id, user)
+    task = _owned_task(session, task_id, user)  # held: submit_verdict finds it in the session
     res = work.submit_verdict(session=session, task_id=task_id, user=user, label=body.label,
                               policy=policy, now=utcnow(), comment=body.comment,
                               time_spent_ms=body.time_spent_ms)
-    return VerdictResponse(task_id=res.task.id, item_id=res.task.item_id, label=body.label,
+    return VerdictResponse(task_id=task.id, item_id=task.item_id, label=body.label,
                            event_id=res.event_id, judgment_id=res.judgment_id,
                            replayed=res.replayed)
 

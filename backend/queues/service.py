@@ -15,14 +15,16 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, exists, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, bindparam, exists, func, select, update
+from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from backend.db import insert_returning_ids
 from backend.decisions.models import ItemStatus
 from backend.errors import LeaseLost, NotFound, ValidationFailed
 from backend.queues.models import Queue, Task, TaskSkip
 from backend.settings import Settings
+from backend.types import TZDateTime
 from backend.users.models import User
 
 
@@ -106,12 +108,17 @@ def enqueue(*, session: Session, kind: str, item_ids: Sequence[int], now: dateti
     return new_ids
 
 
+_EXPIRE = (
+    update(Task).where(Task.state == "leased",
+                       Task.lease_expires_at < bindparam("now", type_=TZDateTime()))
+    .values(state="pending", lease_owner_id=None, leased_at=None, lease_expires_at=None)
+    .execution_options(synchronize_session=False)
+)
+
+
 def expire_leases(*, session: Session, now: datetime) -> int:
-    result = session.execute(
-        update(Task).where(Task.state == "leased", Task.lease_expires_at < now)
-        .values(state="pending", lease_owner_id=None, leased_at=None, lease_expires_at=None)
-        .execution_options(synchronize_session=False))
-    return result.rowcount or 0
+    """Put every task whose lease has run out back to ``pending``."""
+    return session.execute(_EXPIRE, {"now": now}).rowcount or 0  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -177,6 +184,52 @@ def _workable_kinds(user: User) -> set[str] | None:
     return kinds
 
 
+# The lease path runs on every moderator request: its statements are built once (no
+# per-call construction or cache-key work), with bound parameters.
+_NOW = bindparam("now", type_=TZDateTime())
+_EXPIRES = bindparam("expires", type_=TZDateTime())
+_HELD = (
+    select(Task)
+    .where(Task.state == "leased", Task.lease_owner_id == bindparam("user_id"),
+           Task.lease_expires_at >= _NOW)
+    .order_by(Task.leased_at).limit(1).options(joinedload(Task.queue))
+)
+_HELD_IN_QUEUE = _HELD.where(Task.queue_id == bindparam("queue_id"))
+_QUEUES_ALL = (
+    select(Queue)
+    .where(Queue.audience == "moderators", Queue.is_closed.is_(False))
+    .where(exists().where(and_(Task.queue_id == Queue.id, Task.state == "pending")))
+    .order_by(Queue.priority.desc(), Queue.day, Queue.chunk, Queue.id)
+)
+_QUEUES_ONE = _QUEUES_ALL.where(Queue.id == bindparam("queue_id"))
+_QUEUES_OF_KINDS = _QUEUES_ALL.where(Queue.kind.in_(bindparam("kinds", expanding=True)))
+
+
+def _take_oldest(*, lock: bool) -> Any:
+    oldest = (
+        select(Task.id)
+        .where(Task.queue_id.in_(bindparam("queue_ids", expanding=True)),
+               Task.state == "pending")
+        .where(~exists().where(and_(TaskSkip.task_id == Task.id,
+                                    TaskSkip.user_id == bindparam("user_id"))))
+        .order_by(Task.id).limit(1)
+    )
+    if lock:  # concurrent moderators skip each other's row instead of waiting on it
+        oldest = oldest.with_for_update(skip_locked=True)
+    return (
+        update(Task)
+        .where(Task.id == oldest.scalar_subquery(), Task.state == "pending")
+        .values(state="leased", lease_owner_id=bindparam("user_id"), leased_at=_NOW,
+                lease_expires_at=_EXPIRES, lease_count=Task.lease_count + 1)
+        .returning(Task)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )
+
+
+_TAKE_OLDEST = _take_oldest(lock=False)
+_TAKE_OLDEST_LOCKED = _take_oldest(lock=True)
+
+
 def lease_next(*, session: Session, user: User, now: datetime, settings: Settings,
                queue: Queue | None = None, lease_seconds: int | None = None) -> Task | None:
     """Lease the next task for ``user``: highest priority queue first, oldest task first.
@@ -191,11 +244,9 @@ def lease_next(*, session: Session, user: User, now: datetime, settings: Setting
     if queue is not None and queue.audience != "moderators":
         raise Forbidden(f"{queue.name} is worked by the crowd, not by moderators")
     expire_leases(session=session, now=now)
-    held = select(Task).where(Task.state == "leased", Task.lease_owner_id == user.id,
-                              Task.lease_expires_at >= now)
-    if queue is not None:
-        held = held.where(Task.queue_id == queue.id)
-    task = session.scalar(held.order_by(Task.leased_at).limit(1))
+    task = session.scalar(_HELD_IN_QUEUE if queue is not None else _HELD,
+                          {"user_id": user.id, "now": now,
+                           "queue_id": queue.id if queue is not None else None})
     if task is not None:
         return task
 
@@ -203,60 +254,39 @@ def lease_next(*, session: Session, user: User, now: datetime, settings: Setting
     # has one, through the (queue_id, state, id) index. Same order as one query sorted
     # by (priority desc, day, chunk, task id), without sorting every pending task.
     # Queues that tie on (priority, day, chunk) are searched together (by task id).
-    queues_stmt = (
-        select(Queue.id, Queue.priority, Queue.day, Queue.chunk)
-        .where(Queue.audience == "moderators", Queue.is_closed.is_(False))
-        .where(exists().where(and_(Task.queue_id == Queue.id, Task.state == "pending")))
-        .order_by(Queue.priority.desc(), Queue.day, Queue.chunk, Queue.id)
-    )
     if queue is not None:
-        queues_stmt = queues_stmt.where(Queue.id == queue.id)
+        found = session.scalars(_QUEUES_ONE, {"queue_id": queue.id})
     else:
         kinds = _workable_kinds(user)
-        if kinds is not None:
-            if not kinds:
-                return None
-            queues_stmt = queues_stmt.where(Queue.kind.in_(sorted(kinds)))
-    groups: list[list[int]] = []
+        if kinds is None:
+            found = session.scalars(_QUEUES_ALL)
+        elif not kinds:
+            return None
+        else:
+            found = session.scalars(_QUEUES_OF_KINDS, {"kinds": sorted(kinds)})
+    groups: list[list[Queue]] = []
     last_key: tuple[Any, ...] | None = None
-    for qid, priority, day, chunk in session.execute(queues_stmt):
-        if (priority, day, chunk) != last_key:
+    for q in found:
+        if (q.priority, q.day, q.chunk) != last_key:
             groups.append([])
-            last_key = (priority, day, chunk)
-        groups[-1].append(qid)
+            last_key = (q.priority, q.day, q.chunk)
+        groups[-1].append(q)
     lock = session.get_bind().dialect.name == "postgresql"
-    task_id = None
+    take = _TAKE_OLDEST_LOCKED if lock else _TAKE_OLDEST
+    params = {"user_id": user.id, "now": now,
+              "expires": now + timedelta(seconds=lease_seconds or settings.lease_seconds)}
     for group in groups:
-        stmt = (
-            select(Task.id)
-            .where(Task.queue_id == group[0] if len(group) == 1 else Task.queue_id.in_(group),
-                   Task.state == "pending")
-            .where(~exists().where(and_(TaskSkip.task_id == Task.id,
-                                        TaskSkip.user_id == user.id)))
-            .order_by(Task.id).limit(1)
-        )
-        if lock:
-            stmt = stmt.with_for_update(skip_locked=True)
-        task_id = session.scalar(stmt)
-        if task_id is not None:
-            break
-    if task_id is None:
-        return None
-    seconds = lease_seconds or settings.lease_seconds
-    result = session.execute(
-        update(Task).where(Task.id == task_id, Task.state == "pending")
-        .values(state="leased", lease_owner_id=user.id, leased_at=now,
-                lease_expires_at=now + timedelta(seconds=seconds),
-                lease_count=Task.lease_count + 1)
-        .execution_options(synchronize_session=False))
-    if result.rowcount != 1:  # pragma: no cover - guarded by the lock above
-        return None
-    task = session.get(Task, task_id, populate_existing=True)
-    return task
+        # Pick and lease in one round trip: UPDATE ... WHERE id = (oldest) RETURNING.
+        task = session.scalars(take, {**params, "queue_ids": [q.id for q in group]}).first()
+        if task is not None:
+            by_id = {q.id: q for q in group}
+            set_committed_value(task, "queue", by_id[task.queue_id])  # no lazy load later
+            return task
+    return None
 
 
 def get_task(*, session: Session, task_id: int) -> Task:
-    task = session.get(Task, task_id)
+    task = session.get(Task, task_id, options=[joinedload(Task.queue)])
     if task is None:
         raise NotFound(f"no task with id {task_id}")
     return task

@@ -59,13 +59,14 @@ def submit_verdict(*, session: Session, task_id: int, user: User, label: str,
             return VerdictResult(task=task, judgment_id=prior.id, event_id=event_id,
                                  replayed=True)
     queues.check_lease(task=task, user=user, now=now)
-    item = session.get(Item, task.item_id)
-    assert item is not None
+    # Only the golden columns: loading the whole item (text, metadata) is wasted here.
+    is_golden, golden_label = session.execute(
+        select(Item.is_golden, Item.golden_label).where(Item.id == task.item_id)).one()
     judgment = Judgment(
         item_id=task.item_id, task_id=task.id, worker_kind="moderator", user_id=user.id,
         worker_id=user.username, label=label, time_spent_ms=time_spent_ms,
-        is_golden=item.is_golden and task.task_type == "item",
-        golden_label=item.golden_label if task.task_type == "item" else None, comment=comment,
+        is_golden=is_golden and task.task_type == "item",
+        golden_label=golden_label if task.task_type == "item" else None, comment=comment,
         created_at=now)
     session.add(judgment)
     session.flush()

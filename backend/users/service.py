@@ -8,8 +8,8 @@ from datetime import datetime
 from typing import Any
 
 from pwdlib import PasswordHash
-from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import bindparam, select
+from sqlalchemy.orm import Session, joinedload, selectinload
 
 from backend.db import utcnow
 from backend.errors import Conflict, NotFound, Unauthorized, ValidationFailed
@@ -80,15 +80,22 @@ def issue_token(*, session: Session, user: User, name: str = "default") -> str:
     return token
 
 
+#: Every API request runs this: the token's user with their queue grants, in one round
+#: trip, built once.
+_USER_OF_TOKEN = (
+    select(User)
+    .join(ApiToken, ApiToken.user_id == User.id)
+    .where(ApiToken.token_hash == bindparam("token_hash"), ApiToken.revoked_at.is_(None))
+    .options(joinedload(User.grants))
+)
+
+
 def authenticate_token(*, session: Session, token: str, now: datetime | None = None) -> User:
-    row = session.scalar(
-        select(ApiToken)
-        .where(ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None))
-        .options(selectinload(ApiToken.user).selectinload(User.grants))
-    )
-    if row is None or not row.user.is_active:
+    user = session.execute(_USER_OF_TOKEN, {"token_hash": hash_token(token)}
+                           ).unique().scalar_one_or_none()
+    if user is None or not user.is_active:
         raise Unauthorized("invalid or revoked API token")
-    return row.user
+    return user
 
 
 def authenticate_password(*, session: Session, username: str, password: str) -> User:
