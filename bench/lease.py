@@ -81,7 +81,7 @@ def prefill(url: str, n_tasks: int, n_users: int) -> list[str]:
 def start_server(url: str, port: int, workers: int) -> subprocess.Popen[bytes]:
     env = dict(os.environ, QUORUM_DATABASE_URL=url, QUORUM_ML_ENABLED="false")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "backend.app:create_app", "--factory",
+        [sys.executable, "-m", "uvicorn", "backend.asgi:app",
          "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
          "--log-level", "warning", "--no-access-log"],
         cwd=ROOT, env=env)
