@@ -5,8 +5,9 @@ Two task kinds share the machinery:
 * ``"label"`` — input ``item_id`` (string), ``title``, ``description``, ``image``
   (url), ``price``, ``link`` (url); output ``label`` among the policy keys plus
   ``not_found`` ("task error / page not found").
-* ``"pair"`` — input ``item_id`` (the pair key ``"<a>|<b>"``), ``item_a``, ``item_b``
-  (item cards as JSON); output ``same_decision`` ``yes`` / ``no`` (similarity calibration).
+* ``"pair"`` — input ``item_id`` (the pair key ``"<a>|<b>"``, `crowd.pairs.pair_key`),
+  ``item_a``, ``item_b`` (item cards as JSON); output ``same_decision`` ``yes`` / ``no``
+  (similarity calibration).
 
 Every object carries ``metadata={"quorum_key": [key]}`` so `crowd.push` can find
 what an interrupted run already created.
@@ -32,6 +33,7 @@ with warnings.catch_warnings():
     from toloka.client.project.task_spec import TaskSpec
 
 from crowd.config import CrowdConfig
+from crowd.pairs import PAIR_ANSWERS
 
 TaskKind = Literal["label", "pair"]
 NOT_FOUND = "not_found"
@@ -67,7 +69,7 @@ def make_client(
 def labels_for(*, policy: Sequence[Mapping[str, str]], kind: TaskKind = "label") -> list[str]:
     """Allowed answers: the policy keys plus ``not_found`` (labels), or yes/no (pairs)."""
     if kind == "pair":
-        return ["yes", "no"]
+        return list(PAIR_ANSWERS)
     keys = [str(p["key"]) for p in policy]
     return keys + ([NOT_FOUND] if NOT_FOUND not in keys else [])
 
@@ -134,15 +136,25 @@ def task_spec(*, policy: Sequence[Mapping[str, str]], kind: TaskKind = "label") 
 def build_project(
     *, key: str, policy: Sequence[Mapping[str, str]], kind: TaskKind = "label"
 ) -> tc.Project:
-    what = (
-        "Do these two items deserve the same decision?" if kind == "pair" else "Moderate a listing"
-    )
+    """The project: a label task (choose the policy label) or a pair task (would both
+    items get the same policy label?); the instructions list the policy labels."""
+    labels = "<p>" + "</p><p>".join(f"<b>{p.get('title', p['key'])}</b>" for p in policy) + "</p>"
+    if kind == "pair":
+        what = "Do these two items deserve the same decision?"
+        description = "Compare two item cards: would the same policy label apply to both?"
+        instructions = (
+            "<p>Answer <b>Same decision</b> when both items deserve the same one of these "
+            "labels, <b>Different decisions</b> otherwise. Similar-looking items can "
+            "deserve different decisions (a price, a word, a photo can change it).</p>" + labels
+        )
+    else:
+        what = "Moderate a listing"
+        description = "Read the item card and choose the policy label that applies."
+        instructions = labels
     return tc.Project(
         public_name=what,
-        public_description="Read the item card and choose the policy label that applies.",
-        public_instructions="<p>"
-        + "</p><p>".join(f"<b>{p.get('title', p['key'])}</b>" for p in policy)
-        + "</p>",
+        public_description=description,
+        public_instructions=instructions,
         task_spec=task_spec(policy=policy, kind=kind),
         metadata={MARKER: [key]},
         private_comment=f"{MARKER}={key}",

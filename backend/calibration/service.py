@@ -444,20 +444,34 @@ def record_pair_answer(*, session: Session, task_id: int, answer: str, worker_id
 def pair_votes(*, session: Session, cal: CalibrationSettings,
                as_of: datetime | None = None) -> pd.DataFrame:
     """Aggregated pair answers: ``pair_id`` (task id), ``item_id``, ``other_item_id``,
-    ``distance``, ``n_votes``, ``n_same``, ``same`` (strict majority; a tie is not same)."""
+    ``distance``, ``n_votes``, ``n_same``, ``same`` (strict majority; a tie is not same).
+
+    Every judgment on a pair task is a vote, whoever gave it — moderators and crowd
+    workers alike (workers keyed by kind, so a crowd id never merges with a username) —
+    except crowd answers the review rejected or of workers banned in their pool."""
+    from backend.crowdwork.models import CrowdPool
     from ml.calibration import aggregate_pair_votes
 
     tasks = {t.id: t for t in pair_tasks(session, cal=cal)}
     columns = ["pair_id", "item_id", "other_item_id", "distance", "n_votes", "n_same", "same"]
     if not tasks:
         return pd.DataFrame(columns=columns)
-    stmt = select(Judgment.task_id, Judgment.worker_id, Judgment.user_id, Judgment.label).where(
-        Judgment.task_id.in_(list(tasks)))
+    ids = list(tasks)
+    stmt = select(Judgment.task_id, Judgment.worker_kind, Judgment.worker_id, Judgment.user_id,
+                  Judgment.label, Judgment.assignment_status, Judgment.crowd_pool_id)
     if as_of is not None:
         stmt = stmt.where(Judgment.created_at <= as_of)
-    votes = pd.DataFrame([{"pair_id": t, "worker": w or f"user:{u}", "same": lab == "same"}
-                          for t, w, u, lab in session.execute(stmt)],
-                         columns=["pair_id", "worker", "same"])
+    rows = [r for start in range(0, len(ids), 500)
+            for r in session.execute(stmt.where(Judgment.task_id.in_(ids[start:start + 500])))]
+    pools = sorted({r.crowd_pool_id for r in rows if r.crowd_pool_id is not None})
+    banned = {pid: set((config or {}).get("banned", [])) for pid, config in session.execute(
+        select(CrowdPool.id, CrowdPool.config).where(CrowdPool.id.in_(pools)))} if pools else {}
+    votes = pd.DataFrame(
+        [{"pair_id": r.task_id, "worker": f"{r.worker_kind}:{r.worker_id or r.user_id}",
+          "same": r.label == "same"} for r in rows
+         if r.assignment_status != "REJECTED"
+         and r.worker_id not in banned.get(r.crowd_pool_id, ())],
+        columns=["pair_id", "worker", "same"])
     if votes.empty:
         return pd.DataFrame(columns=columns)
     out = aggregate_pair_votes(votes)

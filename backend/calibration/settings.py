@@ -41,10 +41,12 @@ class CalibrationSettings(BaseSettings):
     folds: int = Field(5, ge=2)
     #: Pair tasks sampled by ``quorum calibrate pairs`` (and the demo).
     pair_sample_size: int = Field(200, ge=1)
-    #: Queue kind of pair tasks, and who works them (``crowd`` or ``moderators``).
+    #: Queue kind of pair tasks, and who works them: ``crowd`` (``quorum crowd push`` makes
+    #: a pair pool of the queue) or ``moderators`` (answered through the API).
     pair_queue_kind: str = "PAIRS"
-    pair_audience: Literal["crowd", "moderators"] = "moderators"
-    #: Answers wanted per pair (overlap); a pair task is done after this many.
+    pair_audience: Literal["crowd", "moderators"] = "crowd"
+    #: Answers wanted per pair (overlap): a moderator-answered pair task is done after this
+    #: many; a crowd pair pool starts every pair at this many (dynamic overlap adds more).
     pair_overlap: int = Field(3, ge=1)
     #: Neighbours looked up per item when sampling pairs.
     pair_neighbours: int = Field(10, ge=2)

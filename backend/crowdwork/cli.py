@@ -40,25 +40,33 @@ def _fmt(value: Any, pct: bool = False) -> str:
 
 
 def print_rounds(rounds: list[Any], out: Console) -> None:
-    table = Table(title="Crowd rounds")
-    for col in ("round", "new answers", "rejected", "banned", "decided", "to moderators",
-                "asked more", "unresolved"):
+    """One row per pull round; pair pools show ties and pairs given back instead of
+    items sent to moderators."""
+    pair = any(getattr(r, "kind", "item") == "pair" for r in rounds)
+    table = Table(title="Crowd rounds (pair pool)" if pair else "Crowd rounds")
+    middle = ("decided", "ties", "returned") if pair else ("decided", "to moderators")
+    for col in ("round", "new answers", "rejected", "banned", *middle, "asked more",
+                "unresolved"):
         table.add_column(col, justify="right")
     for n, r in enumerate(rounds, 1):
+        mid = ((r.decided, r.ties, r.returned) if pair else (r.decided, r.to_moderators))
         table.add_row(str(n), str(r.new_answers), str(r.rejected), ", ".join(r.banned) or "0",
-                      str(r.decided), str(r.to_moderators), str(r.asked_more), str(r.unresolved))
+                      *[str(v) for v in mid], str(r.asked_more), str(r.unresolved))
     out.print(table)
 
 
 @crowd_app.command("push")
 def crowd_push(
-    queue: Annotated[str, typer.Argument(help="a crowd queue, e.g. NEW_PRODUCTS_2026-11-24_1")],
+    queue: Annotated[str, typer.Argument(
+        help="a crowd queue, e.g. NEW_PRODUCTS_2026-11-24_1, or the pair queue PAIRS_2026-11-24")],
     method: Annotated[str | None, typer.Option(
-        help="aggregation for this pool: mv, wawa, ds, glad (default QUORUM_CROWD_AGGREGATION)")
+        help="aggregation for this pool: mv, wawa, ds, glad (default QUORUM_CROWD_AGGREGATION;"
+             " pair pools: mv)")
     ] = None,
     limit: Annotated[int | None, typer.Option(help="push at most this many items")] = None,
 ) -> None:
-    """Push QUEUE's pending tasks to the crowd as one pool (a re-run resumes, never duplicates)."""
+    """Push QUEUE's pending tasks to the crowd as one pool (a re-run resumes, never duplicates):
+    a label pool for a crowd queue of items, a pair pool for the pair queue."""
     from backend.crowdwork.runtime import best_known_labels, open_crowd, work_rounds
     from backend.crowdwork.service import push_queue
     from backend.db import session_scope
@@ -73,9 +81,11 @@ def crowd_push(
         if s.already_open:
             console.print(f"{queue}: nothing pending; already in crowd pool {s.pool_id}")
             return
-        console.print(f"{queue} → crowd pool {s.pool_id} (Toloka pool {s.toloka_pool_id}): "
-                      f"{s.items} items + {s.golden} control tasks; {s.created} tasks created, "
-                      f"{s.reused} already there{' (resumed)' if s.resumed else ''}")
+        what = "pairs" if s.kind == "pair" else "items"
+        console.print(f"{queue} → crowd {'pair ' if s.kind == 'pair' else ''}pool {s.pool_id} "
+                      f"(Toloka pool {s.toloka_pool_id}): {s.items} {what} + {s.golden} control "
+                      f"tasks; {s.created} tasks created, {s.reused} already there"
+                      f"{' (resumed)' if s.resumed else ''}")
         if s.left_pending:
             console.print(f"{s.left_pending} tasks left pending in {queue} (push again)")
         if c.is_local:
@@ -124,12 +134,14 @@ def crowd_status() -> None:
         console.print("no crowd pools yet")
         return
     table = Table(title="Crowd pools")
-    cols = [("id", "id"), ("queue", "queue"), ("state", "state"), ("method", "method"),
-            ("items", "items"), ("decided", "decided"), ("to mods", "to_moderators"),
+    cols = [("id", "id"), ("queue", "queue"), ("kind", "kind"), ("state", "state"),
+            ("method", "method"), ("items", "items"), ("decided", "decided"),
+            ("to mods", "to_moderators"), ("ties", "ties"),
             ("open", "open"), ("progress", "progress"), ("answers", "answers"),
             ("spend $", "spend"), ("golden acc.", "golden_accuracy")]
     for title, _ in cols:
-        table.add_column(title, justify="left" if title in ("queue", "state") else "right")
+        table.add_column(title, justify="left" if title in ("queue", "kind", "state")
+                         else "right")
     for r in rows:
         table.add_row(*[_fmt(r[k], pct=k in ("progress", "golden_accuracy")) for _, k in cols])
     console.print(table)

@@ -24,7 +24,8 @@ def _num(value: Any) -> float | None:
 
 
 def pool_rows(*, session: Session, pool_ids: list[int] | None = None) -> list[dict[str, Any]]:
-    """One dict per pool: queue, state, method, items, progress, answers, spend, golden accuracy."""
+    """One dict per pool: queue, kind (``item`` / ``pair``), state, method, items (pairs in a
+    pair pool), progress, answers, spend, golden accuracy."""
     stmt = (select(CrowdPool, Queue.name).outerjoin(Queue, Queue.id == CrowdPool.queue_id)
             .order_by(CrowdPool.id))
     if pool_ids is not None:
@@ -38,7 +39,8 @@ def pool_rows(*, session: Session, pool_ids: list[int] | None = None) -> list[di
             select(CrowdTask.pool_id, CrowdTask.is_golden, CrowdTask.outcome, func.count())
             .where(CrowdTask.pool_id.in_(ids))
             .group_by(CrowdTask.pool_id, CrowdTask.is_golden, CrowdTask.outcome)):
-        c = counts.setdefault(pid, {"golden": 0, "decided": 0, "moderators": 0, "open": 0})
+        c = counts.setdefault(pid, {"golden": 0, "decided": 0, "moderators": 0, "tie": 0,
+                                    "open": 0})
         key = "golden" if golden else (outcome or "open")
         c[key] = c.get(key, 0) + n
     answers = answers_frame(session=session, pool_ids=ids)
@@ -47,14 +49,17 @@ def pool_rows(*, session: Session, pool_ids: list[int] | None = None) -> list[di
     acc = (gold["label"] == gold["golden_label"]).groupby(gold["crowd_pool_id"]).mean()
     out = []
     for pool, queue in pools:
-        c = counts.get(pool.id, {"golden": 0, "decided": 0, "moderators": 0, "open": 0})
+        c = counts.get(pool.id, {"golden": 0, "decided": 0, "moderators": 0, "tie": 0,
+                                 "open": 0})
         items = pool.task_count
+        resolved = c["decided"] + c["moderators"] + c["tie"]
         out.append({
-            "id": pool.id, "queue": queue or pool.config.get("queue"), "state": pool.state,
-            "method": pool.aggregation_method, "toloka_pool_id": pool.toloka_pool_id,
+            "id": pool.id, "queue": queue or pool.config.get("queue"), "kind": pool.kind,
+            "state": pool.state, "method": pool.aggregation_method,
+            "toloka_pool_id": pool.toloka_pool_id,
             "items": items, "golden_tasks": c["golden"], "decided": c["decided"],
-            "to_moderators": c["moderators"], "open": c["open"],
-            "progress": round((c["decided"] + c["moderators"]) / items, 4) if items else None,
+            "to_moderators": c["moderators"], "ties": c["tie"], "open": c["open"],
+            "progress": round(resolved / items, 4) if items else None,
             "answers": pool.answers_count, "spend": round(pool.spend, 4),
             "golden_accuracy": _num(acc.get(pool.id)),
             "rounds": int(pool.config.get("rounds", 0)),

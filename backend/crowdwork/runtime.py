@@ -7,9 +7,10 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from backend.crowdwork.models import CrowdPool, CrowdTask, Judgment
 from backend.crowdwork.service import CrowdRuntime, PullSummary, get_pool, pull_pool
 from backend.crowdwork.settings import CrowdSettings
 from backend.db import get_sessionmaker
@@ -21,6 +22,8 @@ from backend.settings import Settings
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # toloka-kit imports pkg_resources
     from crowd.emulator import Emulator
+    from crowd.emulator.state import POOL_ID_START
+    from crowd.store import MemoryStore
     from crowd.toloka import make_client
 
 
@@ -45,12 +48,39 @@ def best_known_labels(*, session: Session) -> dict[str, str]:
     return {str(k): str(v) for k, v in truth.items()}
 
 
+def _number(value: str | None, base: int = 10) -> int:
+    try:
+        return int(value, base) if value else 0
+    except ValueError:  # an id of another Toloka
+        return 0
+
+
+def emulator_id_base(*, session: Session) -> int:
+    """Where a fresh local emulator's ids start: after every emulator id recorded so far
+    (pools are unique by Toloka id, judgments by assignment id), so a second offline run
+    never reuses one."""
+    ids = [0]
+    for project, pool, training in session.execute(select(
+            CrowdPool.toloka_project_id, CrowdPool.toloka_pool_id, CrowdPool.toloka_training_id)):
+        ids += [_number(project), _number(pool) - POOL_ID_START,
+                _number(training) - POOL_ID_START]
+    ids.append(_number(session.scalar(select(func.max(CrowdTask.toloka_task_id))), 16))
+    ids.append(_number(session.scalar(select(func.max(Judgment.assignment_id))
+                                      .where(Judgment.worker_kind == "crowd")), 16))
+    return max(ids)
+
+
 @contextmanager
 def open_crowd(*, settings: Settings, crowd: CrowdSettings, policy: Policy,
                truth: Mapping[str, str] | None = None, database_url: str | None = None
                ) -> Iterator[Crowd]:
     """Toloka when ``crowd.toloka_url`` is set, else a loopback `Emulator` with
-    ``crowd.emulator_workers`` simulated workers answering ``truth`` (item id → label)."""
+    ``crowd.emulator_workers`` simulated workers answering ``truth`` (item id → label;
+    a pair task's truth follows from its two items').
+
+    The emulator lives for this run only: its ids continue after those recorded
+    (`emulator_id_base`), and push records what it created on it in memory, not in the
+    database (a record of a previous run's emulator would point at nothing)."""
     sessions = get_sessionmaker(database_url or settings.resolved_database_url)
     if crowd.toloka_url:
         client = make_client(url=crowd.toloka_url,
@@ -59,12 +89,15 @@ def open_crowd(*, settings: Settings, crowd: CrowdSettings, policy: Policy,
         yield Crowd(CrowdRuntime(client=client, sessions=sessions, settings=settings,
                                  crowd=crowd, policy=policy))
         return
+    with sessions() as session:
+        base = emulator_id_base(session=session)
     with Emulator(seed=crowd.emulator_seed, workers=crowd.emulator_workers,
-                  truth=truth) as emu:
+                  truth=truth, id_base=base) as emu:
         client = make_client(url=emu.url, retries=crowd.request_retries,
                              timeout=crowd.request_timeout_s)
         yield Crowd(CrowdRuntime(client=client, sessions=sessions, settings=settings,
-                                 crowd=crowd, policy=policy), emulator=emu)
+                                 crowd=crowd, policy=policy, store=MemoryStore()),
+                    emulator=emu)
 
 
 def work_rounds(crowd: Crowd, *, pool_id: int, max_rounds: int) -> list[PullSummary]:

@@ -11,6 +11,8 @@ from pydantic import BaseModel
 class CrowdPoolRead(BaseModel):
     id: int
     queue: str | None
+    #: ``item`` (label pool: items, decisions) or ``pair`` (pair pool: pairs, judgments only).
+    kind: str = "item"
     state: str
     method: str
     toloka_pool_id: str | None
@@ -18,6 +20,8 @@ class CrowdPoolRead(BaseModel):
     golden_tasks: int
     decided: int
     to_moderators: int
+    #: Pair pools: pairs without a majority at the maximum overlap.
+    ties: int = 0
     open: int
     progress: float | None
     answers: int

@@ -16,6 +16,11 @@ Two jobs, each taking ids and owning its transactions (like every background job
   to ``max_overlap``, past which — or when the crowd stops answering — they go to the
   moderator queue ``CROWD_DISAGREE``. Never a coin flip; control tasks never decide.
 
+The pair queue (``QUORUM_CALIBRATION_PAIR_QUEUE_KIND``) makes a *pair pool* instead
+(`backend.crowdwork.pairs`): the same push, pull and review, crowd's pair task spec,
+answers recorded as ``same`` / ``different`` judgments on the pair tasks for the
+similarity calibration, and no decision events.
+
 Remote calls happen only between transactions (never inside one), after the commit that
 records the intent, and they are safe to repeat.
 """
@@ -29,11 +34,14 @@ from datetime import datetime
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import func, select, update
+from sqlalchemy import distinct, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
+from backend.calibration.settings import CalibrationSettings, get_calibration_settings
+from backend.crowdwork import pairs
+from backend.crowdwork.common import golden_items, item_card, lease_to_crowd
 from backend.crowdwork.models import CrowdPool, CrowdTask, Judgment
 from backend.crowdwork.settings import CrowdSettings
 from backend.crowdwork.store import DbStore
@@ -57,7 +65,7 @@ with warnings.catch_warnings():
     from crowd.pull import ANSWER_COLUMNS, pull
     from crowd.push import PushPlan, push
     from crowd.review import review
-    from crowd.toloka import labels_for
+    from crowd.toloka import labels_for, output_field
 
 OPEN_STATES = ("intent", "open")
 
@@ -72,10 +80,14 @@ class CrowdRuntime:
     crowd: CrowdSettings
     policy: Policy
     store: Store | None = None
+    #: Pair pools: the pair queue kind, its audience and overlap (``QUORUM_CALIBRATION_*``).
+    cal: CalibrationSettings | None = None
 
     def __post_init__(self) -> None:
         if self.store is None:
             self.store = DbStore(self.sessions)
+        if self.cal is None:
+            self.cal = get_calibration_settings()
 
 
 @dataclass
@@ -83,19 +95,21 @@ class PushSummary:
     pool_id: int
     toloka_pool_id: str | None
     queue: str
-    items: int
+    items: int  # real tasks: items (label pools) or pairs (pair pools)
     golden: int
     created: int
     reused: int
     resumed: bool = False
     already_open: bool = False
     left_pending: int = 0
+    kind: str = "item"
 
 
 @dataclass
 class PullSummary:
     pool_id: int
     state: str
+    kind: str = "item"
     new_answers: int = 0
     judgments_added: int = 0
     rejected: int = 0
@@ -104,6 +118,10 @@ class PullSummary:
     to_moderators: int = 0
     asked_more: int = 0
     unresolved: int = 0
+    #: Pair pools: pairs without a majority at the maximum overlap (done, counted as not
+    #: same), and pairs nobody answered (back to their queue).
+    ties: int = 0
+    returned: int = 0
 
 
 def pool_config(pool: CrowdPool) -> CrowdConfig:
@@ -118,14 +136,6 @@ def get_pool(*, session: Session, pool_id: int) -> CrowdPool:
 
 
 # ---------------------------------------------------------------- push
-def _golden_items(session: Session, *, labels: list[str], exclude: set[int], n: int) -> list[Item]:
-    """Up to ``n`` golden items with a known label the crowd can give (oldest first)."""
-    rows = session.scalars(
-        select(Item).where(Item.is_golden.is_(True), Item.golden_label.in_(labels))
-        .order_by(Item.id).limit(n + len(exclude)))
-    return [it for it in rows if it.id not in exclude][:n]
-
-
 def create_pool_intent(*, session: Session, queue: Queue, crowd: CrowdSettings, policy: Policy,
                        now: datetime, method: str | None = None,
                        limit: int | None = None) -> CrowdPool | None:
@@ -154,8 +164,8 @@ def create_pool_intent(*, session: Session, queue: Queue, crowd: CrowdSettings, 
         raise ValidationFailed(f"queue {queue.name} holds only golden items; they are mixed "
                                "into other queues' pools as control tasks")
     want = min(max(math.ceil(crowd.golden_rate * n_real), crowd.golden_min), crowd.golden_max)
-    extra = _golden_items(session, labels=labels, exclude=set(items),
-                          n=max(want - len(control), 0))
+    extra = golden_items(session, labels=labels, exclude=set(items),
+                         n=max(want - len(control), 0))
     if cfg.golden_per_suite and not control and not extra:
         raise ValidationFailed("no golden items with a known label to use as control tasks; "
                                "ingest some (is_golden + golden_label) or set "
@@ -173,18 +183,9 @@ def create_pool_intent(*, session: Session, queue: Queue, crowd: CrowdSettings, 
          for t in tasks]
         + [CrowdTask(pool_id=pool.id, item_id=it.id, task_id=None, is_golden=True,
                      overlap=0, created_at=now) for it in extra])
-    session.execute(update(Task).where(Task.id.in_([t.id for t in tasks]))
-                    .values(state="leased", leased_at=now, lease_owner_id=None,
-                            lease_expires_at=None, lease_count=Task.lease_count + 1)
-                    .execution_options(synchronize_session=False))
+    lease_to_crowd(session, task_ids=[t.id for t in tasks], now=now)
     session.flush()
     return pool
-
-
-def _card(item: Item) -> dict[str, Any]:
-    return {"item_id": str(item.id), "title": item.title or "",
-            "description": item.description or "", "image": item.image,
-            "price": item.price, "link": item.url}
 
 
 def build_plan(*, session: Session, pool: CrowdPool, policy: Policy) -> PushPlan:
@@ -192,8 +193,8 @@ def build_plan(*, session: Session, pool: CrowdPool, policy: Policy) -> PushPlan
     rows = session.execute(
         select(CrowdTask.is_golden, Item).join(Item, Item.id == CrowdTask.item_id)
         .where(CrowdTask.pool_id == pool.id).order_by(CrowdTask.id)).all()
-    real = [_card(item) for golden, item in rows if not golden]
-    gold = [{**_card(item), "label": item.golden_label} for golden, item in rows if golden]
+    real = [item_card(item) for golden, item in rows if not golden]
+    gold = [{**item_card(item), "label": item.golden_label} for golden, item in rows if golden]
     cols = ["item_id", "title", "description", "image", "price", "link"]
     config = pool_config(pool)
     training = None
@@ -201,13 +202,14 @@ def build_plan(*, session: Session, pool: CrowdPool, policy: Policy) -> PushPlan
         # the training pool: golden items not used as this pool's control tasks (oldest
         # first, so every retry builds the same plan), a few suites' worth
         labels = labels_for(policy=[{"key": k} for k in policy.keys])
-        train_items = _golden_items(session, labels=labels,
-                                    exclude={item.id for _, item in rows},
-                                    n=4 * config.training_tasks_per_suite)
+        train_items = golden_items(session, labels=labels,
+                                   exclude={item.id for _, item in rows},
+                                   n=4 * config.training_tasks_per_suite)
         if not train_items:
             raise ValidationFailed("a training pool needs golden items (is_golden + "
                                    "golden_label) beyond this pool's control tasks")
-        training = pd.DataFrame([{**_card(it), "label": it.golden_label} for it in train_items],
+        training = pd.DataFrame([{**item_card(it), "label": it.golden_label}
+                                 for it in train_items],
                                 columns=[*cols, "label"])
     return PushPlan(
         key=pool.config["key"],
@@ -220,20 +222,59 @@ def build_plan(*, session: Session, pool: CrowdPool, policy: Policy) -> PushPlan
     )
 
 
+def queue_pool_kind(*, session: Session, queue: Queue, settings: Settings,
+                    cal: CalibrationSettings) -> str:
+    """What pool ``queue`` makes: ``pair`` for the pair queue kind (pair tasks only; its
+    audience follows ``QUORUM_CALIBRATION_PAIR_AUDIENCE``), ``item`` for a crowd queue of
+    item tasks; anything else is refused with the reason."""
+    types = set(session.scalars(select(distinct(Task.task_type)).where(
+        Task.queue_id == queue.id)))
+    if queue.kind == cal.pair_queue_kind:
+        if types - {"pair"}:
+            raise ValidationFailed(
+                f"queue {queue.name} is the pair queue ({cal.pair_queue_kind}) but holds "
+                f"{', '.join(sorted(types - {'pair'}))} tasks; a pair pool takes pair tasks only")
+        if queue.audience != "crowd":
+            if cal.pair_audience != "crowd":
+                raise ValidationFailed(
+                    f"queue {queue.name} is worked by moderators "
+                    "(QUORUM_CALIBRATION_PAIR_AUDIENCE=moderators); set it to crowd to push "
+                    "pair tasks to the crowd")
+            queue.audience = "crowd"  # queued while the pairs were the moderators'
+        return "pair"
+    if types - {"item"}:
+        raise ValidationFailed(
+            f"queue {queue.name} holds {', '.join(sorted(types - {'item'}))} tasks: a crowd "
+            f"pool is made of item tasks (a label pool) or of the {cal.pair_queue_kind} "
+            "queue's pair tasks (a pair pool)")
+    if queue.audience != "crowd":
+        raise ValidationFailed(f"queue {queue.name} is worked by moderators, not the crowd "
+                               f"(crowd kinds: {', '.join(settings.crowd_queue_kinds)}; pair "
+                               f"tasks: the {cal.pair_queue_kind} queue)")
+    return "item"
+
+
 def push_queue(*, rt: CrowdRuntime, queue_name: str, now: datetime | None = None,
                method: str | None = None, limit: int | None = None) -> PushSummary:
-    """Push ``queue_name``'s pending tasks to the crowd as one pool (resumes a crashed push)."""
+    """Push ``queue_name``'s pending tasks to the crowd as one pool (resumes a crashed push):
+    a label pool for a crowd queue of items, a pair pool for the pair queue."""
     now = now or utcnow()
+    assert rt.cal is not None and rt.store is not None
     with rt.sessions.begin() as session:
         queue = queues.get_queue(session=session, name=queue_name)
-        if queue.audience != "crowd":
-            raise ValidationFailed(f"queue {queue.name} is worked by moderators, not the crowd "
-                                   f"(crowd kinds: {', '.join(rt.settings.crowd_queue_kinds)})")
+        kind = queue_pool_kind(session=session, queue=queue, settings=rt.settings, cal=rt.cal)
+        if kind == "pair" and method not in (None, "mv"):
+            raise ValidationFailed("pair pools are aggregated by majority vote (mv), as the "
+                                   f"similarity calibration reads them, not {method!r}")
         pool = session.scalar(select(CrowdPool).where(CrowdPool.queue_id == queue.id,
                                                       CrowdPool.state == "intent")
                               .order_by(CrowdPool.id).limit(1))
         resumed = pool is not None
-        if pool is None:
+        if pool is None and kind == "pair":
+            pool = pairs.create_pair_pool_intent(session=session, queue=queue, crowd=rt.crowd,
+                                                 cal=rt.cal, policy=rt.policy, now=now,
+                                                 limit=limit)
+        elif pool is None:
             pool = create_pool_intent(session=session, queue=queue, crowd=rt.crowd,
                                       policy=rt.policy, now=now, method=method, limit=limit)
         if pool is None:
@@ -243,14 +284,17 @@ def push_queue(*, rt: CrowdRuntime, queue_name: str, now: datetime | None = None
                 raise ValidationFailed(f"queue {queue.name} has no pending tasks to push")
             return PushSummary(pool_id=last.id, toloka_pool_id=last.toloka_pool_id,
                                queue=queue.name, items=last.task_count, golden=0, created=0,
-                               reused=0, already_open=True)
-        plan = build_plan(session=session, pool=pool, policy=rt.policy)
+                               reused=0, already_open=True, kind=last.kind)
+        kind = pool.kind
+        plan = (pairs.build_pair_plan(session=session, pool=pool, policy=rt.policy)
+                if kind == "pair" else build_plan(session=session, pool=pool, policy=rt.policy))
         pool_id = pool.id
         left_pending = session.scalar(select(func.count()).select_from(Task).where(
             Task.queue_id == queue.id, Task.state == "pending")) or 0
     # the intent is committed: now the side effects on Toloka (resumable, see crowd.push)
-    assert rt.store is not None
     result = push(rt.client, plan=plan, store=rt.store)
+    to_item = pairs.anchor_of if kind == "pair" else int
+    toloka_tasks = {to_item(key): task_id for key, task_id in result.task_ids.items()}
     with rt.sessions.begin() as session:
         pool = get_pool(session=session, pool_id=pool_id)
         pool.toloka_project_id = result.project_id
@@ -259,11 +303,12 @@ def push_queue(*, rt: CrowdRuntime, queue_name: str, now: datetime | None = None
         pool.state = "open"
         pool.updated_at = utcnow()
         for ct in session.scalars(select(CrowdTask).where(CrowdTask.pool_id == pool_id)):
-            ct.toloka_task_id = result.task_ids.get(str(ct.item_id))
+            ct.toloka_task_id = toloka_tasks.get(ct.item_id)
     n_gold = 0 if plan.golden is None else len(plan.golden)
     return PushSummary(pool_id=pool_id, toloka_pool_id=result.pool_id, queue=queue_name,
                        items=len(plan.items), golden=n_gold, created=result.created,
-                       reused=result.reused, resumed=resumed, left_pending=left_pending)
+                       reused=result.reused, resumed=resumed, left_pending=left_pending,
+                       kind=kind)
 
 
 # ---------------------------------------------------------------- answers
@@ -337,16 +382,24 @@ class _Snapshot:
     banned: list[str]
     queue_tasks: dict[int, int | None]  # item id -> queue task id
     toloka_tasks: dict[int, str | None]
-    golden: dict[int, str]  # control item id -> known label
+    golden: dict[int, str]  # control item id -> known label (pairs: anchor -> same/different)
     open_real: set[int]
+    kind: str = "item"
 
 
 def _snapshot(session: Session, pool: CrowdPool) -> _Snapshot:
     cts = list(session.scalars(select(CrowdTask).where(CrowdTask.pool_id == pool.id)))
     gold_ids = [ct.item_id for ct in cts if ct.is_golden]
-    golden = dict(session.execute(select(Item.id, Item.golden_label)
-                                  .where(Item.id.in_(gold_ids))).tuples().all()) if gold_ids else {}
+    if pool.kind == "pair":
+        golden = {int(a): pairs.CROWD_TO_JUDGMENT[str(answer)]
+                  for a, _, answer in pool.config.get("golden_pairs", [])}
+    elif gold_ids:
+        golden = dict(session.execute(select(Item.id, Item.golden_label)
+                                      .where(Item.id.in_(gold_ids))).tuples().all())
+    else:
+        golden = {}
     return _Snapshot(
+        kind=pool.kind,
         toloka_pool_id=str(pool.toloka_pool_id), project_id=str(pool.toloka_project_id),
         cursor=pool.last_assignment_id, config=pool_config(pool),
         method=pool.aggregation_method, banned=list(pool.config.get("banned", [])),
@@ -407,7 +460,8 @@ def _resolve(session: Session, *, pool: CrowdPool, snap: _Snapshot, valid: pd.Da
 
 
 def pull_pool(*, rt: CrowdRuntime, pool_id: int, now: datetime | None = None) -> PullSummary:
-    """One round of pull → review → aggregate → decide / ask for more / escalate."""
+    """One round of pull → review → aggregate → decide / ask for more / escalate (label
+    pools), or → close the answered pairs (pair pools: judgments only, no decisions)."""
     now = now or utcnow()
     with rt.sessions.begin() as session:
         pool = get_pool(session=session, pool_id=pool_id)
@@ -416,20 +470,23 @@ def pull_pool(*, rt: CrowdRuntime, pool_id: int, now: datetime | None = None) ->
             raise ValidationFailed(f"crowd pool {pool_id} was never fully pushed; run "
                                    f"'quorum crowd push {queue}' again to finish it")
         if pool.state == "closed":
-            return PullSummary(pool_id=pool_id, state="closed")
+            return PullSummary(pool_id=pool_id, state="closed", kind=pool.kind)
         snap = _snapshot(session, pool)
     cfg = snap.config
-    got = pull(rt.client, pool_id=snap.toloka_pool_id, cursor=snap.cursor)
+    is_pair = snap.kind == "pair"
+    got = pull(rt.client, pool_id=snap.toloka_pool_id, cursor=snap.cursor,
+               field=output_field("pair" if is_pair else "label"))
+    answers = pairs.pair_answers(got.answers) if is_pair else got.answers
     toloka_closed = not rt.client.get_pool(snap.toloka_pool_id).is_open()
     with rt.sessions.begin() as session:
         pool = get_pool(session=session, pool_id=pool_id)
-        added = record_answers(session=session, pool=pool, answers=got.answers,
+        added = record_answers(session=session, pool=pool, answers=answers,
                                queue_tasks=snap.queue_tasks, now=now)
         if got.cursor is not None:
             pool.last_assignment_id = got.cursor
         history = answers_frame(session=session, pool_ids=[pool_id])
-    summary = PullSummary(pool_id=pool_id, state="open", new_answers=len(got.answers),
-                          judgments_added=added)
+    summary = PullSummary(pool_id=pool_id, state="open", kind=snap.kind,
+                          new_answers=len(got.answers), judgments_added=added)
     banned = set(snap.banned)
     decided_status: dict[str, str] = {}
     if len(history):
@@ -446,7 +503,8 @@ def pull_pool(*, rt: CrowdRuntime, pool_id: int, now: datetime | None = None) ->
     valid = history[(history["assignment_status"] != "REJECTED")
                     & ~history["worker"].isin(banned)]
     gold = pd.Series({str(k): v for k, v in snap.golden.items()}, dtype=object)
-    gold = gold if len(gold) else None
+    # pairs: a plain majority, as the calibration counts them (control pairs only review)
+    gold = gold if len(gold) and not is_pair else None
     real_valid = valid[~valid["is_golden"].astype(bool)]
     kwargs: dict[str, Any] = {"method": snap.method, "gold": gold}
     verdicts = aggregate(valid, target_confidence=cfg.target_confidence,
@@ -466,9 +524,16 @@ def pull_pool(*, rt: CrowdRuntime, pool_id: int, now: datetime | None = None) ->
         pool.answers_count = len(history)
         pool.config = {**pool.config, "banned": sorted(banned),
                        "rounds": int(pool.config.get("rounds", 0)) + 1}
-        summary.decided, summary.to_moderators = _resolve(
-            session, pool=pool, snap=snap, valid=real_valid, verdicts=verdicts,
-            exhausted=exhausted, settings=rt.settings, crowd=rt.crowd, now=now)
+        if is_pair:
+            done = pairs.resolve_pairs(session, pool=pool, open_real=snap.open_real,
+                                       verdicts=verdicts, exhausted=exhausted,
+                                       max_overlap=cfg.max_overlap, now=now)
+            summary.decided, summary.ties, summary.returned = (done.decided, done.ties,
+                                                               done.returned)
+        else:
+            summary.decided, summary.to_moderators = _resolve(
+                session, pool=pool, snap=snap, valid=real_valid, verdicts=verdicts,
+                exhausted=exhausted, settings=rt.settings, crowd=rt.crowd, now=now)
         open_real = session.scalars(select(CrowdTask.item_id).where(
             CrowdTask.pool_id == pool_id, CrowdTask.is_golden.is_(False),
             CrowdTask.outcome.is_(None))).all()

@@ -1,11 +1,16 @@
-"""The demo's last step: close the loop — calibrate, ask people about pairs, apply, report."""
+"""The demo's last step: close the loop — calibrate, ask people about pairs, apply, report.
+
+Pair tasks go where ``QUORUM_CALIBRATION_PAIR_AUDIENCE`` says: to the crowd (default: a
+pair pool on the local Toloka emulator, whose simulated workers answer from the
+generator's labels) or to simulated moderators.
+"""
 
 from __future__ import annotations
 
 import time
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from backend.db import session_scope, utcnow
 
@@ -15,6 +20,64 @@ if TYPE_CHECKING:
 PAIRS_IN_DEMO = 120
 ANSWERS_PER_PAIR = 3
 ACCURACY = 0.95
+
+
+def _crowd_pairs(ctx: DemoContext) -> int:
+    """Push today's pair queue to the crowd as a pair pool and let the simulated workers
+    answer it (offline: the local emulator); returns the pairs pushed."""
+    from backend.calibration.settings import get_calibration_settings
+    from backend.crowdwork.cli import print_rounds
+    from backend.crowdwork.runtime import open_crowd, work_rounds
+    from backend.crowdwork.service import push_queue
+    from backend.crowdwork.settings import get_crowd_settings
+    from backend.demo.crowd_step import item_truth
+    from backend.policy import get_policy
+    from backend.queues.service import list_queues, queue_day
+
+    cal, crowd, out = get_calibration_settings(), get_crowd_settings(), ctx.console
+    with session_scope() as session:
+        names = [r.queue.name for r in list_queues(
+            session=session, day=queue_day(utcnow(), ctx.settings), audience="crowd",
+            kinds={cal.pair_queue_kind}) if r.pending]
+    pushed = 0
+    with open_crowd(settings=ctx.settings, crowd=crowd, policy=get_policy(),
+                    truth=item_truth(ctx)) as c:
+        for name in names:
+            s = push_queue(rt=c.runtime, queue_name=name)
+            pushed += s.items
+            out.print(f"{name}: pair pool {s.pool_id} on "
+                      f"{crowd.toloka_url or 'the local Toloka emulator'}, {s.items} pairs + "
+                      f"{s.golden} control pairs; majority vote, {cal.pair_overlap} answers "
+                      f"per pair (more while unsure, up to "
+                      f"{max(crowd.max_overlap, cal.pair_overlap)})")
+            if c.is_local:
+                print_rounds(work_rounds(c, pool_id=s.pool_id, max_rounds=crowd.max_rounds),
+                             out)
+    return pushed
+
+
+def _pair_agreement(ctx: DemoContext) -> str:
+    """How the pairs' majority compares with the generator (same true label ⇒ same)."""
+    from backend.calibration.service import pair_votes
+    from backend.calibration.settings import get_calibration_settings
+    from backend.crowdwork.models import Judgment
+    from backend.items.models import Item
+
+    with session_scope() as session:
+        votes = pair_votes(session=session, cal=get_calibration_settings())
+        ext = dict(session.execute(select(Item.id, Item.external_id)).tuples().all())
+        kinds = dict(session.execute(select(Judgment.worker_kind, func.count()).where(
+            Judgment.task_id.in_([int(p) for p in votes["pair_id"]]))
+            .group_by(Judgment.worker_kind)).tuples().all()) if len(votes) else {}
+    if votes.empty:
+        return "no answered pairs"
+    truth = [ctx.truth.get(ext.get(int(a), "")) == ctx.truth.get(ext.get(int(b), ""))
+             for a, b in zip(votes["item_id"], votes["other_item_id"], strict=True)]
+    right = sum(bool(s) == t for s, t in zip(votes["same"], truth, strict=True))
+    who = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+    return (f"{who} judgments; {len(votes)} pairs with votes, {int(votes['same'].sum())} "
+            f"same by majority; majority agreeing with the generator's truth: "
+            f"{right / len(votes):.1%}")
 
 
 def _answer_pairs(ctx: DemoContext) -> int:
@@ -54,6 +117,7 @@ def step_calibrate(ctx: DemoContext) -> None:
     from backend.calibration import thresholds
     from backend.calibration.cli import print_run
     from backend.calibration.service import base_set, run_calibration, sample_pairs
+    from backend.calibration.settings import get_calibration_settings
     from backend.ml_adapter.settings import get_ml_settings
     from backend.policy import get_policy
     from backend.reports.thresholds import write_thresholds_report
@@ -68,9 +132,14 @@ def step_calibrate(ctx: DemoContext) -> None:
     with session_scope() as session:
         queued = sample_pairs(session=session, n=PAIRS_IN_DEMO, now=utcnow(),
                               settings=ctx.settings, seed=ctx.seed)
-    answered = _answer_pairs(ctx)
-    ctx.console.print(f"pair tasks: {len(queued)} queued, {answered} answered "
-                      f"({ANSWERS_PER_PAIR} simulated answers each)")
+    if get_calibration_settings().pair_audience == "crowd":
+        ctx.console.print(f"pair tasks: {len(queued)} queued, {_crowd_pairs(ctx)} pushed to "
+                          "the crowd (QUORUM_CALIBRATION_PAIR_AUDIENCE=crowd)")
+    else:
+        answered = _answer_pairs(ctx)
+        ctx.console.print(f"pair tasks: {len(queued)} queued, {answered} answered by simulated "
+                          f"moderators ({ANSWERS_PER_PAIR} answers each)")
+    ctx.console.print(f"pair answers: {_pair_agreement(ctx)}")
     with session_scope() as session:
         print_run(run_calibration(session=session, kind="similarity", now=utcnow(),
                                   settings=ctx.settings))

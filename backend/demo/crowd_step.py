@@ -17,6 +17,17 @@ from backend.db import session_scope, utcnow
 DEMO_KINDS = ("NEW_PRODUCTS", "ML_GOOD")
 
 
+def item_truth(ctx) -> dict[str, str]:  # noqa: ANN001 - DemoContext
+    """The generator's label per item id: what the emulator's simulated workers answer
+    (a pair task's truth follows from its two items': same label ⇒ "yes")."""
+    from backend.items.models import Item
+
+    with session_scope() as session:
+        return {str(i): ctx.truth[ext] for i, ext in
+                session.execute(select(Item.id, Item.external_id)).tuples().all()
+                if ext in ctx.truth}
+
+
 def step_crowd(ctx) -> None:  # noqa: ANN001 - DemoContext (runner imports this module)
     from backend.crowdwork.cli import print_report, print_rounds
     from backend.crowdwork.report import crowd_report
@@ -34,9 +45,7 @@ def step_crowd(ctx) -> None:  # noqa: ANN001 - DemoContext (runner imports this 
         day = queue_day(utcnow(), ctx.settings)
         names = [r.queue.name for r in list_queues(session=session, day=day, audience="crowd",
                                                    kinds=set(DEMO_KINDS)) if r.pending]
-        truth = {str(i): ctx.truth[ext] for i, ext in
-                 session.execute(select(Item.id, Item.external_id)).tuples().all()
-                 if ext in ctx.truth}
+    truth = item_truth(ctx)
     if not names:
         out.print("no crowd queues with pending tasks today")
         return

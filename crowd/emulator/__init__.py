@@ -45,6 +45,8 @@ class Emulator:
         latency: seconds added to every request.
         answer_on_poll: suites answered per ``GET /api/v1/assignments`` of a pool (0 = never).
         port: 0 picks a free port.
+        id_base: ids (projects, pools after 1,000,000, tasks, assignments, …) start after
+            it, so a fresh emulator can avoid the ids an earlier one handed out.
     """
 
     def __init__(
@@ -61,9 +63,10 @@ class Emulator:
         answer_on_poll: int = 0,
         host: str = "127.0.0.1",
         port: int = 0,
+        id_base: int = 0,
     ) -> None:
         self.seed = seed
-        self.state = TolokaState()
+        self.state = TolokaState(id_base=id_base)
         sim_workers = (
             make_workers(workers, seed=seed) if isinstance(workers, int) else list(workers)
         )

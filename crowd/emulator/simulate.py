@@ -21,6 +21,7 @@ from collections.abc import Mapping
 
 from crowd.emulator.state import TolokaState, iso
 from crowd.emulator.workers import ReplayBook, SimWorker, hidden_truth, simulate_answer
+from crowd.pairs import PAIR_ANSWERS, pair_truth, split_pair_key
 
 
 class Simulator:
@@ -59,8 +60,17 @@ class Simulator:
             return self.replay.answer(worker, key)
         known = task.get("known_solutions") or []
         truth = known[0]["output_values"][field] if known else self.truth.get(key)
+        truth = truth if truth is not None else self._pair_truth(key, labels)
         truth = truth if truth is not None else hidden_truth(key, labels)
         return simulate_answer(worker, seed=self.seed, task_id=key, truth=truth, labels=labels)
+
+    def _pair_truth(self, key: str, labels: list[str]) -> str | None:
+        """A pair task (key ``"<a>|<b>"``, answers yes/no) with no truth of its own: "yes"
+        iff both items have a truth and it is the same label, "no" if they differ."""
+        halves = split_pair_key(key)
+        if halves is None or sorted(labels) != sorted(PAIR_ANSWERS):
+            return None
+        return pair_truth(self.truth.get(halves[0]), self.truth.get(halves[1]))
 
     def _passes_training(self, worker: SimWorker, pool: dict) -> bool:
         requirement = (pool.get("quality_control") or {}).get("training_requirement")

@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from typing import Any
 
 EPOCH = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+#: Pool (and training) ids are numbers from here on, as on Toloka.
+POOL_ID_START = 1_000_000
 _CMP = re.compile(r"^(\w+?)_(gt|gte|lt|lte)$")
 _EQ_FIELDS = ("pool_id", "project_id", "user_id", "task_suite_id", "scope", "type")
 
@@ -71,7 +73,7 @@ def _cmp(left: Any, op: str, right: str) -> bool:
 class TolokaState:
     """Projects, pools, trainings, tasks, assignments, operations, restrictions."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, id_base: int = 0) -> None:
         self.now = EPOCH
         self.projects: dict[str, dict] = {}
         self.pools: dict[str, dict] = {}  # regular pools and trainings share the id space
@@ -84,14 +86,16 @@ class TolokaState:
         self.op_logs: dict[str, list[dict]] = {}
         self.restrictions: dict[str, dict] = {}
         self.overlap_generation = 0  # bumped when tasks become answerable again
+        # ids continue after ``id_base``: a later emulator run need not reuse an id an
+        # earlier one handed out (a caller keeping both runs' ids apart sets it)
         self._n = {
-            "project": 0,
-            "pool": 1_000_000,
-            "task": 0,
-            "assignment": 0,
-            "suite": 0,
-            "op": 0,
-            "restriction": 0,
+            "project": id_base,
+            "pool": POOL_ID_START + id_base,
+            "task": id_base,
+            "assignment": id_base,
+            "suite": id_base,
+            "op": id_base,
+            "restriction": id_base,
         }
 
     def next_id(self, kind: str) -> str:

@@ -158,3 +158,37 @@ def test_training_pass_mark_keeps_bad_workers_out(emulator_factory, client_for, 
     assert pushed.training_id is not None
     emu.work(pushed.pool_id)
     assert set(pull(client, pool_id=pushed.pool_id).answers["worker"]) == {"good"}
+
+
+def test_pair_truth_follows_the_items_truth(emulator_factory, client_for):
+    """Given item labels only, the emulator's truth for a pair ``"<a>|<b>"`` is yes iff
+    the two labels agree (what a perfect worker then answers)."""
+    from crowd.pairs import pair_key, split_pair_key
+
+    labels = {str(i): ["ok", "adult", "fraud"][i % 3] for i in range(12)}
+    keys = [pair_key(i, j) for i in range(6) for j in (i + 1, i + 3)]
+    pairs = pd.DataFrame(
+        {
+            "item_id": keys,
+            "item_a": [{"title": k} for k in keys],
+            "item_b": [{"title": k} for k in keys],
+        }
+    )
+    emu = emulator_factory(seed=1, workers=[SimWorker("exact", accuracy=1.0)], truth=labels)
+    client = client_for(emu)
+    plan = PushPlan(
+        key="PAIRS_2024-01-02",
+        policy=[],
+        items=pairs,
+        kind="pair",
+        config=CrowdConfig(overlap=1, min_answers=1, golden_per_suite=0),
+    )
+    pushed = push(client, plan=plan, store=MemoryStore())
+    emu.work(pushed.pool_id)
+    got = pull(client, pool_id=pushed.pool_id, field="same_decision").answers
+    expected = {
+        k: "yes" if labels[a] == labels[b] else "no" for k in keys for a, b in [split_pair_key(k)]
+    }
+    assert dict(zip(got["task"], got["label"], strict=True)) == expected
+    assert set(expected.values()) == {"yes", "no"}
+    assert split_pair_key("12") is None and split_pair_key("1|2|3") is None

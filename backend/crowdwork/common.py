@@ -1,0 +1,48 @@
+"""What label pools and pair pools share: item cards, golden items, handing tasks to the crowd."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from backend.items.models import Item
+from backend.queues.models import Task
+
+
+def item_card(item: Item) -> dict[str, Any]:
+    """What a worker sees of an item (``item_id`` + the card fields of `crowd.toloka`)."""
+    return {"item_id": str(item.id), "title": item.title or "",
+            "description": item.description or "", "image": item.image,
+            "price": item.price, "link": item.url}
+
+
+def golden_items(session: Session, *, labels: Sequence[str], exclude: set[int],
+                 n: int) -> list[Item]:
+    """Up to ``n`` golden items with a known label among ``labels`` (oldest first, so a
+    retried push builds the same plan), none of ``exclude``."""
+    rows = session.scalars(
+        select(Item).where(Item.is_golden.is_(True), Item.golden_label.in_(list(labels)))
+        .order_by(Item.id).limit(n + len(exclude)))
+    return [it for it in rows if it.id not in exclude][:n]
+
+
+def lease_to_crowd(session: Session, *, task_ids: Sequence[int], now: datetime) -> None:
+    """Lease queue tasks to the crowd: no owner and no deadline, so `lease_next` and
+    `expire_leases` never hand them to moderators."""
+    session.execute(update(Task).where(Task.id.in_(list(task_ids)))
+                    .values(state="leased", leased_at=now, lease_owner_id=None,
+                            lease_expires_at=None, lease_count=Task.lease_count + 1)
+                    .execution_options(synchronize_session=False))
+
+
+def return_to_queue(session: Session, *, task_ids: Sequence[int]) -> None:
+    """Give crowd-leased tasks back to their queue (pending again, for a later push)."""
+    if task_ids:
+        session.execute(update(Task).where(Task.id.in_(list(task_ids)), Task.state == "leased")
+                        .values(state="pending", leased_at=None, lease_owner_id=None,
+                                lease_expires_at=None)
+                        .execution_options(synchronize_session=False))
