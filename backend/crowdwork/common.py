@@ -30,6 +30,15 @@ def golden_items(session: Session, *, labels: Sequence[str], exclude: set[int],
     return [it for it in rows if it.id not in exclude][:n]
 
 
+def pending_tasks(session: Session, *, queue_id: int, task_type: str,
+                  limit: int | None) -> list[Task]:
+    """The queue's pending tasks of ``task_type``, oldest first, at most ``limit`` (None:
+    all): what a new pool takes."""
+    stmt = (select(Task).where(Task.queue_id == queue_id, Task.state == "pending",
+                               Task.task_type == task_type).order_by(Task.id))
+    return list(session.scalars(stmt.limit(limit) if limit else stmt))
+
+
 def lease_to_crowd(session: Session, *, task_ids: Sequence[int], now: datetime) -> None:
     """Lease queue tasks to the crowd: no owner and no deadline, so `lease_next` and
     `expire_leases` never hand them to moderators."""

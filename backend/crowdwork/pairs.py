@@ -38,7 +38,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.calibration.settings import CalibrationSettings
-from backend.crowdwork.common import golden_items, item_card, lease_to_crowd, return_to_queue
+from backend.crowdwork.common import (
+    golden_items,
+    item_card,
+    lease_to_crowd,
+    pending_tasks,
+    return_to_queue,
+)
 from backend.crowdwork.models import CrowdPool, CrowdTask
 from backend.crowdwork.settings import CrowdSettings
 from backend.errors import ValidationFailed
@@ -99,9 +105,7 @@ def create_pair_pool_intent(*, session: Session, queue: Queue, crowd: CrowdSetti
     (None when nothing is pending)."""
     cfg = pair_pool_config(crowd=crowd, cal=cal)
     cap = limit if limit is not None else (crowd.max_items_per_pool or None)
-    stmt = (select(Task).where(Task.queue_id == queue.id, Task.state == "pending",
-                               Task.task_type == "pair").order_by(Task.id))
-    tasks = list(session.scalars(stmt.limit(cap) if cap else stmt))
+    tasks = pending_tasks(session, queue_id=queue.id, task_type="pair", limit=cap)
     if not tasks:
         return None
     others = sorted({_other(t) for t in tasks})

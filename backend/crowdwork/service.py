@@ -41,7 +41,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backend.calibration.settings import CalibrationSettings, get_calibration_settings
 from backend.crowdwork import pairs
-from backend.crowdwork.common import golden_items, item_card, lease_to_crowd
+from backend.crowdwork.common import golden_items, item_card, lease_to_crowd, pending_tasks
 from backend.crowdwork.models import CrowdPool, CrowdTask, Judgment
 from backend.crowdwork.settings import CrowdSettings
 from backend.crowdwork.store import DbStore
@@ -149,9 +149,7 @@ def create_pool_intent(*, session: Session, queue: Queue, crowd: CrowdSettings, 
         raise ValidationFailed(f"unknown aggregation method {method!r}; choose from {METHODS}")
     cfg = crowd.crowd_config(aggregation=method)
     cap = limit if limit is not None else (crowd.max_items_per_pool or None)
-    stmt = (select(Task).where(Task.queue_id == queue.id, Task.state == "pending",
-                               Task.task_type == "item").order_by(Task.id))
-    tasks = list(session.scalars(stmt.limit(cap) if cap else stmt))
+    tasks = pending_tasks(session, queue_id=queue.id, task_type="item", limit=cap)
     if not tasks:
         return None
     labels = labels_for(policy=[{"key": k} for k in policy.keys])
