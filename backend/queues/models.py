@@ -11,6 +11,8 @@ from backend.types import JSONType, TZDateTime
 
 TASK_STATES = ("pending", "leased", "done", "cancelled")
 AUDIENCES = ("moderators", "crowd")
+#: ``item``: judge an item; ``pair``: do two items deserve the same decision?
+TASK_TYPES = ("item", "pair")
 
 
 class Queue(Base):

@@ -22,7 +22,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from backend.db import insert_returning_ids
 from backend.decisions.models import ItemStatus
 from backend.errors import LeaseLost, NotFound, ValidationFailed
-from backend.queues.models import Queue, Task, TaskSkip
+from backend.queues.models import TASK_TYPES, Queue, Task, TaskSkip
 from backend.settings import Settings
 from backend.types import TZDateTime
 from backend.users.models import User
@@ -191,7 +191,8 @@ _EXPIRES = bindparam("expires", type_=TZDateTime())
 _HELD = (
     select(Task)
     .where(Task.state == "leased", Task.lease_owner_id == bindparam("user_id"),
-           Task.lease_expires_at >= _NOW)
+           Task.lease_expires_at >= _NOW,
+           Task.task_type.in_(bindparam("task_types", expanding=True)))
     .order_by(Task.leased_at).limit(1).options(joinedload(Task.queue))
 )
 _HELD_IN_QUEUE = _HELD.where(Task.queue_id == bindparam("queue_id"))
@@ -209,7 +210,8 @@ def _take_oldest(*, lock: bool) -> Any:
     oldest = (
         select(Task.id)
         .where(Task.queue_id.in_(bindparam("queue_ids", expanding=True)),
-               Task.state == "pending")
+               Task.state == "pending",
+               Task.task_type.in_(bindparam("task_types", expanding=True)))
         .where(~exists().where(and_(TaskSkip.task_id == Task.id,
                                     TaskSkip.user_id == bindparam("user_id"))))
         .order_by(Task.id).limit(1)
@@ -231,11 +233,13 @@ _TAKE_OLDEST_LOCKED = _take_oldest(lock=True)
 
 
 def lease_next(*, session: Session, user: User, now: datetime, settings: Settings,
-               queue: Queue | None = None, lease_seconds: int | None = None) -> Task | None:
+               queue: Queue | None = None, lease_seconds: int | None = None,
+               task_types: Sequence[str] = TASK_TYPES) -> Task | None:
     """Lease the next task for ``user``: highest priority queue first, oldest task first.
 
     Idempotent: a moderator who already holds a live lease (in ``queue``, if given) gets
-    that task back, so a retried request never takes a second task.
+    that task back, so a retried request never takes a second task. ``task_types``
+    limits what is offered (the web work view shows item cards only).
     """
     from backend.errors import Forbidden
 
@@ -244,8 +248,9 @@ def lease_next(*, session: Session, user: User, now: datetime, settings: Setting
     if queue is not None and queue.audience != "moderators":
         raise Forbidden(f"{queue.name} is worked by the crowd, not by moderators")
     expire_leases(session=session, now=now)
+    types = list(task_types)
     task = session.scalar(_HELD_IN_QUEUE if queue is not None else _HELD,
-                          {"user_id": user.id, "now": now,
+                          {"user_id": user.id, "now": now, "task_types": types,
                            "queue_id": queue.id if queue is not None else None})
     if task is not None:
         return task
@@ -273,7 +278,7 @@ def lease_next(*, session: Session, user: User, now: datetime, settings: Setting
         groups[-1].append(q)
     lock = session.get_bind().dialect.name == "postgresql"
     take = _TAKE_OLDEST_LOCKED if lock else _TAKE_OLDEST
-    params = {"user_id": user.id, "now": now,
+    params = {"user_id": user.id, "now": now, "task_types": types,
               "expires": now + timedelta(seconds=lease_seconds or settings.lease_seconds)}
     for group in groups:
         # Pick and lease in one round trip: UPDATE ... WHERE id = (oldest) RETURNING.

@@ -95,6 +95,10 @@ def _rollback(request: Request) -> None:
 
 router = APIRouter(include_in_schema=False, route_class=WebRoute)
 
+#: The work view shows item cards; pair tasks ("same decision?") are answered through the
+#: API (``POST /api/v1/tasks/{id}/verdict`` with ``same`` / ``different``) or by the crowd.
+WEB_TASK_TYPES = ("item",)
+
 
 # --- session, user, CSRF ------------------------------------------------------------------
 
@@ -266,7 +270,7 @@ def start(session: SessionDep, settings: SettingsDep, user: PostUser,
           queue: Annotated[str, Form()] = "") -> RedirectResponse:
     q = web.workable_queue(session=session, user=user, name=queue) if queue else None
     task = queues.lease_next(session=session, user=user, now=utcnow(), settings=settings,
-                             queue=q)
+                             queue=q, task_types=WEB_TASK_TYPES)
     if task is None:
         return RedirectResponse("/queues?notice=empty", status_code=303)
     suffix = f"?queue={quote(q.name)}" if q else ""
@@ -298,7 +302,8 @@ def _next_card(request: Request, session: SessionDep, settings: SettingsDep, pol
     """Lease the next task; the card as JSON for ``fetch``, else a redirect to its page."""
     now = utcnow()
     q = web.workable_queue(session=session, user=user, name=scope) if scope else None
-    task = queues.lease_next(session=session, user=user, now=now, settings=settings, queue=q)
+    task = queues.lease_next(session=session, user=user, now=now, settings=settings, queue=q,
+                             task_types=WEB_TASK_TYPES)
     if not _wants_json(request):  # a plain form post (no JavaScript)
         if task is None:
             return RedirectResponse("/queues?notice=empty", status_code=303)

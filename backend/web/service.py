@@ -16,7 +16,7 @@ from sqlalchemy import and_, case, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from backend.crowdwork.models import Judgment
-from backend.errors import Forbidden, LeaseLost, NotFound
+from backend.errors import Forbidden, LeaseLost, NotFound, ValidationFailed
 from backend.items.models import Item, ItemScore, ItemTag
 from backend.queues import service as queues
 from backend.queues.models import Queue, Task, TaskSkip
@@ -53,6 +53,9 @@ def held_task(*, session: Session, task_id: int, user: User, now: datetime) -> T
     if not user.may_work(task.queue.kind):
         raise Forbidden(f"you may not work the queue {task.queue.name}")
     queues.check_lease(task=task, user=user, now=now)
+    if task.task_type != "item":
+        raise ValidationFailed(f"task {task.id} is a {task.task_type} task: the work view "
+                               "shows item cards; answer it through the API")
     return task
 
 

@@ -14,7 +14,7 @@ from backend.items.service import ingest
 from backend.policy import get_policy
 from backend.queues import service as queues
 from backend.queues.models import Task
-from backend.users.models import AuditEntry
+from backend.users.models import AuditEntry, User
 from tests.conftest import item_row
 
 PASSWORD = "secret-pass-1"
@@ -175,6 +175,39 @@ def test_another_moderators_task_is_not_shown(client, mod, settings, make_user):
     client.cookies.clear()
     login(client, "max")
     assert client.get(task_url).status_code == 409
+
+
+def test_work_view_offers_item_cards_only_pair_tasks_stay_for_the_api(
+        client, make_user, settings):
+    make_user("pia", "moderator", ["PAIRS", "MANUAL"], password=PASSWORD)
+    with session_scope(settings.resolved_database_url) as s:
+        _, ids = ingest(session=s, rows=[item_row(i) for i in range(3)], policy=get_policy())
+        [pair] = queues.enqueue(session=s, kind="PAIRS", item_ids=[ids[0]], now=utcnow(),
+                                settings=settings, task_type="pair", priority=99,
+                                payloads=[{"other_item_id": ids[1], "distance": 0.1}])
+        [item_task] = queues.enqueue(session=s, kind="MANUAL", item_ids=[ids[2]],
+                                     now=utcnow(), settings=settings)
+    login(client, "pia")
+    csrf = _csrf(client.get("/queues").text)
+    # the pair queue has the higher priority, but the work view skips it for the item card
+    start = client.post("/work/start", data={"csrf": csrf}, follow_redirects=False)
+    assert start.headers["location"] == f"/work/{item_task}"
+    only_pairs = client.post("/work/start", data={"csrf": csrf, "queue": _name(settings, pair)},
+                             follow_redirects=False)
+    assert only_pairs.headers["location"] == "/queues?notice=empty"
+    with session_scope(settings.resolved_database_url) as s:
+        assert s.get(Task, pair).state == "pending"  # not leased by the web view
+        user = s.scalar(select(User).where(User.username == "pia"))
+        leased = queues.lease_next(session=s, user=user, now=utcnow(), settings=settings,
+                                   queue=s.get(Task, pair).queue)
+        assert leased is not None and leased.id == pair  # the API path still offers it
+    page = client.get(f"/work/{pair}")
+    assert page.status_code == 422 and "answer it through the API" in page.text
+
+
+def _name(settings, task_id: int) -> str:
+    with session_scope(settings.resolved_database_url) as s:
+        return s.get(Task, task_id).queue.name
 
 
 def test_item_image_is_served_only_from_the_data_dir(client, mod, settings, tmp_path):
