@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from backend.crowdwork.models import CrowdTask
 from backend.items.models import Item
+from backend.queues import service as queues
 from backend.queues.models import Task
 
 
@@ -55,3 +57,29 @@ def return_to_queue(session: Session, *, task_ids: Sequence[int]) -> None:
                         .values(state="pending", leased_at=None, lease_owner_id=None,
                                 lease_expires_at=None)
                         .execution_options(synchronize_session=False))
+
+
+def close_crowd_tasks(session: Session, *, pool_id: int, outcome: Mapping[int, str],
+                      n_answers: Mapping[int, int], now: datetime,
+                      reopen: Collection[str] = ()) -> list[int]:
+    """Record how each item (``outcome``: item id → outcome) left pool ``pool_id``, with
+    the answers it got, and mark its queue task done, except for outcomes in ``reopen``:
+    their queue task ids are returned (for `return_to_queue`)."""
+    cts = list(session.scalars(select(CrowdTask).where(
+        CrowdTask.pool_id == pool_id, CrowdTask.item_id.in_(list(outcome)))))
+    task_ids = [ct.task_id for ct in cts if ct.task_id is not None]
+    tasks = {t.id: t for t in session.scalars(select(Task).where(Task.id.in_(task_ids)))
+             } if task_ids else {}
+    reopened: list[int] = []
+    for ct in cts:
+        ct.outcome = outcome[ct.item_id]
+        ct.aggregated = True
+        ct.overlap = max(ct.overlap, n_answers.get(ct.item_id, ct.overlap))
+        if ct.outcome in reopen:
+            if ct.task_id is not None:
+                reopened.append(ct.task_id)
+            continue
+        task = tasks.get(ct.task_id) if ct.task_id is not None else None
+        if task is not None and task.state != "done":
+            queues.complete(session=session, task=task, now=now)
+    return reopened

@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session
 
 from backend.calibration.settings import CalibrationSettings
 from backend.crowdwork.common import (
+    close_crowd_tasks,
     golden_items,
     item_card,
     lease_to_crowd,
@@ -50,8 +51,8 @@ from backend.crowdwork.settings import CrowdSettings
 from backend.errors import ValidationFailed
 from backend.items.models import Item
 from backend.policy import Policy
-from backend.queues import service as queues
 from backend.queues.models import Queue, Task
+from backend.queues.work import PAIR_ANSWERS as JUDGMENT_PAIR_ANSWERS
 from crowd.config import CrowdConfig
 from crowd.pairs import PAIR_ANSWERS, pair_key, pair_truth, split_pair_key
 
@@ -59,8 +60,9 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # toloka-kit imports pkg_resources
     from crowd.push import PushPlan
 
-#: The crowd's answer → the judgment's label (`backend.queues.work.PAIR_ANSWERS`).
-CROWD_TO_JUDGMENT = {PAIR_ANSWERS[0]: "same", PAIR_ANSWERS[1]: "different"}
+#: The crowd's answer (yes / no) → the judgment's label (same / different), as a
+#: moderator answers a pair task.
+CROWD_TO_JUDGMENT = dict(zip(PAIR_ANSWERS, JUDGMENT_PAIR_ANSWERS, strict=True))
 PROJECT_KEY = "quorum-pairs"
 
 
@@ -218,24 +220,12 @@ def resolve_pairs(session: Session, *, pool: CrowdPool, open_real: set[int],
             outcome[item_id] = "decided"
         elif int(v["n_answers"]) >= max_overlap or exhausted:
             outcome[item_id] = "tie" if pd.isna(v["label"]) else "decided"
-    result = PairOutcomes()
-    returned: list[int] = []
-    for ct in session.scalars(select(CrowdTask).where(CrowdTask.pool_id == pool.id,
-                                                      CrowdTask.item_id.in_(list(outcome)))):
-        ct.outcome = outcome[ct.item_id]
-        ct.aggregated = True
-        if ct.item_id in by_item.index:
-            ct.overlap = max(ct.overlap, int(by_item.loc[ct.item_id, "n_answers"]))
-        if ct.outcome == "unanswered":
-            result.returned += 1
-            if ct.task_id is not None:
-                returned.append(ct.task_id)
-            continue
-        result.decided += ct.outcome == "decided"
-        result.ties += ct.outcome == "tie"
-        task = session.get(Task, ct.task_id) if ct.task_id is not None else None
-        if task is not None and task.state != "done":
-            queues.complete(session=session, task=task, now=now)
+    returned = close_crowd_tasks(
+        session, pool_id=pool.id, outcome=outcome, now=now, reopen={"unanswered"},
+        n_answers={int(i): int(n) for i, n in by_item["n_answers"].items()})
+    states = list(outcome.values())
+    result = PairOutcomes(decided=states.count("decided"), ties=states.count("tie"),
+                          returned=states.count("unanswered"))
     return_to_queue(session, task_ids=returned)
     session.flush()
     return result

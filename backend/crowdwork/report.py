@@ -23,6 +23,10 @@ def _num(value: Any) -> float | None:
     return None if math.isnan(value) else round(value, 4)
 
 
+#: A pool's tasks counted by how they left it (``open``: not yet), before any is counted.
+_NO_TASKS = {"golden": 0, "decided": 0, "moderators": 0, "tie": 0, "open": 0}
+
+
 def pool_rows(*, session: Session, pool_ids: list[int] | None = None) -> list[dict[str, Any]]:
     """One dict per pool: queue, kind (``item`` / ``pair``), state, method, items (pairs in a
     pair pool), progress, answers, spend, golden accuracy."""
@@ -39,8 +43,7 @@ def pool_rows(*, session: Session, pool_ids: list[int] | None = None) -> list[di
             select(CrowdTask.pool_id, CrowdTask.is_golden, CrowdTask.outcome, func.count())
             .where(CrowdTask.pool_id.in_(ids))
             .group_by(CrowdTask.pool_id, CrowdTask.is_golden, CrowdTask.outcome)):
-        c = counts.setdefault(pid, {"golden": 0, "decided": 0, "moderators": 0, "tie": 0,
-                                    "open": 0})
+        c = counts.setdefault(pid, dict(_NO_TASKS))
         key = "golden" if golden else (outcome or "open")
         c[key] = c.get(key, 0) + n
     answers = answers_frame(session=session, pool_ids=ids)
@@ -49,8 +52,7 @@ def pool_rows(*, session: Session, pool_ids: list[int] | None = None) -> list[di
     acc = (gold["label"] == gold["golden_label"]).groupby(gold["crowd_pool_id"]).mean()
     out = []
     for pool, queue in pools:
-        c = counts.get(pool.id, {"golden": 0, "decided": 0, "moderators": 0, "tie": 0,
-                                 "open": 0})
+        c = counts.get(pool.id, _NO_TASKS)
         items = pool.task_count
         resolved = c["decided"] + c["moderators"] + c["tie"]
         out.append({

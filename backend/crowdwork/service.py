@@ -41,7 +41,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backend.calibration.settings import CalibrationSettings, get_calibration_settings
 from backend.crowdwork import pairs
-from backend.crowdwork.common import golden_items, item_card, lease_to_crowd, pending_tasks
+from backend.crowdwork.common import (
+    close_crowd_tasks,
+    golden_items,
+    item_card,
+    lease_to_crowd,
+    pending_tasks,
+)
 from backend.crowdwork.models import CrowdPool, CrowdTask, Judgment
 from backend.crowdwork.settings import CrowdSettings
 from backend.crowdwork.store import DbStore
@@ -443,16 +449,8 @@ def _resolve(session: Session, *, pool: CrowdPool, snap: _Snapshot, valid: pd.Da
                        payloads=[{"crowd_pool_id": pool.id, "reason": to_mods[i],
                                   "answers": answers.get(i, [])} for i in sorted(to_mods)])
     outcome = {d.item_id: "decided" for d in decisions} | dict.fromkeys(to_mods, "moderators")
-    for ct in session.scalars(select(CrowdTask).where(CrowdTask.pool_id == pool.id,
-                                                      CrowdTask.item_id.in_(list(outcome)))):
-        ct.outcome = outcome[ct.item_id]
-        ct.aggregated = True
-        ct.overlap = max(ct.overlap, int(by_item.loc[ct.item_id, "n_answers"])
-                         if ct.item_id in by_item.index else ct.overlap)
-        if ct.task_id is not None:
-            task = session.get(Task, ct.task_id)
-            if task is not None and task.state != "done":
-                queues.complete(session=session, task=task, now=now)
+    close_crowd_tasks(session, pool_id=pool.id, outcome=outcome, now=now,
+                      n_answers={int(i): int(n) for i, n in by_item["n_answers"].items()})
     session.flush()
     return len(decisions), len(to_mods)
 
