@@ -39,7 +39,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import bench_database, median, percentile, use_database  # noqa: E402
+from bench.common import bench_database, percentile, use_database  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 LABELS = ("ok", "restricted", "adult", "prohibited", "fraud")
@@ -121,7 +121,7 @@ def run_level(base: str, tokens: list[str], seconds: float, think_ms: float,
             "trip_p50": ms(trips, 50), "trip_p99": ms(trips, 99),
             "lease_p50": ms(leases, 50), "lease_p99": ms(leases, 99),
             "verdict_p50": ms(verdicts, 50), "verdict_p99": ms(verdicts, 99),
-            "errors": raw["errors"], "median_trip_ms": median(trips) * 1000 if trips else 0.0}
+            "errors": raw["errors"]}
 
 
 async def _client(base: str, tokens: list[str], seconds: float, think_ms: float,
