@@ -30,7 +30,7 @@ def create_app(*, database_url: str | None = None) -> FastAPI:
     from backend.rules.router import router as rules_router
     from backend.users.router import router as users_router
 
-    app = FastAPI(title="Quorum", version="0.1.0",
+    app = FastAPI(title="Quorum", version="0.1.0", docs_url=None, redoc_url=None,
                   description="Human-in-the-loop content moderation. Authenticate with "
                               "`Authorization: Bearer <token>` (`quorum users add`).")
     app.state.sessionmaker = get_sessionmaker(database_url)
@@ -63,7 +63,9 @@ def create_app(*, database_url: str | None = None) -> FastAPI:
             s.execute(text("SELECT 1"))
         return {"status": "ok"}
 
-    for router in (items_router, rules_router, queues_router, users_router):
+    from backend.web.apidocs import router as apidocs_router
+
+    for router in (items_router, rules_router, queues_router, users_router, apidocs_router):
         app.include_router(router)
     for extra in _extra_routers():
         app.include_router(extra)
