@@ -142,8 +142,8 @@ def test_admin_pages_fit_1024_px(ux_db: str) -> None:
     with serve(ux_db) as base, browser_page({"width": 1024, "height": 768}) as page:
         _login(page, base, "ana")
         wide = {}
-        for path in ("/queues", "/reports/crowd", "/admin/rules", "/admin/thresholds", "/admin/users",
-                     "/admin/audit", "/reports", "/stats"):
+        for path in ("/queues", "/reports/crowd", "/admin/rules", "/admin/thresholds",
+                     "/admin/users", "/admin/audit", "/reports", "/stats"):
             resp = page.goto(f"{base}{path}")
             if resp is None or resp.status != 200:
                 continue
