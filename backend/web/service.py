@@ -78,6 +78,14 @@ class NearestVerdict:
     distance: float
     title: str = ""
     has_image: bool = False
+    decided_by: str = "–"
+    decided_at: datetime | None = None
+
+    @property
+    def distance_text(self) -> str:
+        from backend.web.history import format_distance
+
+        return format_distance(self.distance)
 
 
 @dataclass
@@ -92,6 +100,11 @@ class WorkCard:
     nearest: list[NearestVerdict] = field(default_factory=list)
 
     @property
+    def neighbours_disagree(self) -> bool:
+        """The nearest past verdicts do not all carry the same label."""
+        return len({n.label for n in self.nearest}) > 1
+
+    @property
     def image_is_local(self) -> bool:
         img = self.item.image or ""
         return bool(img) and not img.startswith(("http://", "https://"))
@@ -102,12 +115,17 @@ def nearest_verdicts(session: Session, item_id: int) -> list[NearestVerdict]:
     the similarity index (``backend.ml_adapter``); empty when ML is switched off."""
     from backend.ml_adapter.service import neighbours_for_item
     from backend.ml_adapter.settings import get_ml_settings
+    from backend.web.history import decided_by
 
     if not get_ml_settings().enabled:
         return []
+    found = neighbours_for_item(session=session, item_id=item_id, k=5)
+    who = decided_by(session=session, item_ids=[n["item_id"] for n in found])
     return [NearestVerdict(item_id=n["item_id"], label=n["label"], distance=n["distance"],
-                           title=n["title"] or "", has_image=bool(n["image"]))
-            for n in neighbours_for_item(session=session, item_id=item_id, k=5)]
+                           title=n["title"] or "", has_image=bool(n["image"]),
+                           decided_by=who.get(n["item_id"], ("–", None))[0],
+                           decided_at=who.get(n["item_id"], ("–", None))[1])
+            for n in found]
 
 
 def work_card(*, session: Session, task: Task) -> WorkCard:

@@ -1,0 +1,106 @@
+"""Item pages (the full timeline with provenance and comments), "my recent decisions", and
+nearest past verdicts shown as cards a moderator can act on."""
+
+from __future__ import annotations
+
+import re
+
+from backend.db import session_scope, utcnow
+from backend.decisions.service import NewDecision, record_decisions
+from backend.web import service as web
+from backend.web.history import format_distance
+from tests.web.test_web import PASSWORD, _csrf, _queue, login
+
+
+def _verdict(client, csrf: str, label: str, comment: str = "") -> int:  # noqa: ANN001
+    start = client.post("/work/start", data={"csrf": csrf}, follow_redirects=False)
+    task_id = int(re.match(r"/work/(\d+)", start.headers["location"]).group(1))
+    resp = client.post(f"/work/{task_id}/verdict",
+                       data={"label": label, "comment": comment, "time_spent_ms": "2500"},
+                       headers={"X-CSRF-Token": csrf, "X-Requested-With": "fetch"})
+    assert resp.status_code == 200, resp.text
+    return task_id
+
+
+def test_item_page_shows_every_event_with_provenance_and_comments(client, make_user,
+                                                                  settings):
+    make_user("mia", "moderator", ["MANUAL"], password=PASSWORD)
+    ids = _queue(settings, "MANUAL", 2)
+    with session_scope(settings.resolved_database_url) as s:  # an automatic decision first
+        record_decisions(session=s, decisions=[NewDecision(
+            item_id=ids[0], label="ok", source="classifier", model_id="lr-text-7",
+            threshold_set_version=3, confidence=0.97)], now=utcnow())
+    login(client, "mia")
+    csrf = _csrf(client.get("/queues").text)
+    _verdict(client, csrf, "fraud", comment="absurd price for a phone")
+    page = client.get(f"/items/{ids[0]}")
+    assert page.status_code == 200
+    text = page.text
+    # both decisions, the automatic one superseded by the moderator's, with provenance
+    assert "Decided ok (classifier)" in text and "model: lr-text-7" in text
+    assert "threshold set: v3" in text and "automated: True" in text
+    assert "Decided fraud (moderator)" in text and "moderator: mia" in text
+    assert text.index("Decided ok (classifier)") < text.index("Decided fraud (moderator)")
+    assert "superseded" in text and "current" in text
+    assert "Current decision: <b class=\"label-fraud\">fraud</b>" in text
+    # the comment written in the work view is shown again, with the answer's time
+    assert "absurd price for a phone" in text and "time: 2.5 s" in text
+    assert "Queued in MANUAL_" in text
+
+
+def test_my_recent_decisions_link_to_item_pages(client, make_user, settings):
+    make_user("mia", "moderator", ["MANUAL"], password=PASSWORD)
+    make_user("otto", "moderator", ["MANUAL"], password=PASSWORD)
+    ids = _queue(settings, "MANUAL", 3)
+    login(client, "mia")
+    csrf = _csrf(client.get("/queues").text)
+    _verdict(client, csrf, "fraud")
+    _verdict(client, csrf, "ok", comment="fine")
+    page = client.get("/my/decisions")
+    assert page.status_code == 200
+    rows = re.findall(r'<a href="/items/(\d+)">', page.text)
+    assert [int(r) for r in rows] == [ids[1], ids[0]]  # newest first
+    assert "fine" in page.text and "superseded" not in page.text.split("<tbody>")[1]
+    client.post("/logout", data={"csrf": csrf})
+    login(client, "otto")  # someone else's list is their own
+    assert 'href="/items/' not in client.get("/my/decisions").text
+    assert client.get("/my/decisions?limit=100000").status_code == 422
+
+
+def test_item_page_unknown_or_out_of_range_ids_are_404_pages(client, make_user, settings):
+    make_user("mia", "moderator", ["MANUAL"], password=PASSWORD)
+    login(client, "mia")
+    assert client.get("/items/999999").status_code == 404
+    assert client.get(f"/items/{2**70}").status_code == 404
+    assert client.get("/items/0").status_code == 404
+
+
+def test_distances_are_rounded_for_people():
+    assert format_distance(-0.0000001) == "0 (identical)"
+    assert format_distance(0.0) == "0 (identical)"
+    assert format_distance(0.123456) == "0.123"
+    assert format_distance(0.0042) == "0.0042"
+    assert not format_distance(-0.004).startswith("-")
+
+
+def test_nearest_verdicts_are_cards_that_say_when_they_disagree(client, make_user, settings,
+                                                                monkeypatch):
+    make_user("mia", "moderator", ["MANUAL"], password=PASSWORD)
+    ids = _queue(settings, "MANUAL", 3)
+    near = [web.NearestVerdict(item_id=ids[1], label="fraud", distance=-0.0000003,
+                               title="Phone X 256GB", decided_by="alice",
+                               decided_at=utcnow()),
+            web.NearestVerdict(item_id=ids[2], label="ok", distance=0.0731,
+                               title="Phone X case", decided_by="crowd")]
+    monkeypatch.setattr(web, "nearest_verdicts", lambda session, item_id: near)
+    login(client, "mia")
+    csrf = _csrf(client.get("/queues").text)
+    start = client.post("/work/start", data={"csrf": csrf}, follow_redirects=False)
+    page = client.get(start.headers["location"]).text
+    assert f'href="/items/{ids[1]}"' in page and "Phone X 256GB" in page
+    assert "alice" in page and "crowd" in page
+    assert "distance 0 (identical)" in page and "distance 0.0731" in page
+    assert "d=-0.00" not in page and "-0.00" not in page
+    assert "Nearest verdicts disagree" in page
+    # the item itself links to its page
+    assert f'href="/items/{ids[0]}"' in page
