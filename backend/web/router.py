@@ -8,12 +8,12 @@ field ``csrf`` or header ``X-CSRF-Token``). Domain errors become an HTML error p
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, Depends, Form, Request, Response
+from fastapi import APIRouter, Depends, Form, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.routing import APIRoute
@@ -28,7 +28,7 @@ from backend.queues import work
 from backend.rules import service as rules
 from backend.users import service as users
 from backend.users.models import User
-from backend.web import security
+from backend.web import audit, security
 from backend.web import service as web
 
 HERE = Path(__file__).resolve().parent
@@ -446,9 +446,31 @@ def user_grants(user_id: int, session: SessionDep, user: PostUser,
 
 
 @router.get("/admin/audit")
-def audit_page(request: Request, session: SessionDep, user: WebUser) -> HTMLResponse:
+def audit_page(request: Request, session: SessionDep, user: WebUser,
+               action: Annotated[str, Query(max_length=100)] = "",
+               who: Annotated[str, Query(max_length=100)] = "",
+               target_type: Annotated[str, Query(max_length=50)] = "",
+               target_id: Annotated[str, Query(max_length=100)] = "",
+               since: date | None = None, until: date | None = None,
+               before: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
+               limit: Annotated[int, Query(ge=1, le=audit.PAGE_MAX)] = 100) -> HTMLResponse:
+    """The audit trail, newest first: filter by action prefix, person, target and dates;
+    page with "Older entries" (keyset on the id)."""
     _analyst(user)
-    return render(request, "audit.html", entries=web.recent_audit(session=session, limit=200))
+    filters = audit.AuditFilter(
+        action=action.strip(), who=who.strip(), target_type=target_type.strip(),
+        target_id=target_id.strip(),
+        since=datetime.combine(since, time.min, UTC) if since else None,
+        until=datetime.combine(until, time.min, UTC) + timedelta(days=1) if until else None)
+    page = audit.audit_page(session=session, filters=filters, before=before, limit=limit)
+    query = {k: v for k, v in {"action": action, "who": who, "target_type": target_type,
+                               "target_id": target_id, "since": since or "",
+                               "until": until or "", "limit": limit}.items() if v}
+    older = (f"/admin/audit?{urlencode({**query, 'before': page.next_before})}"
+             if page.next_before else None)
+    return render(request, "audit.html", page=page, f=filters, since=since, until=until,
+                  actions=audit.actions(session=session), older=older,
+                  newest=f"/admin/audit?{urlencode(query)}" if before else None)
 
 
 @router.get("/admin/thresholds")

@@ -22,7 +22,7 @@ from backend.queues import service as queues
 from backend.queues.models import Queue, Task, TaskSkip
 from backend.rules.models import Rule, RuleHit
 from backend.settings import Settings
-from backend.users.models import AuditEntry, User
+from backend.users.models import User
 
 IMAGE_SUFFIXES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png",
                   ".gif": "image/gif", ".webp": "image/webp"}
@@ -237,13 +237,6 @@ def lease_tasks(*, session: Session, task_ids: Sequence[int], queue: Queue, user
 
 
 # --- audit trail --------------------------------------------------------------------------
-
-def recent_audit(*, session: Session, limit: int = 200) -> list[tuple[AuditEntry, str | None]]:
-    rows = session.execute(
-        select(AuditEntry, User.username).outerjoin(User, User.id == AuditEntry.user_id)
-        .order_by(AuditEntry.id.desc()).limit(limit)).tuples().all()
-    return list(rows)
-
 
 # --- a moderator's own stats -------------------------------------------------------------
 
