@@ -28,7 +28,7 @@ from backend.queues import work
 from backend.rules import service as rules
 from backend.users import service as users
 from backend.users.models import User
-from backend.web import audit, security
+from backend.web import audit, queue_view, security
 from backend.web import service as web
 
 HERE = Path(__file__).resolve().parent
@@ -256,13 +256,26 @@ def queues_page(request: Request, session: SessionDep, settings: SettingsDep,
 
 @router.get("/queues/{name}")
 def queue_page(name: str, request: Request, session: SessionDep, policy: PolicyDep,
-               user: WebUser) -> HTMLResponse:
-    queue = web.workable_queue(session=session, user=user, name=name)
+               user: WebUser, q: Annotated[str, Query(max_length=200)] = "",
+               state: Annotated[str, Query(max_length=10)] = "",
+               after: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
+               limit: Annotated[int, Query(ge=1, le=queue_view.PAGE_MAX)] = 50
+               ) -> HTMLResponse:
+    """A queue: progress, its items (search, state filter, paged; read-only for analysts
+    without a grant) and, for those who may work it, near-duplicate clusters."""
+    queue = queue_view.viewable_queue(session=session, user=user, name=name)
+    may_work = user.may_work(queue.kind)
     row = queues.queue_row(session=session, queue=queue)
     clusters = web.near_duplicate_clusters(session=session, queue=queue, user=user) \
-        if queue.audience == "moderators" else []
-    return render(request, "queue.html", row=row, clusters=clusters,
-                  policy_labels=policy.labels)
+        if queue.audience == "moderators" and may_work else []
+    contents = queue_view.queue_contents(session=session, queue=queue, q=q, state=state,
+                                         after=after, limit=limit)
+    base = {k: v for k, v in {"q": q, "state": state, "limit": limit}.items() if v}
+    more = (f"/queues/{quote(queue.name)}?{urlencode({**base, 'after': contents.next_after})}"
+            if contents.next_after else None)
+    return render(request, "queue.html", row=row, clusters=clusters, may_work=may_work,
+                  policy_labels=policy.labels, contents=contents, search=q, state=state,
+                  states=queue_view.STATES, more=more)
 
 
 @router.post("/work/start")
@@ -272,7 +285,8 @@ def start(session: SessionDep, settings: SettingsDep, user: PostUser,
     task = queues.lease_next(session=session, user=user, now=utcnow(), settings=settings,
                              queue=q, task_types=WEB_TASK_TYPES)
     if task is None:
-        return RedirectResponse("/queues?notice=empty", status_code=303)
+        notice = "empty" if user.role == "admin" or user.granted_kinds else "nogrants"
+        return RedirectResponse(f"/queues?notice={notice}", status_code=303)
     suffix = f"?queue={quote(q.name)}" if q else ""
     return RedirectResponse(f"/work/{task.id}{suffix}", status_code=303)
 
