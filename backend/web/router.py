@@ -28,7 +28,7 @@ from backend.queues import work
 from backend.rules import service as rules
 from backend.users import service as users
 from backend.users.models import User
-from backend.web import audit, queue_view, security
+from backend.web import audit, lease, queue_view, security
 from backend.web import service as web
 
 HERE = Path(__file__).resolve().parent
@@ -308,7 +308,9 @@ def work_page(task_id: int, request: Request, session: SessionDep, settings: Set
     card = web.work_card(session=session, task=task)
     stats = web.moderator_stats(session=session, user=user, now=now, settings=settings)
     return render(request, "work.html", card=card, policy=policy, scope=queue or "",
-                  stats=stats, card_html=_card_html(request, card, policy))
+                  stats=stats, card_html=_card_html(request, card, policy),
+                  lease_left_s=_left(task.lease_expires_at, now),
+                  lease_seconds=settings.lease_seconds)
 
 
 def _next_card(request: Request, session: SessionDep, settings: SettingsDep, policy: Any,
@@ -327,7 +329,48 @@ def _next_card(request: Request, session: SessionDep, settings: SettingsDep, pol
     stats = web.moderator_stats(session=session, user=user, now=now, settings=settings)
     return JSONResponse({"task_id": task.id if task else None,
                          "html": _card_html(request, card, policy),
-                         "items_today": stats.items_today})
+                         "items_today": stats.items_today,
+                         "lease_expires_at": _iso(task.lease_expires_at) if task else None,
+                         "lease_left_s": _left(task.lease_expires_at, now) if task else None,
+                         "lease_seconds": settings.lease_seconds})
+
+
+def _left(deadline: datetime | None, now: datetime) -> float | None:
+    """Seconds until ``deadline`` by the server's clock (the browser's may be off)."""
+    if deadline is None:
+        return None
+    if deadline.tzinfo is None:
+        deadline = deadline.replace(tzinfo=UTC)
+    return round(max(0.0, (deadline - now).total_seconds()), 1)
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:  # SQLite hands back naive UTC
+        value = value.replace(tzinfo=UTC)
+    return value.isoformat()
+
+
+@router.post("/work/{task_id}/renew")
+def renew(task_id: int, session: SessionDep, settings: SettingsDep,
+          user: PostUser) -> JSONResponse:
+    """Extend my lease on the task I am looking at (the work view calls this on activity);
+    409 with a sentence when the lease is gone."""
+    now = utcnow()
+    deadline = lease.renew_lease(session=session, task_id=task_id, user=user, now=now,
+                                 settings=settings)
+    return JSONResponse({"task_id": task_id, "lease_expires_at": _iso(deadline),
+                         "lease_left_s": _left(deadline, now),
+                         "lease_seconds": settings.lease_seconds})
+
+
+@router.post("/work/next")
+def next_card(request: Request, session: SessionDep, settings: SettingsDep,
+              policy: PolicyDep, user: PostUser, scope: Annotated[str, Form()] = ""
+              ) -> Response:
+    """The next card (after a lost lease the work view moves on instead of a dead end)."""
+    return _next_card(request, session, settings, policy, user, scope)
 
 
 @router.post("/work/{task_id}/verdict")

@@ -13,14 +13,94 @@
   let taskId = root.dataset.taskId;
   let shownAt = performance.now();
   let busy = false;
+  // the lease: this item is reserved for me until leaseEnds; renewed on activity
+  const leaseBox = document.getElementById("lease");
+  let leaseSeconds = Number(root.dataset.leaseSeconds) || 0;
+  let leaseEnds = NaN;  // by this browser's clock: now + the seconds left the server said
+  let renewing = false;
+  const PENDING = "quorum.pending-answer";
 
   function say(text, isError) {
     status.textContent = text;
     status.classList.toggle("error", !!isError);
   }
 
-  function setTask(id) {
+  function setLease(left, seconds) {
+    leaseEnds = (left === null || left === undefined || left === "") ? NaN : Date.now() + Number(left) * 1000;
+    if (seconds) leaseSeconds = Number(seconds);
+    tick();
+  }
+
+  function mmss(ms) {
+    const s = Math.max(0, Math.round(ms / 1000));
+    return Math.floor(s / 60) + ":" + String(s % 60).padStart(2, "0");
+  }
+
+  function tick() {
+    if (!leaseBox) return;
+    if (!taskId || isNaN(leaseEnds)) { leaseBox.textContent = ""; return; }
+    const left = leaseEnds - Date.now();
+    const warnAt = Math.min(60000, leaseSeconds * 250);  // a minute, or a quarter of a short lease
+    leaseBox.textContent = "reserved for you: " + mmss(left);
+    leaseBox.classList.toggle("warn", left <= warnAt);
+    if (left <= 0) {
+      renew(true);  // still mine if nobody took it; otherwise renew() moves on
+    } else if (left <= warnAt && !busy) {
+      say("Your hold on this item ends in " + mmss(left) + ": press any key (or move the mouse) to keep it.", true);
+    }
+  }
+
+  async function renew(lapsed) {
+    if (renewing || busy || !taskId || isNaN(leaseEnds) || !leaseSeconds) return;
+    if (!lapsed && leaseEnds - Date.now() > leaseSeconds * 500) return;  // once half is gone
+    renewing = true;
+    try {
+      const resp = await fetch("/work/" + taskId + "/renew", {
+        method: "POST", body: new URLSearchParams({csrf: csrf}), credentials: "same-origin",
+        headers: {"X-CSRF-Token": csrf, "X-Requested-With": "fetch", "Accept": "application/json"},
+      });
+      const data = await resp.json().catch(() => ({}));
+      if (resp.ok) { setLease(data.lease_left_s, data.lease_seconds); if (status.classList.contains("error")) say("kept: this item is still yours"); }
+      else if (resp.status === 409) moveOn("Your hold on that item ran out and it went back to its queue (" + (data.message || "lease lost") + "). Here is the next item.");
+      else if (resp.status === 401) signedOut(null);
+    } catch (err) { /* the next activity tries again */ }
+    finally { renewing = false; }
+  }
+
+  async function moveOn(message) {
+    if (busy) return;
+    busy = true;
+    const id = taskId;
+    setTask("");
+    try {
+      const resp = await fetch("/work/next", {
+        method: "POST", body: new URLSearchParams({csrf: csrf, scope: scope}), credentials: "same-origin",
+        headers: {"X-CSRF-Token": csrf, "X-Requested-With": "fetch", "Accept": "application/json"},
+      });
+      if (resp.status === 401) { signedOut(null, id); return; }
+      const data = await resp.json();
+      slot.innerHTML = data.html;
+      comment.value = "";
+      document.getElementById("items-today").textContent = data.items_today;
+      setTask(data.task_id, data.lease_left_s, data.lease_seconds);
+      say(String(data.task_id) === id ? "That item was still free, so it is yours again." : message, true);
+    } catch (err) {
+      say(message + " (could not load the next item: press Q for the queues)", true);
+    } finally {
+      busy = false;
+    }
+  }
+
+  function signedOut(pending, id) {
+    // Keep the answer that could not be sent; it is sent again once signed in
+    if (pending) sessionStorage.setItem(PENDING, JSON.stringify(pending));
+    const q = scope ? "?queue=" + encodeURIComponent(scope) : "";
+    location.href = "/login?next=" + encodeURIComponent("/work/" + (id || taskId) + q);
+  }
+
+  function setTask(id, leaseLeft, seconds) {
     taskId = id ? String(id) : "";
+    setLease(leaseLeft, seconds);
     root.dataset.taskId = taskId;
     form.querySelectorAll("button").forEach(b => { b.disabled = !taskId; });
     if (taskId) {
@@ -52,17 +132,25 @@
         headers: {"X-CSRF-Token": csrf, "X-Requested-With": "fetch", "Accept": "application/json"},
       });
       const data = await resp.json().catch(() => ({message: "unexpected answer (" + resp.status + ")"}));
-      if (resp.status === 401) { location.href = "/login?next=" + encodeURIComponent(location.pathname); return; }
+      if (resp.status === 401) {
+        signedOut(action === "verdict" ? {task: taskId, label: label, comment: comment.value,
+                                          time_spent_ms: body.get("time_spent_ms")} : null);
+        return;
+      }
       if (!resp.ok) {
         if (card) card.classList.remove("loading");
+        if (resp.status === 409) {
+          busy = false;
+          moveOn((data.message || "This item is no longer yours") + ". Your answer was not recorded; here is the next item.");
+          return;
+        }
         say(data.message || ("error " + resp.status), true);
-        if (resp.status === 409) { setTimeout(() => location.reload(), 1200); }
         return;
       }
       slot.innerHTML = data.html;
       comment.value = "";
       document.getElementById("items-today").textContent = data.items_today;
-      setTask(data.task_id);
+      setTask(data.task_id, data.lease_left_s, data.lease_seconds);
       say(action === "verdict" ? "saved: " + label : "skipped");
     } catch (err) {
       if (card) card.classList.remove("loading");
@@ -82,7 +170,9 @@
   const byKey = {};
   form.querySelectorAll("button.label").forEach(b => { if (b.dataset.key) byKey[b.dataset.key] = b; });
 
+  document.addEventListener("mousemove", () => renew(), {passive: true});
   document.addEventListener("keydown", ev => {
+    renew();
     if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
     if (ev.target === comment) {
       if (ev.key === "Escape") comment.blur();
@@ -104,5 +194,17 @@
     else if (key === "q") { ev.preventDefault(); location.href = "/queues"; }
   });
 
-  setTask(taskId);
+  setTask(taskId, root.dataset.leaseLeft, root.dataset.leaseSeconds);
+  setInterval(tick, 1000);
+  // an answer that was pressed while signed out: send it now, or say why not
+  const pending = JSON.parse(sessionStorage.getItem(PENDING) || "null");
+  sessionStorage.removeItem(PENDING);
+  if (pending && pending.task === taskId) {
+    comment.value = pending.comment || "";
+    send("verdict", pending.label).then(() => {
+      if (!status.classList.contains("error")) say("You were signed out; your answer \u201c" + pending.label + "\u201d was saved after you signed in again.");
+    });
+  } else if (pending) {
+    say("You were signed out and that item went back to its queue, so your answer \u201c" + pending.label + "\u201d was not saved.", true);
+  }
 })();
