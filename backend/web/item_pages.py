@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse
 
-from backend.deps import SessionDep
+from backend.deps import SessionDep, SettingsDep
 from backend.errors import NotFound
-from backend.web import history
+from backend.items.models import Item
+from backend.web import history, thumbs
+from backend.web import service as web
 from backend.web.router import WebRoute, WebUser, render
 
 router = APIRouter(include_in_schema=False, route_class=WebRoute)
@@ -24,6 +26,22 @@ def item_page(item_id: int, request: Request, session: SessionDep,
         raise NotFound(f"no item with id {item_id}")
     data = history.item_history(session=session, item_id=item_id)
     return render(request, "item.html", h=data, item=data.item)
+
+
+@router.get("/items/{item_id}/thumb")
+def item_thumbnail(item_id: int, session: SessionDep, settings: SettingsDep, user: WebUser,
+                   w: Annotated[int, Query(ge=1, le=4096)] = thumbs.DEFAULT_WIDTH
+                   ) -> FileResponse:
+    """A small JPEG of the item's photo (widths 96, 160, 320) for tiles and neighbour cards."""
+    item = session.get(Item, item_id) if 1 <= item_id <= 2**63 - 1 else None
+    if item is None:
+        raise NotFound(f"no item with id {item_id}")
+    path, _ = web.local_image(item=item, settings=settings)
+    thumb = thumbs.cached_thumbnail(path=path, item_id=item.id, width=w,
+                                    cache_dir=settings.data_dir / "thumbs")
+    return FileResponse(thumb, media_type="image/jpeg",
+                        headers={"Cache-Control": "private, max-age=86400",
+                                 "X-Content-Type-Options": "nosniff"})
 
 
 @router.get("/my/decisions")

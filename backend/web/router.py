@@ -20,11 +20,20 @@ from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 
 from backend.db import utcnow
+from backend.decisions import undo
 from backend.deps import PolicyDep, SessionDep, SettingsDep
-from backend.errors import Forbidden, NotFound, QuorumError, Unauthorized, ValidationFailed
+from backend.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    QuorumError,
+    Unauthorized,
+    ValidationFailed,
+)
 from backend.items.models import Item
 from backend.queues import service as queues
 from backend.queues import work
+from backend.queues.models import Task
 from backend.rules import service as rules
 from backend.users import service as users
 from backend.users.models import User
@@ -273,9 +282,28 @@ def queue_page(name: str, request: Request, session: SessionDep, policy: PolicyD
     base = {k: v for k, v in {"q": q, "state": state, "limit": limit}.items() if v}
     more = (f"/queues/{quote(queue.name)}?{urlencode({**base, 'after': contents.next_after})}"
             if contents.next_after else None)
+    decided = _decided_notice(request, policy)
     return render(request, "queue.html", row=row, clusters=clusters, may_work=may_work,
+                  decided=decided,
                   policy_labels=policy.labels, contents=contents, search=q, state=state,
                   states=queue_view.STATES, more=more)
+
+
+def _decided_notice(request: Request, policy: Any) -> dict[str, Any] | None:
+    """The confirmation after a cluster decision: how many, which label, time per item, and
+    the events an Undo would take back (from the redirect's query string)."""
+    qp = request.query_params
+    try:
+        count = int(qp.get("decided", ""))
+    except ValueError:
+        return None
+    label = qp.get("label", "")
+    titles = {lab.key: lab.title for lab in policy.labels}
+    ms = qp.get("ms")
+    undo_ids = qp.get("undo", "")
+    return {"count": count, "label_title": titles.get(label, label),
+            "seconds": int(ms) / 1000 if ms and ms.isdigit() else None,
+            "undo": undo_ids if all(p.isdigit() for p in undo_ids.split(",") if p) else ""}
 
 
 @router.post("/work/start")
@@ -410,18 +438,84 @@ def stats_page(request: Request, session: SessionDep, settings: SettingsDep,
 @router.post("/queues/{name}/clusters/decide")
 def decide_cluster(name: str, session: SessionDep, settings: SettingsDep, policy: PolicyDep,
                    user: PostUser, label: Annotated[str, Form()],
-                   task_ids: Annotated[list[int], Form()],
-                   comment: Annotated[str, Form()] = "") -> RedirectResponse:
+                   task_ids: Annotated[list[int], Form(max_length=undo.MAX_AT_ONCE)] = [],  # noqa: B006
+                   comment: Annotated[str, Form(max_length=2000)] = "",
+                   time_spent_ms: Annotated[int | None, Form(ge=0, le=24 * 3600 * 1000)] = None
+                   ) -> RedirectResponse:
+    """Decide the ticked items of a cluster with one label; the time from the first tick to
+    the decision is shared out as each item's time. Nothing ticked: told so, not a 422."""
     queue = web.workable_queue(session=session, user=user, name=name)
     policy.check(label)
+    if not task_ids:
+        return RedirectResponse(f"/queues/{quote(name)}?notice=none-ticked", status_code=303)
     now = utcnow()
     tasks = web.lease_tasks(session=session, task_ids=task_ids, queue=queue, user=user, now=now,
                             settings=settings)
+    per_item = time_spent_ms // len(tasks) if time_spent_ms is not None and tasks else None
+    events = []
     for task in tasks:
-        work.submit_verdict(session=session, task_id=task.id, user=user, label=label,
-                            policy=policy, now=now, comment=comment.strip() or None,
-                            time_spent_ms=None)
-    return RedirectResponse(f"/queues/{quote(name)}?decided={len(tasks)}", status_code=303)
+        result = work.submit_verdict(session=session, task_id=task.id, user=user, label=label,
+                                     policy=policy, now=now, comment=comment.strip() or None,
+                                     time_spent_ms=per_item)
+        events.append(result.event_id)
+    users.audit(session=session, user=user, action="cluster.decide", target_type="queue",
+                target_id=queue.name, details={"label": label, "tasks": len(tasks)})
+    query = {"decided": len(tasks), "label": label,
+             "undo": ",".join(str(e) for e in events if e is not None)}
+    if per_item is not None:
+        query["ms"] = per_item
+    return RedirectResponse(f"/queues/{quote(name)}?{urlencode(query)}", status_code=303)
+
+
+@router.post("/queues/{name}/clusters/undo")
+def undo_cluster(name: str, session: SessionDep, user: PostUser,
+                 events: Annotated[str, Form(max_length=20 * undo.MAX_AT_ONCE)]
+                 ) -> RedirectResponse:
+    """Undo a cluster decision just made: each verdict gets a superseding undo event and its
+    item goes back to the queue."""
+    queue = web.workable_queue(session=session, user=user, name=name)
+    try:
+        ids = [int(x) for x in events.split(",") if x.strip()]
+    except ValueError:
+        raise ValidationFailed("events must be decision ids separated by commas") from None
+    done = undo.undo_verdicts(session=session, user=user, event_ids=ids, now=utcnow())
+    users.audit(session=session, user=user, action="cluster.undo", target_type="queue",
+                target_id=queue.name, details={"events": len(done)})
+    return RedirectResponse(f"/queues/{quote(name)}?undone={len(done)}", status_code=303)
+
+
+@router.post("/work/undo")
+def undo_last(request: Request, session: SessionDep, settings: SettingsDep,
+              policy: PolicyDep, user: PostUser,
+              current: Annotated[int | None, Form(ge=1, le=2**63 - 1)] = None,
+              scope: Annotated[str, Form(max_length=200)] = "") -> Response:
+    """Undo my last verdict (within the undo window, while it still stands): its item comes
+    back to me on a fresh lease and the card I was shown instead goes back to its queue."""
+    now = utcnow()
+    ev = undo.last_undoable(session=session, user=user, now=now)
+    if ev is None:
+        raise Conflict("nothing to undo: your last verdict was decided again since, or is "
+                       f"older than {int(undo.UNDO_WINDOW.total_seconds() // 60)} minutes")
+    if current is not None:
+        held = session.get(Task, current)
+        if held is not None and held.state == "leased" and held.lease_owner_id == user.id:
+            queues.release(session=session, task=held, user=user, now=now, skip=False)
+    [done] = undo.undo_verdicts(session=session, user=user, event_ids=[ev.id], now=now,
+                                relet_to=user, lease_seconds=settings.lease_seconds)
+    task = session.get(Task, done.task_id) if done.task_id else None
+    if task is not None:
+        session.refresh(task)
+    if not _wants_json(request):
+        suffix = f"?queue={quote(scope)}" if scope else ""
+        return RedirectResponse(f"/work/{task.id}{suffix}" if task else "/queues",
+                                status_code=303)
+    card = web.work_card(session=session, task=task) if task else None
+    stats = web.moderator_stats(session=session, user=user, now=now, settings=settings)
+    return JSONResponse({"task_id": task.id if task else None,
+                         "html": _card_html(request, card, policy),
+                         "items_today": stats.items_today, "undone_label": done.label,
+                         "lease_left_s": _left(task.lease_expires_at, now) if task else None,
+                         "lease_seconds": settings.lease_seconds})
 
 
 # --- analysts and admins ----------------------------------------------------------------------

@@ -3,7 +3,6 @@ stats, near-duplicate clusters. Keyword-only, typed, no ``Request``; domain erro
 
 from __future__ import annotations
 
-import re
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -12,17 +11,18 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, case, exists, func, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from backend.crowdwork.models import Judgment
 from backend.errors import Forbidden, LeaseLost, NotFound, ValidationFailed
 from backend.items.models import Item, ItemScore, ItemTag
 from backend.queues import service as queues
-from backend.queues.models import Queue, Task, TaskSkip
+from backend.queues.models import Queue, Task
 from backend.rules.models import Rule, RuleHit
 from backend.settings import Settings
 from backend.users.models import User
+from backend.web.clusters import Cluster, near_duplicate_clusters  # noqa: F401 (re-exported)
 
 IMAGE_SUFFIXES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png",
                   ".gif": "image/gif", ".webp": "image/webp"}
@@ -165,58 +165,7 @@ def local_image(*, item: Item, settings: Settings) -> tuple[Path, str]:
     return path, media
 
 
-# --- cluster review -------------------------------------------------------------------------
-
-_WORD = re.compile(r"[a-z0-9]+")
-
-
-def title_tokens(title: str) -> frozenset[str]:
-    return frozenset(_WORD.findall(title.lower()))
-
-
-def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
-    return len(a & b) / len(a | b) if a or b else 0.0
-
-
-@dataclass
-class Cluster:
-    key: str
-    tasks: list[tuple[Task, Item]]
-
-
-def near_duplicate_clusters(*, session: Session, queue: Queue, user: User, limit: int = 2000,
-                            min_similarity: float = 0.6, max_clusters: int = 20
-                            ) -> list[Cluster]:
-    """Pending items in ``queue`` that look alike (two or more per cluster), largest first.
-
-    An item joins the first cluster whose first item's title shares at least
-    ``min_similarity`` of its words (Jaccard), so re-posts with "NEW", "Hot sale" or a
-    trailing "(copy)" group together. ML INTEGRATION POINT: the similarity index can
-    replace this grouping by embedding distance.
-    """
-    rows = session.execute(
-        select(Task, Item).join(Item, Item.id == Task.item_id)
-        .where(Task.queue_id == queue.id, Task.state == "pending", Task.task_type == "item")
-        .where(~exists().where(and_(TaskSkip.task_id == Task.id, TaskSkip.user_id == user.id)))
-        .order_by(Task.id).limit(limit)).all()
-    clusters: list[tuple[frozenset[str], list[tuple[Task, Item]]]] = []
-    by_token: dict[str, list[int]] = {}
-    for task, item in rows:
-        tokens = title_tokens(item.title)
-        candidates = sorted({c for tok in tokens for c in by_token.get(tok, ())})
-        home = next((c for c in candidates
-                     if jaccard(tokens, clusters[c][0]) >= min_similarity), None)
-        if home is None:
-            home = len(clusters)
-            clusters.append((tokens, []))
-            for tok in tokens:
-                by_token.setdefault(tok, []).append(home)
-        clusters[home][1].append((task, item))
-    found = [Cluster(key=members[0][1].title, tasks=members)
-             for _, members in clusters if len(members) > 1]
-    found.sort(key=lambda c: -len(c.tasks))
-    return found[:max_clusters]
-
+# --- cluster review (grouping in backend.web.clusters) ---------------------------------------
 
 def lease_tasks(*, session: Session, task_ids: Sequence[int], queue: Queue, user: User,
                 now: datetime, settings: Settings) -> list[Task]:
@@ -235,8 +184,6 @@ def lease_tasks(*, session: Session, task_ids: Sequence[int], queue: Queue, user
         raise LeaseLost("some of the selected tasks were taken by someone else; reload the grid")
     return [t for t in (session.get(Task, i, populate_existing=True) for i in ids) if t]
 
-
-# --- audit trail --------------------------------------------------------------------------
 
 # --- a moderator's own stats -------------------------------------------------------------
 
@@ -260,7 +207,9 @@ def day_start(now: datetime, settings: Settings) -> datetime:
 
 def moderator_stats(*, session: Session, user: User, now: datetime,
                     settings: Settings) -> ModeratorStats:
-    mine = and_(Judgment.user_id == user.id, Judgment.worker_kind == "moderator")
+    mine = and_(Judgment.user_id == user.id, Judgment.worker_kind == "moderator",
+                or_(Judgment.assignment_status.is_(None),
+                    Judgment.assignment_status != "WITHDRAWN"))  # undone verdicts don't count
     since = day_start(now, settings)
     times = [t for t in session.scalars(select(Judgment.time_spent_ms)
                                         .where(mine, Judgment.created_at >= since))]

@@ -144,3 +144,63 @@ def test_lost_lease_moves_on_and_signed_out_answer_is_kept(lease_db: str) -> Non
         labels = dict(s.execute(select(Judgment.task_id, Judgment.label)).all())
     assert labels.get(int(second)) == "fraud"
     assert int(first) not in labels
+
+
+@pytest.mark.browser
+def test_cluster_keys_and_undo_key_in_a_browser(lease_db: str) -> None:
+    if chromium_path() is None:
+        pytest.fail(MISSING)
+    from backend.crowdwork.models import Judgment
+    from backend.decisions.models import DecisionEvent
+
+    with session_scope(lease_db) as s:  # make the items one cluster by title
+        from backend.items.models import Item
+
+        s.execute(update(Item).values(title="Replica watch"))
+    with serve(lease_db) as base, browser_page() as page:
+        page.goto(f"{base}/queues")
+        _login(page, base)
+        page.wait_for_url(f"{base}/queues")
+        name = page.locator("table.queues td a").first.inner_text()
+        page.goto(f"{base}/queues/{name}")
+        boxes = page.locator("form.cluster input[name=task_ids]")
+        assert boxes.count() == 6
+        assert page.locator("form.cluster button.decide").is_disabled()
+        boxes.first.focus()
+        page.keyboard.press("a")
+        assert "6 of 6 ticked" in page.inner_text("form.cluster .selected-count")
+        page.keyboard.press("n")
+        assert "0 of 6" in page.inner_text("form.cluster .selected-count")
+        page.keyboard.press("x")
+        page.keyboard.press("ArrowRight")
+        page.keyboard.press("x")
+        page.keyboard.press("ArrowRight")
+        page.keyboard.press("ArrowRight")
+        page.keyboard.press("x")
+        page.keyboard.press("ArrowLeft")  # and back: the fourth stays unticked
+        assert "3 of 6" in page.inner_text("form.cluster .selected-count")
+        page.wait_for_timeout(300)
+        with page.expect_navigation():
+            page.keyboard.press("Enter")
+        assert "3 items decided as" in page.inner_text("p.message")
+        with session_scope(lease_db) as s:
+            rows = s.execute(select(Judgment.task_id, Judgment.time_spent_ms)
+                             .order_by(Judgment.task_id)).all()
+        assert [r[0] for r in rows] == [1, 2, 4]
+        assert all(r[1] is not None and r[1] > 0 for r in rows)
+        # the work view: answer, then U brings the item back
+        page.goto(f"{base}/queues")
+        page.keyboard.press("Enter")
+        page.wait_for_url(f"{base}/work/*")
+        first = page.locator("#work").get_attribute("data-task-id")
+        page.keyboard.press("4")
+        page.wait_for_function(
+            "old => { const t = document.getElementById('work').dataset.taskId;"
+            " return t && t !== old; }", arg=first)
+        page.keyboard.press("u")
+        page.wait_for_function(
+            "old => document.getElementById('work').dataset.taskId === old", arg=first)
+        assert "Undid your verdict" in page.inner_text("#status")
+    with session_scope(lease_db) as s:
+        assert s.scalar(select(DecisionEvent.source).order_by(DecisionEvent.id.desc())
+                        .limit(1)) == "undo"

@@ -160,6 +160,32 @@
     }
   }
 
+  async function undoLast() {
+    if (busy) return;
+    busy = true;
+    say("undoing…");
+    try {
+      const body = new URLSearchParams({csrf: csrf, scope: scope});
+      if (taskId) body.set("current", taskId);
+      const resp = await fetch("/work/undo", {
+        method: "POST", body: body, credentials: "same-origin",
+        headers: {"X-CSRF-Token": csrf, "X-Requested-With": "fetch", "Accept": "application/json"},
+      });
+      if (resp.status === 401) { signedOut(null); return; }
+      const data = await resp.json().catch(() => ({message: "unexpected answer (" + resp.status + ")"}));
+      if (!resp.ok) { say(data.message || ("error " + resp.status), true); return; }
+      slot.innerHTML = data.html;
+      comment.value = "";
+      document.getElementById("items-today").textContent = data.items_today;
+      setTask(data.task_id, data.lease_left_s, data.lease_seconds);
+      say("Undid your verdict \u201c" + data.undone_label + "\u201d: answer this item again.");
+    } catch (err) {
+      say("network error — press U again", true);
+    } finally {
+      busy = false;
+    }
+  }
+
   form.addEventListener("submit", ev => {
     ev.preventDefault();
     const btn = ev.submitter;
@@ -192,6 +218,7 @@
     else if (key === "c") { ev.preventDefault(); comment.focus(); }
     else if (key === "l") { const a = document.getElementById("item-link"); if (a) { ev.preventDefault(); window.open(a.href, "_blank", "noopener"); } }
     else if (key === "q") { ev.preventDefault(); location.href = "/queues"; }
+    else if (key === "u") { ev.preventDefault(); undoLast(); }
   });
 
   setTask(taskId, root.dataset.leaseLeft, root.dataset.leaseSeconds);
