@@ -21,6 +21,9 @@ revision: str = "0002"
 down_revision: str | Sequence[str] | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+#: The vectors are a copy of ``item_embeddings``; the upgrade starts an empty index that
+#: the next ``quorum embed`` / routing refills from the decision log (watermark 0).
+downgrade_drops: str | None = None
 
 
 def _has_pgvector() -> bool:

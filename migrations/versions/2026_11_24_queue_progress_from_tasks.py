@@ -18,6 +18,7 @@ revision: str = "0004"
 down_revision: str | Sequence[str] | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+downgrade_drops: str | None = None  # the counter is recomputed from the tasks
 
 
 def upgrade() -> None:
