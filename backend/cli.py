@@ -63,12 +63,47 @@ def db_upgrade(revision: str = "head") -> None:
     console.print(f"database at {revision}")
 
 
-@db_app.command("downgrade")
-def db_downgrade(revision: str = typer.Argument(..., help="target revision, or 'base'")) -> None:
-    """Revert migrations down to REVISION."""
-    from backend.migrate import downgrade
+def _confirmed(question: str) -> bool:
+    """Ask on the terminal; no answer (no stdin, as in CI) is a no."""
+    try:
+        return typer.confirm(question, default=False, err=True)
+    except (typer.Abort, EOFError):
+        err.print("")
+        return False
 
-    downgrade(_settings().resolved_database_url, revision)
+
+@db_app.command("downgrade")
+def db_downgrade(
+    revision: str = typer.Argument(..., help="target revision, or 'base'"),
+    yes: Annotated[bool, typer.Option("--yes", "-y",
+                                      help="do not ask before a downgrade that drops data")
+                   ] = False,
+) -> None:
+    """Revert migrations down to REVISION (SQLite: after a backup into DATA_DIR/backups)."""
+    from backend.db import is_sqlite
+    from backend.migrate import PG_DUMP_HINT, backup_sqlite, downgrade, plan_downgrade
+
+    settings = _settings()
+    url = settings.resolved_database_url
+    steps = plan_downgrade(url, revision)
+    if not steps:
+        console.print(f"database already at {revision}; nothing to do")
+        return
+    losing = [s for s in steps if s.drops]
+    for s in losing:
+        title = s.message.strip().splitlines()[0] if s.message.strip() else ""
+        err.print(f"undoing {s.revision} ({title}) drops {s.drops}")
+    if not is_sqlite(url):
+        err.print(PG_DUMP_HINT)
+    if losing and not yes and not _confirmed(f"downgrade to {revision} and lose that data?"):
+        raise QuorumError(f"downgrading to {revision} drops data and was not confirmed, so "
+                          "nothing was changed (answer y, or pass --yes)")
+    path = url.split("///", 1)[-1]
+    if is_sqlite(url) and path and path != ":memory:" and Path(path).exists():
+        backup = backup_sqlite(url, settings.data_dir / "backups",
+                               label=f"before-downgrade-to-{revision}")
+        console.print(f"backup of the database before the downgrade: {backup}")
+    downgrade(url, revision)
     console.print(f"database at {revision}")
 
 
@@ -396,6 +431,8 @@ def demo(
 
 
 def main() -> None:
+    from alembic.script.revision import RevisionError
+    from alembic.util import CommandError
     from sqlalchemy.exc import OperationalError
 
     try:
@@ -406,6 +443,9 @@ def main() -> None:
     except OperationalError as exc:
         err.print(f"error: the database is unreachable or locked ({exc.orig})")
         sys.exit(6)
+    except (CommandError, RevisionError) as exc:  # unknown revision; database ahead of code
+        err.print(f"error: migrations: {exc}")
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -79,14 +79,23 @@ class DowngradeStep:
 def plan_downgrade(url: str, target: str) -> list[DowngradeStep]:
     """The revisions ``downgrade(url, target)`` would undo, newest first.
 
-    Raises ``alembic.util.CommandError`` for an unknown target.
+    Raises `ValidationFailed` for an unknown target or one above the current revision.
     """
+    from alembic.script.revision import RevisionError
+    from alembic.util import CommandError
+
+    from backend.errors import ValidationFailed
+
     current = current_revision(url)
     if current is None:
         return []
     scripts = script_directory(url)
+    try:
+        scripts_down = list(scripts.iterate_revisions(current, target))
+    except (CommandError, RevisionError) as exc:
+        raise ValidationFailed(f"cannot downgrade from {current} to {target!r}: {exc}") from exc
     steps = []
-    for script in scripts.iterate_revisions(current, target):
+    for script in scripts_down:
         module = script.module
         drops = getattr(module, "downgrade_drops",
                         f"revision {script.revision} does not say what its downgrade keeps; "
