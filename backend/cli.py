@@ -114,7 +114,7 @@ def ingest(
     fmt: Annotated[str | None, typer.Option("--format", help="jsonl | csv | parquet")] = None,
     partial: Annotated[bool, typer.Option(help="store the valid rows even if some are bad")
                        ] = False,
-    batch: Annotated[int, typer.Option(help="rows per transaction")] = 10_000,
+    batch: Annotated[int, typer.Option(help="rows per transaction", min=1)] = 10_000,
 ) -> None:
     """Ingest items from a file and route the new ones.
 

@@ -61,12 +61,16 @@ def read_rows(path: Path, fmt: str | None = None) -> list[dict[str, Any]]:
     for rec in df.to_dict(orient="records"):
         row = {k: _clean(v) for k, v in rec.items() if k not in meta_cols}
         row = {k: v for k, v in row.items() if v is not None}
-        if meta_cols:
-            meta = {c.split(".", 1)[1]: _clean(rec[c]) for c in meta_cols
-                    if _clean(rec[c]) is not None}
-            row["metadata"] = {**(row.get("metadata") or {}), **meta}
         if isinstance(row.get("metadata"), str):
             with contextlib.suppress(json.JSONDecodeError):  # else validation reports it
                 row["metadata"] = json.loads(row["metadata"])
+        meta = {c.split(".", 1)[1]: _clean(rec[c]) for c in meta_cols
+                if _clean(rec[c]) is not None}
+        if meta:
+            base = row.get("metadata")
+            if base is None or isinstance(base, dict):
+                row["metadata"] = {**(base or {}), **meta}
+            # else: a `metadata` cell that is not a JSON object stays as it is, and row
+            # validation reports it ("metadata: ... a valid dictionary") for this row
         rows.append(row)
     return rows

@@ -59,7 +59,15 @@ class Policy:
         return self.kinds.get(key) in ("bad", "hide")
 
 
-def parse_policy(data: dict) -> Policy:
+def parse_policy(data: object) -> Policy:
+    """A `Policy` from the policy file's YAML data; `ValidationFailed` with one sentence
+    saying what is wrong otherwise."""
+    if not isinstance(data, dict):
+        raise ValidationFailed("policy: the file must be a mapping with `name`, `version` "
+                               f"and `labels`, not {type(data).__name__}")
+    raw_labels = data.get("labels")
+    if not isinstance(raw_labels, list) or not raw_labels:
+        raise ValidationFailed("policy: `labels` must be a non-empty list of labels")
     try:
         labels = tuple(
             Label(
@@ -69,17 +77,27 @@ def parse_policy(data: dict) -> Policy:
                 shortcut=str(lab["shortcut"]) if lab.get("shortcut") is not None else None,
                 description=str(lab.get("description", "")),
             )
-            for lab in data["labels"]
+            for lab in raw_labels
         )
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, AttributeError) as exc:
         raise ValidationFailed(f"policy: every label needs a key ({exc})") from exc
     for lab in labels:
         if lab.kind not in KINDS:
             raise ValidationFailed(f"policy: label {lab.key!r} has kind {lab.kind!r}; use {KINDS}")
+    for what, values in (("key", [lab.key for lab in labels]),
+                         ("shortcut", [lab.shortcut for lab in labels if lab.shortcut])):
+        twice = sorted({v for v in values if values.count(v) > 1})
+        if twice:
+            raise ValidationFailed(f"policy: label {what} {twice[0]!r} is used by more than "
+                                   f"one label; each label needs its own {what}")
     if sum(1 for lab in labels if lab.kind == "ok") != 1:
         raise ValidationFailed("policy: exactly one label must have kind 'ok'")
-    return Policy(name=str(data.get("name", "policy")), version=int(data.get("version", 1)),
-                  labels=labels)
+    version = data.get("version", 1)
+    if isinstance(version, str) and version.strip().isdigit():
+        version = int(version)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ValidationFailed(f"policy: version must be a whole number, not {version!r}")
+    return Policy(name=str(data.get("name", "policy")), version=version, labels=labels)
 
 
 @lru_cache
@@ -89,7 +107,20 @@ def load_policy(path: str | None = None) -> Policy:
         data = yaml.safe_load(p.read_text())
     except FileNotFoundError as exc:
         raise ValidationFailed(f"policy file {p} does not exist") from exc
-    return parse_policy(data)
+    except IsADirectoryError as exc:
+        raise ValidationFailed(f"policy file {p} is a directory; QUORUM_POLICY_PATH must "
+                               "name a YAML file") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValidationFailed(f"cannot read policy file {p}: {exc}") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ValidationFailed(f"policy file {p} is not valid YAML{where}: {problem}") from exc
+    try:
+        return parse_policy(data)
+    except ValidationFailed as exc:
+        raise ValidationFailed(f"{exc.message} (in {p})") from exc
 
 
 def get_policy() -> Policy:
