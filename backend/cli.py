@@ -81,7 +81,7 @@ def db_downgrade(
 ) -> None:
     """Revert migrations down to REVISION (SQLite: after a backup into DATA_DIR/backups)."""
     from backend.db import is_sqlite
-    from backend.migrate import PG_DUMP_HINT, backup_sqlite, downgrade, plan_downgrade
+    from backend.migrate import backup_sqlite, downgrade, pg_dump_hint, plan_downgrade
 
     settings = _settings()
     url = settings.resolved_database_url
@@ -94,7 +94,7 @@ def db_downgrade(
         title = s.message.strip().splitlines()[0] if s.message.strip() else ""
         err.print(f"undoing {s.revision} ({title}) drops {s.drops}")
     if not is_sqlite(url):
-        err.print(PG_DUMP_HINT)
+        err.print(pg_dump_hint(url))
     if losing and not yes and not _confirmed(f"downgrade to {revision} and lose that data?"):
         raise QuorumError(f"downgrading to {revision} drops data and was not confirmed, so "
                           "nothing was changed (answer y, or pass --yes)")

@@ -9,7 +9,7 @@ Also the two things a downgrade needs around it:
   sentence; ``quorum db downgrade`` asks before running a plan that drops data.
 - **A backup.** `backup_sqlite` copies a live SQLite database with the sqlite3 online
   backup API (consistent even while the server writes). PostgreSQL: ``pg_dump``
-  (`PG_DUMP_HINT`, docs/deploy.md).
+  (`pg_dump_hint`, docs/deploy.md).
 
 And the helpers a downgrade uses to keep data the older schema has no column for:
 `keep_columns` / `keep_table` copy it into a ``_stash_<revision>_<table>`` table that the
@@ -34,10 +34,16 @@ from sqlalchemy import create_engine, inspect, pool
 
 ROOT = Path(__file__).resolve().parent.parent
 STASH_PREFIX = "_stash_"
-PG_DUMP_HINT = ("PostgreSQL: take a backup first with "
-                "`pg_dump --format=custom --file=quorum-before-downgrade.dump \"$DATABASE\"` "
-                "(restore with `pg_restore --clean --dbname=\"$DATABASE\" "
-                "quorum-before-downgrade.dump`)")
+
+
+def pg_dump_hint(url: str) -> str:
+    """The command to back a PostgreSQL database up before a downgrade (no password)."""
+    from sqlalchemy.engine import make_url
+
+    target = make_url(url).set(drivername="postgresql")._replace(password=None).render_as_string()
+    return (f"PostgreSQL: take a backup first: pg_dump --format=custom "
+            f"--file=quorum-before-downgrade.dump '{target}' (restore it with pg_restore "
+            "--clean --if-exists; see docs/deploy.md, Migrations and backups)")
 
 
 def alembic_config(url: str) -> Config:

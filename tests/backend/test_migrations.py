@@ -352,3 +352,26 @@ def test_models_match_migrations(db_url):
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     engine.dispose()
     assert diff == []
+
+
+def test_postgres_downgrade_prints_pg_dump_and_asks(db_url, tmp_path):
+    if db_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL only (SQLite is backed up, see above)")
+    from tests.pg import create_database, drop_database, server_url
+
+    server = server_url()
+    url = create_database(server, prefix="quorum_mig")
+    try:
+        upgrade(url)
+        r = _quorum(url, tmp_path, "db", "downgrade", "base")
+        assert r.returncode == 2, r.stderr
+        assert "pg_dump --format=custom" in r.stderr and "was not confirmed" in r.stderr
+        assert _users(url) == 0  # nothing was dropped
+        r = _quorum(url, tmp_path, "db", "downgrade", "base", "--yes")
+        assert r.returncode == 0, r.stderr
+        assert _users(url) is None and not (tmp_path / "backups").exists()
+    finally:
+        from backend.db import dispose_engines
+
+        dispose_engines()
+        drop_database(server, url)
