@@ -36,9 +36,16 @@ def _url() -> str:
     )
 
 
+def _include_name(name: str | None, type_: str, _parents: object) -> bool:
+    """Autogenerate ignores the stash tables a downgrade leaves (``backend.migrate``)."""
+    from backend.migrate import STASH_PREFIX
+
+    return not (type_ == "table" and name is not None and name.startswith(STASH_PREFIX))
+
+
 def run_migrations_offline() -> None:
     context.configure(url=_url(), target_metadata=target_metadata, literal_binds=True,
-                      render_as_batch=True)
+                      render_as_batch=True, include_name=_include_name)
     with context.begin_transaction():
         context.run_migrations()
 
@@ -75,7 +82,8 @@ def _run(conn: Connection) -> None:
     try:
         # SQLite can roll DDL back, so the whole run is one transaction there too.
         context.configure(connection=conn, target_metadata=target_metadata,
-                          render_as_batch=True, transactional_ddl=True)
+                          render_as_batch=True, transactional_ddl=True,
+                          include_name=_include_name)
         with context.begin_transaction():
             context.run_migrations()
             if sqlite:
