@@ -1,5 +1,6 @@
 """Every ORM model, imported in one place (for Alembic and for relationship lookup)."""
 
+from backend.appeals.models import Appeal
 from backend.calibration.models import CalibrationRun, ModelArtifact, ThresholdSet
 from backend.crowdwork.models import CrowdPool, CrowdTask, Judgment
 from backend.db import Base
@@ -10,7 +11,7 @@ from backend.rules.models import Rule, RuleHit, RuleVersion
 from backend.users.models import ApiToken, AuditEntry, QueueGrant, User
 
 __all__ = [
-    "ApiToken", "AuditEntry", "Base", "CalibrationRun", "CrowdPool", "CrowdTask",
+    "Appeal", "ApiToken", "AuditEntry", "Base", "CalibrationRun", "CrowdPool", "CrowdTask",
     "DecisionEvent", "Item", "ItemEmbedding", "ItemScore", "ItemStatus", "ItemTag",
     "Judgment", "ModelArtifact", "Queue", "QueueGrant", "Rule", "RuleHit", "RuleVersion",
     "Task", "TaskSkip", "ThresholdSet", "User",

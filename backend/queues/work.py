@@ -74,9 +74,15 @@ def submit_verdict(*, session: Session, task_id: int, user: User, label: str,
     if task.task_type == "item":
         details = {"queue": task.queue.name}
         if task.payload:
-            details.update({k: v for k, v in task.payload.items() if k in ("spot_check_of",)})
+            details.update({k: v for k, v in task.payload.items()
+                            if k in ("spot_check_of", "appeal_id")})
         [event_id] = record_decisions(session=session, decisions=[NewDecision(
             item_id=task.item_id, label=label, source="moderator", user_id=user.id,
             task_id=task.id, comment=comment, details=details)], now=now)
+        if task.payload and "appeal_id" in task.payload:  # an APPEALS task ends its appeal
+            from backend.appeals.service import resolve_from_verdict
+
+            resolve_from_verdict(session=session, task=task, event_id=event_id, label=label,
+                                 user_id=user.id, comment=comment, now=now)
     queues.complete(session=session, task=task, now=now)
     return VerdictResult(task=task, judgment_id=judgment.id, event_id=event_id)

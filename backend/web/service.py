@@ -98,6 +98,9 @@ class WorkCard:
     score_model: str | None = None
     score_band: str | None = None
     nearest: list[NearestVerdict] = field(default_factory=list)
+    #: an APPEALS task: the appeal and the decision appealed against
+    appeal: Any = None
+    appealed: Any = None
 
     @property
     def neighbours_disagree(self) -> bool:
@@ -143,6 +146,13 @@ def work_card(*, session: Session, task: Task) -> WorkCard:
                            .order_by(ItemScore.created_at.desc(), ItemScore.id.desc()).limit(1))
     card = WorkCard(task=task, item=item, rule_hits=hits, tags=tags,
                     nearest=nearest_verdicts(session, item.id))
+    if task.payload and "appeal_id" in task.payload:
+        from backend.appeals.models import Appeal
+        from backend.decisions.models import DecisionEvent
+
+        card.appeal = session.get(Appeal, int(task.payload["appeal_id"]))
+        if card.appeal is not None:
+            card.appealed = session.get(DecisionEvent, card.appeal.event_id)
     if score is not None:
         card.scores = dict(sorted(score.scores.items(), key=lambda kv: -kv[1]))
         card.score_model, card.score_band = score.model_id, score.band
