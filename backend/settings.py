@@ -64,6 +64,9 @@ class Settings(_Base):
     crowd_queue_kinds: list[str] = Field(default_factory=lambda: list(DEFAULT_CROWD_KINDS))
     #: Largest batch accepted by ``POST /api/v1/items``.
     max_ingest_batch: int = 10_000
+    #: How long a built threshold report page is served from its cache (seconds; the key is
+    #: the latest calibration runs, the active threshold set and the policy version).
+    report_cache_seconds: int = Field(600, ge=0, le=86_400)
     #: Signals that put an item into the GMV / EXP_V queues when nothing else routed it.
     gmv_top_threshold: float = 10_000.0
     exposure_top_threshold: float = 50_000.0

@@ -14,6 +14,7 @@ from fastapi.responses import HTMLResponse
 
 from backend.deps import PolicyDep, SessionDep, SettingsDep
 from backend.errors import Forbidden, ValidationFailed
+from backend.reports import cache
 from backend.reports import service as reports
 from backend.reports.thresholds import build_thresholds_report, render_page
 from backend.users import service as users
@@ -39,10 +40,19 @@ ReportUser = Annotated[User, Depends(report_user)]
 
 @router.get("/reports/thresholds", response_class=HTMLResponse)
 def thresholds_report(session: SessionDep, settings: SettingsDep, policy: PolicyDep,
-                      user: ReportUser) -> HTMLResponse:
-    """The threshold report (same content as ``quorum report thresholds``)."""
-    report = build_thresholds_report(session=session, settings=settings, policy=policy)
-    return HTMLResponse(report.html)
+                      user: ReportUser, fresh: bool = False) -> HTMLResponse:
+    """The threshold report (same content as ``quorum report thresholds``), served from a
+    cache keyed by the latest calibration runs, the active set and the policy version for
+    ``report_cache_seconds``; ``?fresh=1`` rebuilds it."""
+    key = cache.report_key(session=session, policy=policy)
+    hit = None if fresh else cache.read(settings=settings, name="thresholds", key=key)
+    if hit is None:
+        html = build_thresholds_report(session=session, settings=settings, policy=policy).html
+        # building may record the base threshold set on a fresh install: key it afterwards
+        key = cache.report_key(session=session, policy=policy)
+        hit = cache.write(settings=settings, name="thresholds", key=key, html=html)
+    return HTMLResponse(cache.with_note(hit),
+                        headers={"X-Report-Built-At": hit.built_at.isoformat()})
 
 
 @router.get("/reports/class-mix", response_class=HTMLResponse)
