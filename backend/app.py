@@ -8,9 +8,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from backend.errors import QuorumError
+from backend.errors import ERROR_RESPONSES, QuorumError
+from backend.limits import get_limit_settings
 
 log = logging.getLogger("quorum")
 
@@ -30,9 +32,12 @@ def create_app(*, database_url: str | None = None) -> FastAPI:
     from backend.rules.router import router as rules_router
     from backend.users.router import router as users_router
 
+    limits = get_limit_settings()
     app = FastAPI(title="Quorum", version="0.1.0", docs_url=None, redoc_url=None,
                   description="Human-in-the-loop content moderation. Authenticate with "
-                              "`Authorization: Bearer <token>` (`quorum users add`).")
+                              "`Authorization: Bearer <token>` (`quorum users add`). Every "
+                              "error answer has the body `{error, message, details}`.",
+                  max_body_size=limits.max_body_bytes)  # over it: 413 (_http_error below)
     app.state.sessionmaker = get_sessionmaker(database_url)
 
     @app.exception_handler(QuorumError)
@@ -44,6 +49,46 @@ def create_app(*, database_url: str | None = None) -> FastAPI:
     async def _bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"error": "validation_failed", "message": "the request is not valid",
                              "details": _validation_details(exc)}, status_code=422)
+
+    # -- bad input never becomes a 500 (docs/limits.md) --------------------------------
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """Starlette's and FastAPI's own errors (unknown route, method, body limit, a body
+        that is not JSON) in Quorum's error shape."""
+        if exc.status_code == 413:
+            return JSONResponse({"error": "payload_too_large", "message": (
+                f"the request body is over the limit of {limits.max_body_bytes:,} bytes "
+                "(QUORUM_LIMIT_MAX_BODY_BYTES); send smaller batches")}, status_code=413)
+        if exc.status_code == 400:  # FastAPI could not parse the body (bad UTF-8, too deep)
+            return JSONResponse({"error": "validation_failed", "message": (
+                "the request body is not valid JSON: it must be UTF-8 and nest at most "
+                "a few hundred levels")}, status_code=422)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code,
+                                                                  "bad_request")
+        return JSONResponse({"error": code, "message": str(exc.detail)},
+                            status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity(request: Request, exc: IntegrityError) -> JSONResponse:
+        log.warning("integrity error on %s %s: %s", request.method, request.url.path,
+                    exc.orig)
+        return JSONResponse({"error": "conflict", "message": (
+            "the change conflicts with stored data (a duplicate, or a reference to "
+            "something that does not exist); nothing was stored")}, status_code=409)
+
+    @app.exception_handler(DataError)
+    async def _data_error(request: Request, exc: DataError) -> JSONResponse:
+        log.warning("data error on %s %s: %s", request.method, request.url.path, exc.orig)
+        return JSONResponse({"error": "validation_failed", "message": (
+            "a value does not fit the database (a number out of range or text with a NUL "
+            "character); nothing was stored")}, status_code=422)
+
+    @app.exception_handler(OverflowError)
+    async def _overflow(request: Request, exc: OverflowError) -> JSONResponse:
+        return JSONResponse({"error": "validation_failed", "message": (
+            "a number is out of the database's range (at most 2**31-1 for ids and "
+            "counters)")}, status_code=422)
+    # -- end of the bad-input block -----------------------------------------------------
 
     @app.exception_handler(OperationalError)
     async def _db_down(request: Request, exc: OperationalError) -> JSONResponse:
@@ -65,10 +110,10 @@ def create_app(*, database_url: str | None = None) -> FastAPI:
 
     from backend.web.apidocs import router as apidocs_router
 
-    for router in (items_router, rules_router, queues_router, users_router, apidocs_router):
-        app.include_router(router)
-    for extra in _extra_routers():
-        app.include_router(extra)
+    app.include_router(apidocs_router)
+    for router in (items_router, rules_router, queues_router, users_router,
+                   *_extra_routers()):
+        app.include_router(router, responses=ERROR_RESPONSES)
     return app
 
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from backend.calibration import service
 from backend.db import utcnow
 from backend.deps import AnalystUser, PolicyDep, SessionDep, SettingsDep
+from backend.limits import DB_INT_MAX, IdPath
 from backend.users.service import audit
 
 router = APIRouter(prefix="/api/v1/calibration", tags=["calibration"])
@@ -28,7 +29,7 @@ class RunCreate(BaseModel):
     bound_method: Literal["wilson", "clopper-pearson"] | None = None
     objective: Literal["max_automation", "f_beta", "cost"] | None = None
     beta: float | None = Field(None, gt=0)
-    folds: int | None = Field(None, ge=2)
+    folds: int | None = Field(None, ge=2, le=20, description="cross-validation folds")
 
 
 class RunRead(BaseModel):
@@ -67,14 +68,15 @@ def create_run(body: RunCreate, session: SessionDep, settings: SettingsDep, poli
 
 
 @router.get("/runs/{run_id}", response_model=RunRead)
-def read_run(run_id: int, session: SessionDep, user: AnalystUser) -> RunRead:
+def read_run(run_id: IdPath, session: SessionDep, user: AnalystUser) -> RunRead:
     return run_read(service.get_run(session=session, run_id=run_id))
 
 
 @router.get("/what-if")
 def what_if(session: SessionDep, settings: SettingsDep, policy: PolicyDep, user: AnalystUser,
-            version: int | None = Query(None, description="threshold set (default: the "
-                                        "newest proposal, else the active set)")
+            version: int | None = Query(None, ge=1, le=DB_INT_MAX,
+                                        description="threshold set (default: the newest "
+                                        "proposal, else the active set)")
             ) -> dict[str, Any]:
     """Expected queue sizes, automation, precision and crowd cost of a threshold set."""
     return service.what_if(session=session, version=version, settings=settings, policy=policy)

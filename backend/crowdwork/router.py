@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from backend.crowdwork import report
 from backend.crowdwork.schemas import CrowdPoolDetail, CrowdPoolRead, CrowdReport
 from backend.deps import AnalystUser, SessionDep
+from backend.limits import IdPath
 
 router = APIRouter(prefix="/api/v1/crowd", tags=["crowd"])
 
@@ -20,7 +21,7 @@ def list_pools(session: SessionDep, user: AnalystUser) -> list[CrowdPoolRead]:
 
 
 @router.get("/pools/{pool_id}", response_model=CrowdPoolDetail)
-def get_pool(pool_id: int, session: SessionDep, user: AnalystUser) -> CrowdPoolDetail:
+def get_pool(pool_id: IdPath, session: SessionDep, user: AnalystUser) -> CrowdPoolDetail:
     """One pool with its configuration and per-worker metrics."""
     return CrowdPoolDetail(**report.pool_detail(session=session, pool_id=pool_id))
 

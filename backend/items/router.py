@@ -1,14 +1,15 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Response
+from fastapi import APIRouter, Body, Path, Query, Response
 
 from backend.db import utcnow
 from backend.deps import AnalystUser, CurrentUser, PolicyDep, SessionDep, SettingsDep
 from backend.errors import ValidationFailed
 from backend.items import service
 from backend.items.schemas import DecisionRead, IngestResult, ItemDetail, ItemRead, StatusRead
+from backend.limits import IdPath, Text
 from backend.routing.pipeline import route_items
 from backend.users.service import audit
 
@@ -60,13 +61,14 @@ def _detail(session: SessionDep, item_id: int) -> ItemDetail:
 
 
 @router.get("/{item_id}", response_model=ItemDetail)
-def get_item(item_id: int, session: SessionDep, user: CurrentUser) -> ItemDetail:
+def get_item(item_id: IdPath, session: SessionDep, user: CurrentUser) -> ItemDetail:
     """An item with its current status and its full decision history."""
     return _detail(session, item_id)
 
 
 @router.get("/by-key/{source}/{external_id}", response_model=ItemDetail)
-def get_item_by_key(source: str, external_id: str, session: SessionDep,
+def get_item_by_key(source: Annotated[Text, Path(max_length=100)],
+                    external_id: Annotated[Text, Path(max_length=200)], session: SessionDep,
                     user: CurrentUser) -> ItemDetail:
     item = service.get_item_by_key(session=session, source=source, external_id=external_id)
     return _detail(session, item.id)

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 import math
+import unicodedata
 from datetime import datetime
 from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from backend.limits import Text, check_metadata
 
 
 class ItemCreate(BaseModel):
@@ -12,22 +15,25 @@ class ItemCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    source: str = Field(min_length=1, max_length=100)
-    external_id: str = Field(min_length=1, max_length=200)
-    title: str = Field(default="", max_length=2000)
-    description: str = Field(default="", max_length=100_000)
-    image: str | None = Field(default=None, max_length=4000)
-    url: str | None = Field(default=None, max_length=4000)
+    source: Text = Field(min_length=1, max_length=100)
+    external_id: Text = Field(min_length=1, max_length=200)
+    title: Text = Field(default="", max_length=2000)
+    description: Text = Field(default="", max_length=100_000)
+    image: Text | None = Field(default=None, max_length=4000)
+    url: Text | None = Field(default=None, max_length=4000)
     price: float | None = Field(default=None, ge=0)
-    currency: str | None = Field(default=None, min_length=3, max_length=3)
-    seller_id: str | None = Field(default=None, max_length=200)
-    category: str | None = Field(default=None, max_length=200)
+    currency: Text | None = Field(default=None, min_length=3, max_length=3)
+    seller_id: Text | None = Field(default=None, max_length=200)
+    category: Text | None = Field(default=None, max_length=200)
     gmv: float | None = Field(default=None, ge=0)
     exposure: float | None = Field(default=None, ge=0)
     is_new: bool = False
     is_golden: bool = False
-    golden_label: str | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    golden_label: Text | None = Field(default=None, max_length=50)
+    metadata: dict[str, Any] = Field(default_factory=dict, description=(
+        "free JSON: at most QUORUM_LIMIT_MAX_METADATA_BYTES as JSON, "
+        "QUORUM_LIMIT_MAX_METADATA_DEPTH levels, QUORUM_LIMIT_MAX_METADATA_KEYS entries a "
+        "level; finite numbers only, no NUL characters"))
 
     @field_validator("external_id", "seller_id", mode="before")
     @classmethod
@@ -39,6 +45,18 @@ class ItemCreate(BaseModel):
         if isinstance(v, float) and v.is_integer():
             return str(int(v))
         return v
+
+    @field_validator("source", "external_id")
+    @classmethod
+    def _nfc(cls, v: str) -> str:
+        """One spelling per key: ``café`` typed precomposed or as ``e`` + combining accent
+        is one item (Unicode NFC, before deduplication)."""
+        return unicodedata.normalize("NFC", v)
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return check_metadata(v)
 
     @field_validator("price", "gmv", "exposure")
     @classmethod

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import unicodedata
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -174,6 +175,8 @@ def get_item(*, session: Session, item_id: int) -> Item:
 
 
 def get_item_by_key(*, session: Session, source: str, external_id: str) -> Item:
+    source = unicodedata.normalize("NFC", source)  # stored keys are NFC (ItemCreate)
+    external_id = unicodedata.normalize("NFC", external_id)
     item = session.scalar(select(Item).where(Item.source == source,
                                              Item.external_id == external_id))
     if item is None:

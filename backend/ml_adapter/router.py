@@ -9,6 +9,7 @@ from backend.calibration import thresholds
 from backend.db import utcnow
 from backend.deps import AnalystUser, CurrentUser, PolicyDep, SessionDep
 from backend.items.service import get_item
+from backend.limits import IdPath
 from backend.ml_adapter.service import neighbours_for_item
 from backend.users.service import audit
 
@@ -40,7 +41,7 @@ def ts_read(ts: Any) -> ThresholdSetRead:
 
 
 @router.get("/items/{item_id}/neighbours", response_model=list[Neighbour])
-def item_neighbours(item_id: int, session: SessionDep, user: CurrentUser,
+def item_neighbours(item_id: IdPath, session: SessionDep, user: CurrentUser,
                     k: int = Query(5, ge=1, le=50)) -> list[Neighbour]:
     """The item's nearest past human verdicts, with their cosine distances."""
     get_item(session=session, item_id=item_id)
@@ -55,7 +56,7 @@ def list_thresholds(session: SessionDep, policy: PolicyDep,
 
 
 @router.post("/thresholds/{version}/apply", response_model=ThresholdSetRead)
-def apply_thresholds(version: int, session: SessionDep, policy: PolicyDep,
+def apply_thresholds(version: IdPath, session: SessionDep, policy: PolicyDep,
                      user: AnalystUser) -> ThresholdSetRead:
     """Make a proposed (or earlier) threshold set active; routing uses it from the next item."""
     thresholds.active_threshold_set(session=session, policy=policy)

@@ -9,6 +9,7 @@ from backend.db import utcnow
 from backend.deps import CurrentUser, ModeratorUser, PolicyDep, SessionDep, SettingsDep
 from backend.errors import Forbidden
 from backend.items.schemas import ItemRead
+from backend.limits import IdPath
 from backend.queues import service, work
 from backend.queues.models import Task
 from backend.queues.schemas import (
@@ -72,7 +73,7 @@ def lease(session: SessionDep, settings: SettingsDep, user: ModeratorUser,
 
 
 @router.post("/tasks/{task_id}/verdict", response_model=VerdictResponse)
-def verdict(task_id: int, body: VerdictRequest, session: SessionDep, policy: PolicyDep,
+def verdict(task_id: IdPath, body: VerdictRequest, session: SessionDep, policy: PolicyDep,
             user: ModeratorUser) -> VerdictResponse:
     task = _owned_task(session, task_id, user)  # held: submit_verdict finds it in the session
     res = work.submit_verdict(session=session, task_id=task_id, user=user, label=body.label,
@@ -84,7 +85,7 @@ def verdict(task_id: int, body: VerdictRequest, session: SessionDep, policy: Pol
 
 
 @router.post("/tasks/{task_id}/skip", response_model=TaskRead)
-def skip(task_id: int, session: SessionDep, user: ModeratorUser) -> TaskRead:
+def skip(task_id: IdPath, session: SessionDep, user: ModeratorUser) -> TaskRead:
     """Give the task back and never get it offered again."""
     task = _owned_task(session, task_id, user)
     return task_read(service.release(session=session, task=task, user=user, now=utcnow(),
@@ -92,7 +93,7 @@ def skip(task_id: int, session: SessionDep, user: ModeratorUser) -> TaskRead:
 
 
 @router.post("/tasks/{task_id}/release", response_model=TaskRead)
-def release(task_id: int, session: SessionDep, user: ModeratorUser) -> TaskRead:
+def release(task_id: IdPath, session: SessionDep, user: ModeratorUser) -> TaskRead:
     """Give the task back to its queue (someone else, or you, may take it)."""
     task = _owned_task(session, task_id, user)
     return task_read(service.release(session=session, task=task, user=user, now=utcnow()))

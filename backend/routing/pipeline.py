@@ -79,6 +79,7 @@ def route_items(*, session: Session, item_ids: Sequence[int], now: datetime,
     for start in range(0, len(ids), batch_size):
         summary.merge(_route_batch(session=session, ids=ids[start:start + batch_size], now=now,
                                    settings=settings, hooks=hooks, ruleset=ruleset))
+    rules.switch_off_over_budget(session=session, ruleset=ruleset)  # rules over the budget
     return summary
 
 

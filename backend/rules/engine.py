@@ -21,6 +21,7 @@ give a boolean on a sample item is refused at load time with its position.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,6 +71,12 @@ class ExpressionError(ValidationFailed):
     code = "invalid_expression"
 
 
+class RuleTooExpensive(ExpressionError):
+    """The condition breaks a limit of ``backend.rules.limits`` (checked before CEL runs)."""
+
+    code = "rule_too_expensive"
+
+
 def _position_error(expression: str, exc: Exception) -> ExpressionError:
     text = str(exc)
     m = _POS.search(text)
@@ -87,6 +94,13 @@ def compile_condition(expression: str) -> cel.Program:
     """Compile and check an expression; raise ``ExpressionError`` with its position."""
     if not expression or not expression.strip():
         raise ExpressionError("the condition is empty")
+    if "\x00" in expression:
+        raise ExpressionError("the condition contains a NUL character")
+    from backend.rules.limits import check
+
+    problem = check(expression)
+    if problem is not None:
+        raise RuleTooExpensive(problem, details={"expression": expression[:200]})
     try:
         program = cel.compile(expression)
     except (ValueError, RuntimeError, TypeError) as exc:
@@ -151,16 +165,39 @@ class RuleOutcome:
     hits: list[CompiledRule] = field(default_factory=list)  # active and shadow hits
 
 
+@dataclass(frozen=True)
+class OverBudget:
+    """A rule took longer than the per-item budget on one item."""
+
+    rule: CompiledRule
+    elapsed_ms: float
+    budget_ms: float
+    item: str  # source/external_id of the item it was evaluated on
+
+    @property
+    def message(self) -> str:
+        return (f"rule {self.rule.name!r} took {self.elapsed_ms:.1f} ms on item {self.item}, "
+                f"over the per-item budget of {self.budget_ms:g} ms "
+                f"(QUORUM_RULE_ITEM_BUDGET_MS); it was switched off")
+
+
 @dataclass
 class RuleSet:
-    """The rules in evaluation order (``position``, then name). ``off`` rules are left out."""
+    """The rules in evaluation order (``position``, then name). ``off`` rules are left out.
+
+    With ``budget_ms``, each rule's evaluation on each item is timed; a rule over the
+    budget is listed in ``over_budget`` and skipped from the next item on (the caller
+    switches it off in the database: ``service.switch_off_over_budget``).
+    """
 
     rules: list[CompiledRule]
+    budget_ms: float | None = None
+    over_budget: dict[int, OverBudget] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, rules: Iterable[CompiledRule]) -> RuleSet:
+    def build(cls, rules: Iterable[CompiledRule], *, budget_ms: float | None = None) -> RuleSet:
         return cls(sorted((r for r in rules if r.mode != "off"),
-                          key=lambda r: (r.position, r.name)))
+                          key=lambda r: (r.position, r.name)), budget_ms=budget_ms)
 
     def evaluate(self, ctx: Mapping[str, Any]) -> RuleOutcome:
         """Precedence: the first active ``decide`` wins and stops evaluation; the first
@@ -168,12 +205,24 @@ class RuleSet:
         shadow rules are evaluated and recorded but never act."""
         out = RuleOutcome()
         env: Any = None
+        budget = self.budget_ms
         for rule in self.rules:
+            if budget is not None:
+                if rule.id in self.over_budget:
+                    continue
+                started = time.perf_counter()
             hit = rule.fast.run(ctx) if rule.fast is not None else None
             if hit is None:
                 if env is None:
                     env = cel.Context(dict(ctx))  # converted once, shared by the rules
                 hit = rule.execute(env)
+            if budget is not None:
+                elapsed = (time.perf_counter() - started) * 1000
+                if elapsed > budget:
+                    item = ctx.get("item") or {}
+                    self.over_budget[rule.id] = OverBudget(
+                        rule=rule, elapsed_ms=elapsed, budget_ms=budget,
+                        item=f"{item.get('source', '?')}/{item.get('external_id', '?')}")
             if not hit:
                 continue
             out.hits.append(rule)

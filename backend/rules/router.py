@@ -52,6 +52,6 @@ def delete_rule(name: str, session: SessionDep, user: AnalystUser) -> RuleRead:
 
 @router.post("/{name}/backtest", response_model=BacktestResult)
 def backtest_rule(name: str, session: SessionDep, user: AnalystUser,
-                  limit: int | None = Query(None, ge=1)) -> BacktestResult:
+                  limit: int | None = Query(None, ge=1, le=1_000_000)) -> BacktestResult:
     rule = service.get_rule(session=session, name_or_id=name)
     return service.backtest(session=session, rule=rule, limit=limit)

@@ -5,19 +5,29 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from backend.limits import Text
+
+#: Rule names are never all digits: ``/rules/{name_or_id}`` reads digits as an id.
+NAME_PATTERN = r"^[A-Za-z0-9_.-]*[A-Za-z_.-][A-Za-z0-9_.-]*$"
+POSITION = {"ge": -1_000_000, "le": 1_000_000}
+EXPRESSION = {"min_length": 1, "max_length": 10_000,
+              "description": "a CEL condition on `item` (docs/rules.md); its cost is bounded "
+                             "(QUORUM_RULE_*: length, comprehension nesting, literal sizes, "
+                             "estimated steps)"}
+
 
 class RuleBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    description: str | None = None
-    expression: str = Field(min_length=1, max_length=10_000)
+    description: Text | None = Field(default=None, max_length=5000)
+    expression: Text = Field(**EXPRESSION)
     action: Literal["decide", "route", "tag"]
-    label: str | None = None
+    label: Text | None = Field(default=None, max_length=50)
     queue_kind: str | None = Field(default=None, pattern=r"^[A-Z][A-Z0-9_]{0,63}$")
     priority: int | None = Field(default=None, ge=0, le=100)
-    tag: str | None = Field(default=None, max_length=100)
+    tag: Text | None = Field(default=None, max_length=100)
     mode: Literal["active", "shadow", "off"] = "active"
-    position: int = 100
+    position: int = Field(default=100, **POSITION)
 
     @model_validator(mode="after")
     def _action_fields(self) -> RuleBase:
@@ -31,21 +41,23 @@ class RuleBase(BaseModel):
 
 
 class RuleCreate(RuleBase):
-    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(min_length=1, max_length=100, pattern=NAME_PATTERN,
+                      description="letters, digits, `_ . -`; not only digits (those address "
+                                  "a rule by id)")
 
 
 class RuleUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    description: str | None = None
-    expression: str | None = None
+    description: Text | None = Field(default=None, max_length=5000)
+    expression: Text | None = Field(default=None, **EXPRESSION)
     action: Literal["decide", "route", "tag"] | None = None
-    label: str | None = None
-    queue_kind: str | None = None
-    priority: int | None = None
-    tag: str | None = None
+    label: Text | None = Field(default=None, max_length=50)
+    queue_kind: str | None = Field(default=None, pattern=r"^[A-Z][A-Z0-9_]{0,63}$")
+    priority: int | None = Field(default=None, ge=0, le=100)
+    tag: Text | None = Field(default=None, max_length=100)
     mode: Literal["active", "shadow", "off"] | None = None
-    position: int | None = None
+    position: int | None = Field(default=None, **POSITION)
 
 
 class RuleRead(BaseModel):

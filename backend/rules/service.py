@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -15,12 +17,23 @@ from sqlalchemy.orm import Session
 
 from backend.db import utcnow
 from backend.decisions.models import ItemStatus
-from backend.errors import NotFound, ValidationFailed
+from backend.errors import Conflict, NotFound, ValidationFailed
 from backend.items.models import Item, ItemTag
+from backend.limits import DB_INT_MAX
 from backend.policy import Policy
-from backend.rules.engine import CompiledRule, RuleSet, compile_condition, item_context
+from backend.rules.engine import (
+    CompiledRule,
+    ExpressionError,
+    RuleSet,
+    compile_condition,
+    item_context,
+)
 from backend.rules.models import Rule, RuleHit, RuleVersion
 from backend.rules.schemas import BacktestResult, RuleCreate, RuleUpdate
+from backend.rules.settings import get_rule_settings
+from backend.settings import Settings
+
+log = logging.getLogger("quorum.rules")
 
 DEFINITION_FIELDS = ("description", "expression", "action", "label", "queue_kind", "priority",
                      "tag", "mode", "position")
@@ -45,8 +58,6 @@ def create_rule(*, session: Session, data: RuleCreate, policy: Policy,
                 user_id: int | None = None) -> Rule:
     _check(data, policy)
     if session.scalar(select(Rule.id).where(Rule.name == data.name)) is not None:
-        from backend.errors import Conflict
-
         raise Conflict(f"a rule named {data.name!r} exists; update it instead")
     rule = Rule(**data.model_dump())
     session.add(rule)
@@ -85,8 +96,10 @@ def _first_error(exc: ValidationError) -> str:
 
 
 def get_rule(*, session: Session, name_or_id: str | int) -> Rule:
-    if isinstance(name_or_id, int) or str(name_or_id).isdigit():
-        rule = session.get(Rule, int(name_or_id))
+    """A rule by id (all digits: names never are) or by name."""
+    if isinstance(name_or_id, int) or (str(name_or_id).isascii() and str(name_or_id).isdigit()):
+        rule_id = int(name_or_id)
+        rule = session.get(Rule, rule_id) if 0 < rule_id <= DB_INT_MAX else None
     else:
         rule = session.scalar(select(Rule).where(Rule.name == name_or_id))
     if rule is None:
@@ -127,8 +140,15 @@ def load_rules_file(*, session: Session, path: Path, policy: Policy,
         raise ValidationFailed(f"{path}: expected a list of rules (or a 'rules:' key)")
     parsed: list[RuleCreate] = []
     problems: list[str] = []
+    first_at: dict[str, int] = {}
     for n, entry in enumerate(entries, start=1):
         name = entry.get("name", f"#{n}") if isinstance(entry, dict) else f"#{n}"
+        if isinstance(name, str) and name in first_at:
+            problems.append(f"rule {name} (entry {n}): the name is used by entry "
+                            f"{first_at[name]} too; rule names must be unique")
+            continue
+        if isinstance(name, str):
+            first_at[name] = n
         try:
             rc = RuleCreate.model_validate(entry)
             _check(rc, policy)
@@ -155,17 +175,58 @@ def load_rules_file(*, session: Session, path: Path, policy: Policy,
 
 
 def compiled_rule_set(*, session: Session) -> RuleSet:
+    """The rules that are on, compiled, with the per-item time budget.
+
+    A stored rule that no longer passes the checks (saved before a limit existed, or
+    under a looser one) is switched off here, with an audit entry, rather than run."""
     compiled: list[CompiledRule] = []
     for r in session.scalars(select(Rule).where(Rule.mode != "off")):
         key = r.expression
         program = _compiled.get(key)
         if program is None:
-            program = _compiled[key] = compile_condition(r.expression)
+            try:
+                program = _compiled[key] = compile_condition(r.expression)
+            except ExpressionError as exc:
+                switch_off(session=session, rule=r, reason=f"rule {r.name!r} was switched "
+                           f"off: {exc.message}")
+                continue
         compiled.append(CompiledRule(
             id=r.id, name=r.name, version=r.version, position=r.position, action=r.action,
             mode=r.mode, program=program, label=r.label, queue_kind=r.queue_kind,
             priority=r.priority, tag=r.tag))
-    return RuleSet.build(compiled)
+    return RuleSet.build(compiled, budget_ms=get_rule_settings().item_budget_ms)
+
+
+def switch_off(*, session: Session, rule: Rule, reason: str,
+               details: dict[str, Any] | None = None) -> None:
+    """Turn a rule off (a new version) and say why in the audit log and the server log."""
+    from backend.users.service import audit
+
+    log.warning("%s", reason)
+    # not through update_rule: its checks would refuse the very condition being switched off
+    rule.mode = "off"
+    rule.version += 1
+    rule.updated_at = utcnow()
+    session.add(RuleVersion(rule_id=rule.id, version=rule.version, definition=_definition(rule)))
+    session.flush()
+    audit(session=session, user=None, action="rules.switched_off", target_type="rule",
+          target_id=rule.name, details={"message": reason, "version": rule.version,
+                                        **(details or {})})
+
+
+def switch_off_over_budget(*, session: Session, ruleset: RuleSet) -> list[str]:
+    """Persist what ``RuleSet.evaluate`` found: each rule over the per-item budget is
+    switched off (once). Returns the messages."""
+    messages = []
+    for rule_id, over in list(ruleset.over_budget.items()):
+        rule = session.get(Rule, rule_id)
+        if rule is None or rule.mode == "off":
+            continue
+        switch_off(session=session, rule=rule, reason=over.message,
+                   details={"elapsed_ms": round(over.elapsed_ms, 3),
+                            "budget_ms": over.budget_ms, "item": over.item})
+        messages.append(over.message)
+    return messages
 
 
 def record_hits(*, session: Session, hits: Sequence[tuple[CompiledRule, int]],
@@ -189,6 +250,7 @@ def backtest(*, session: Session, rule: Rule, limit: int | None = None,
     program = compile_condition(rule.expression)
     probe = CompiledRule(id=rule.id, name=rule.name, version=rule.version, position=0,
                          action=rule.action, mode="active", program=program)
+    budget_ms = get_rule_settings().item_budget_ms
     scanned = hits = 0
     labels: Counter[str] = Counter()
     sample: list[int] = []
@@ -213,7 +275,15 @@ def backtest(*, session: Session, rule: Rule, limit: int | None = None,
                 "currency", "seller_id", "category", "gmv", "exposure", "is_new", "is_golden",
                 "safety_score")}
             row["metadata"] = item.metadata_
-            if probe.matches(item_context(row, tags.get(item.id, ()))):
+            started = time.perf_counter()
+            hit = probe.matches(item_context(row, tags.get(item.id, ())))
+            elapsed = (time.perf_counter() - started) * 1000
+            if elapsed > budget_ms:
+                raise ValidationFailed(
+                    f"rule {rule.name!r} took {elapsed:.1f} ms on item {item.id}, over the "
+                    f"per-item budget of {budget_ms:g} ms (QUORUM_RULE_ITEM_BUDGET_MS); the "
+                    "backtest stopped", details={"items_scanned": scanned})
+            if hit:
                 hits += 1
                 if len(sample) < 20:
                     sample.append(item.id)
@@ -242,3 +312,29 @@ def backtest(*, session: Session, rule: Rule, limit: int | None = None,
 def hit_counts(*, session: Session) -> dict[int, int]:
     return dict(session.execute(select(RuleHit.rule_id, func.count()).group_by(RuleHit.rule_id))
                 .tuples().all())
+
+
+def known_queue_kinds(*, session: Session, settings: Settings) -> set[str]:
+    """The queue kinds Quorum knows: configured priorities and crowd kinds, the kinds
+    active rules route to, and the kinds that already have queues."""
+    from backend.queues.models import Queue
+
+    kinds = set(settings.queue_priorities) | set(settings.crowd_queue_kinds)
+    kinds |= set(settings.queue_chunked_kinds)
+    kinds |= {k for k in session.scalars(select(Rule.queue_kind).where(
+        Rule.action == "route", Rule.queue_kind.is_not(None))) if k}
+    kinds |= set(session.scalars(select(Queue.kind).distinct()))
+    return kinds
+
+
+def check_queue_kinds(*, session: Session, settings: Settings, kinds: Sequence[str]) -> None:
+    """Refuse a grant of a queue kind nobody routes to (a typo would grant nothing)."""
+    wanted = [k for k in kinds if k != "*"]
+    if not wanted:
+        return
+    known = known_queue_kinds(session=session, settings=settings)
+    unknown = [k for k in wanted if k not in known]
+    if unknown:
+        raise ValidationFailed(
+            f"unknown queue kind {unknown[0]!r}; known kinds are {', '.join(sorted(known))} "
+            "(or * for every kind)", details={"unknown": unknown})

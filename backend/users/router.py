@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from backend.deps import AdminUser, CurrentUser, SessionDep
+from backend.deps import AdminUser, CurrentUser, SessionDep, SettingsDep
+from backend.rules.service import check_queue_kinds
 from backend.users import service
 from backend.users.models import User
 from backend.users.schemas import GrantsUpdate, UserCreate, UserCreated, UserRead
@@ -27,7 +28,9 @@ def list_users(session: SessionDep, admin: AdminUser) -> list[UserRead]:
 
 
 @router.post("", response_model=UserCreated, status_code=201)
-def create_user(data: UserCreate, session: SessionDep, admin: AdminUser) -> UserCreated:
+def create_user(data: UserCreate, session: SessionDep, settings: SettingsDep,
+                admin: AdminUser) -> UserCreated:
+    check_queue_kinds(session=session, settings=settings, kinds=data.queue_kinds)
     user = service.create_user(session=session, username=data.username, role=data.role,
                                password=data.password, display_name=data.display_name,
                                queue_kinds=data.queue_kinds)
@@ -39,8 +42,9 @@ def create_user(data: UserCreate, session: SessionDep, admin: AdminUser) -> User
 
 
 @router.put("/{username}/grants", response_model=UserRead)
-def set_grants(username: str, data: GrantsUpdate, session: SessionDep,
+def set_grants(username: str, data: GrantsUpdate, session: SessionDep, settings: SettingsDep,
                admin: AdminUser) -> UserRead:
+    check_queue_kinds(session=session, settings=settings, kinds=data.queue_kinds)
     user = service.get_user(session=session, username=username)
     service.set_grants(session=session, user=user, queue_kinds=data.queue_kinds)
     service.audit(session=session, user=admin, action="users.grants", target_type="user",

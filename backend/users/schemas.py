@@ -1,8 +1,25 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from backend.limits import Text
+
+#: A queue kind a moderator may work (``*``: every kind). Whether the kind exists is
+#: checked by the router (``rules.service.known_queue_kinds``): a typo is refused.
+QueueKind = Annotated[str, Field(pattern=r"^(\*|[A-Z][A-Z0-9_]{0,63})$")]
+
+
+def _unique(kinds: list[str]) -> list[str]:
+    seen = [k for n, k in enumerate(kinds) if k in kinds[:n]]
+    if seen:
+        raise ValueError(f"queue kind {seen[0]} is listed twice")
+    return kinds
+
+
+QueueKinds = Annotated[list[QueueKind], Field(max_length=100), AfterValidator(_unique)]
 
 
 class UserCreate(BaseModel):
@@ -10,9 +27,9 @@ class UserCreate(BaseModel):
 
     username: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.@-]+$")
     role: str = Field(pattern="^(moderator|analyst|admin)$")
-    display_name: str | None = None
-    password: str | None = Field(default=None, min_length=8)
-    queue_kinds: list[str] = Field(default_factory=list)
+    display_name: Text | None = Field(default=None, max_length=200)
+    password: Text | None = Field(default=None, min_length=8, max_length=1000)
+    queue_kinds: QueueKinds = Field(default_factory=list)
 
 
 class UserRead(BaseModel):
@@ -30,4 +47,6 @@ class UserCreated(UserRead):
 
 
 class GrantsUpdate(BaseModel):
-    queue_kinds: list[str]
+    model_config = ConfigDict(extra="forbid")
+
+    queue_kinds: QueueKinds
