@@ -12,7 +12,7 @@ from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from backend.errors import ERROR_RESPONSES, QuorumError
-from backend.limits import get_limit_settings
+from backend.limits import BodySizeLimit, get_limit_settings
 
 log = logging.getLogger("quorum")
 
@@ -36,9 +36,9 @@ def create_app(*, database_url: str | None = None) -> FastAPI:
     app = FastAPI(title="Quorum", version="0.1.0", docs_url=None, redoc_url=None,
                   description="Human-in-the-loop content moderation. Authenticate with "
                               "`Authorization: Bearer <token>` (`quorum users add`). Every "
-                              "error answer has the body `{error, message, details}`.",
-                  max_body_size=limits.max_body_bytes)  # over it: 413 (_http_error below)
+                              "error answer has the body `{error, message, details}`.")
     app.state.sessionmaker = get_sessionmaker(database_url)
+    app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)  # 413 over the limit
 
     @app.exception_handler(QuorumError)
     async def _domain_error(request: Request, exc: QuorumError) -> JSONResponse:
@@ -53,19 +53,21 @@ def create_app(*, database_url: str | None = None) -> FastAPI:
     # -- bad input never becomes a 500 (docs/limits.md) --------------------------------
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        """Starlette's and FastAPI's own errors (unknown route, method, body limit, a body
-        that is not JSON) in Quorum's error shape."""
-        if exc.status_code == 413:
-            return JSONResponse({"error": "payload_too_large", "message": (
-                f"the request body is over the limit of {limits.max_body_bytes:,} bytes "
-                "(QUORUM_LIMIT_MAX_BODY_BYTES); send smaller batches")}, status_code=413)
+        """Starlette's and FastAPI's own errors (unknown route or method, a body that is not
+        JSON) in Quorum's error shape."""
         if exc.status_code == 400:  # FastAPI could not parse the body (bad UTF-8, too deep)
             return JSONResponse({"error": "validation_failed", "message": (
                 "the request body is not valid JSON: it must be UTF-8 and nest at most "
                 "a few hundred levels")}, status_code=422)
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code,
-                                                                  "bad_request")
-        return JSONResponse({"error": code, "message": str(exc.detail)},
+        code, message = {
+            404: ("not_found", f"there is no route {request.url.path}; the API is listed at "
+                               "/docs"),
+            405: ("method_not_allowed", f"{request.method} is not allowed on "
+                                        f"{request.url.path}; see /docs"),
+        }.get(exc.status_code, ("bad_request", str(exc.detail)))
+        if exc.detail not in ("Not Found", "Method Not Allowed"):  # a route's own sentence
+            message = str(exc.detail)
+        return JSONResponse({"error": code, "message": message},
                             status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(IntegrityError)

@@ -1,8 +1,8 @@
 """Input limits (``QUORUM_LIMIT_*``): request body size, text and metadata shape, ids.
 
 Everything a client sends is bounded before it reaches a service, so that one request
-cannot hold the database or the CPU for long: the body size (413, by FastAPI's
-``max_body_size`` middleware, which counts the bytes as they arrive), each text field
+cannot hold the database or the CPU for long: the body size (413, by the ASGI middleware
+``BodySizeLimit``, which counts the bytes as they arrive), each text field
 and the ``metadata`` map (422, in the schemas), integers that become database ids or
 columns (422: the databases' 32-bit ``INTEGER``). Text never carries a NUL character
 (PostgreSQL cannot store one). See docs/limits.md.
@@ -26,7 +26,7 @@ DB_INT_MAX = 2**31 - 1
 class LimitSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="QUORUM_LIMIT_", extra="ignore")
 
-    #: Largest request body accepted, in bytes (larger: 413; FastAPI's ``max_body_size``).
+    #: Largest request body accepted, in bytes (larger: 413).
     max_body_bytes: int = 32 * 1024 * 1024
     #: Largest ``metadata`` of one item, in bytes of compact JSON.
     max_metadata_bytes: int = 16 * 1024
@@ -96,3 +96,70 @@ def check_metadata(value: dict[str, Any], limits: LimitSettings | None = None) -
         raise ValueError(f"metadata is {size:,} bytes as JSON; the limit is "
                          f"{limits.max_metadata_bytes:,}")
     return value
+
+
+# ---------------------------------------------------------------- body size
+class BodySizeLimit:
+    """ASGI middleware: a request body over ``max_bytes`` gets 413 and Quorum's error body.
+
+    A declared ``Content-Length`` over the limit is refused before anything is read (the
+    server then holds the body to that length); a body without one (chunked) is read here
+    up to the limit and handed on only when it fits. (FastAPI's own ``max_body_size``
+    answers a declared length with a plain-text 413 that replaces any handler's body.)
+    """
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = None
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = None
+        if declared is not None:
+            if declared > self.max_bytes:
+                await self._too_large(send)
+                return
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        seen = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away: nobody to answer
+            chunks.append(message.get("body", b""))
+            seen += len(chunks[-1])
+            if seen > self.max_bytes:
+                await self._too_large(send)
+                return
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, send: Any) -> None:
+        body = json.dumps({"error": "payload_too_large", "message": (
+            f"the request body is over the limit of {self.max_bytes:,} bytes "
+            "(QUORUM_LIMIT_MAX_BODY_BYTES); send smaller batches")}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Body, Path, Query, Response
 
 from backend.db import utcnow
 from backend.deps import AnalystUser, CurrentUser, PolicyDep, SessionDep, SettingsDep
-from backend.errors import ValidationFailed
+from backend.errors import ErrorBody, ValidationFailed
 from backend.items import service
 from backend.items.schemas import DecisionRead, IngestResult, ItemDetail, ItemRead, StatusRead
 from backend.limits import IdPath, Text
@@ -16,7 +16,10 @@ from backend.users.service import audit
 router = APIRouter(prefix="/api/v1/items", tags=["items"])
 
 
-@router.post("", response_model=IngestResult, responses={422: {"description": "bad rows"}})
+@router.post("", response_model=IngestResult, responses={
+    207: {"model": IngestResult, "description": "with partial=true: some rows refused"},
+    422: {"model": ErrorBody, "description": "bad rows (details: the per-row errors); "
+                                             "nothing was stored"}})
 def ingest_items(
     session: SessionDep, settings: SettingsDep, policy: PolicyDep, user: AnalystUser,
     response: Response,

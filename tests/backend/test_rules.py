@@ -5,6 +5,7 @@ from sqlalchemy import select
 
 from backend.db import utcnow
 from backend.decisions.models import DecisionEvent, ItemStatus
+from backend.errors import ValidationFailed
 from backend.items.models import ItemTag
 from backend.items.service import ingest
 from backend.routing.pipeline import route_items
@@ -167,3 +168,159 @@ def test_spot_checks_sample_automatic_decisions(session, settings, policy, monke
                                                                            "rule")
     # spot-checked items stay decided (the automatic decision holds until a person speaks)
     assert session.get(ItemStatus, t.item_id).state == "decided"
+
+
+# ---------------------------------------------------------------- cost limits (issue 10, item 5)
+LIST100 = "[" + ",".join(str(i) for i in range(100)) + "]"
+FOUR_NESTED = (f"{LIST100}.all(a, {LIST100}.all(b, {LIST100}.all(c, {LIST100}.all(d, "
+               "a + b + c + d >= 0))))")
+
+
+@pytest.mark.parametrize("expr, words", [
+    (FOUR_NESTED, "nests comprehensions (all, exists, exists_one, map, filter) 4 deep"),
+    (f"{LIST100}.exists(a, {LIST100}.exists(b, {LIST100}.exists(c, a == b + c)))", "3 deep"),
+    (f"{LIST100}.all(a, {LIST100}.all(b, a + b >= 0))", "estimated cost is"),
+    ("[" + ",".join(str(i) for i in range(150)) + "].exists(x, x == 1)", "has 150 elements"),
+    ("{" + ",".join(f'"k{i}": {i}' for i in range(120)) + "}.size() > 0", "has 120 elements"),
+    (" || ".join(f"item.title == 't{i}'" for i in range(400)), "characters long"),
+])
+def test_pathological_rules_refused_at_save_fast(client, make_user, expr, words):
+    import time
+
+    _, token = make_user("ana", "analyst")
+    started = time.perf_counter()
+    r = client.post("/api/v1/rules", headers=auth(token), json={
+        "name": "slow", "expression": expr, "action": "decide", "label": "ok",
+        "mode": "shadow"})
+    elapsed = time.perf_counter() - started
+    assert r.status_code == 422, r.text
+    assert r.json()["error"] == "rule_too_expensive" and words in r.json()["message"]
+    assert elapsed < 1.0  # was 53 s for FOUR_NESTED, the GIL held all along
+    client.post("/api/v1/rules", headers=auth(token), json={
+        "name": "fine", "expression": "true", "action": "tag", "tag": "t"})
+    r = client.patch("/api/v1/rules/fine", headers=auth(token), json={"expression": expr})
+    assert r.status_code == 422 and r.json()["error"] == "rule_too_expensive"
+    assert client.get("/api/v1/rules/fine", headers=auth(token)).json()["expression"] == "true"
+
+
+def test_rules_within_the_limits_still_compile():
+    compile_condition(f"{LIST100}.exists(x, x == 3)")
+    compile_condition('item.tags.exists(t, t == "x") && item.metadata.size() < 50')
+    compile_condition('["a", "b"].all(w, ["c", "d"].exists(v, item.text.contains(w + v)))')
+
+
+def test_rules_file_with_a_pathological_rule_refused(session, policy, tmp_path: Path):
+    f = tmp_path / "rules.yaml"
+    f.write_text("rules:\n  - name: slow\n    action: decide\n    label: ok\n"
+                 f"    expression: '{FOUR_NESTED}'\n")
+    with pytest.raises(ValidationFailed) as exc:
+        load_rules_file(session=session, path=f, policy=policy)
+    assert "4 deep" in " ".join(exc.value.details)
+
+
+@pytest.fixture
+def tiny_budget(monkeypatch):
+    from backend.rules.settings import get_rule_settings
+
+    monkeypatch.setenv("QUORUM_RULE_ITEM_BUDGET_MS", "1")
+    get_rule_settings.cache_clear()
+    yield get_rule_settings()
+    get_rule_settings.cache_clear()
+
+
+def test_per_item_budget_switches_off_an_expensive_rule(client, make_user, settings,
+                                                         tiny_budget):
+    from backend.db import session_scope
+    from backend.users.models import AuditEntry
+
+    _, token = make_user("ana", "analyst")
+    h = auth(token)
+    # within the static checks (item data is assumed 100 long), but 200 x 200 here
+    expensive = "item.metadata.xs.all(a, item.metadata.xs.all(b, a + b >= 0))"
+    for name, expr in (("expensive", expensive), ("cheap", 'item.title.contains("Item")')):
+        r = client.post("/api/v1/rules", headers=h, json={
+            "name": name, "expression": expr, "action": "tag", "tag": name,
+            "mode": "shadow"})
+        assert r.status_code == 201, r.text
+    rows = [item_row(i, metadata={"xs": list(range(200))}) for i in range(5)]
+    r = client.post("/api/v1/items", headers=h, json=rows)
+    assert r.status_code == 200, r.text
+    rules = {x["name"]: x for x in client.get("/api/v1/rules", headers=h).json()}
+    assert rules["expensive"]["mode"] == "off" and rules["expensive"]["version"] == 2
+    assert rules["expensive"]["shadow_hits"] <= 1  # skipped from the second item on
+    assert rules["cheap"]["mode"] == "shadow" and rules["cheap"]["shadow_hits"] == 5
+    with session_scope(settings.resolved_database_url) as s:
+        entry = s.scalars(select(AuditEntry).where(
+            AuditEntry.action == "rules.switched_off")).one()
+        assert entry.target_id == "expensive"
+        assert "over the per-item budget of 1 ms" in entry.details["message"]
+        assert entry.details["item"] == "shop/X0"
+    # the next ingest does not run it at all
+    r = client.post("/api/v1/items", headers=h, json=[item_row(9, metadata={"xs": [1]})])
+    assert client.get("/api/v1/rules/expensive", headers=h).json()["shadow_hits"] <= 1
+
+
+def test_backtest_stops_at_the_budget(session, settings, policy, tiny_budget):
+    _ingest_route(session, settings, policy, [item_row(1, metadata={"xs": list(range(200))})])
+    rule = create_rule(session=session, policy=policy, data=_rule(
+        "expensive", "item.metadata.xs.all(a, item.metadata.xs.all(b, a + b >= 0))",
+        action="tag", tag="t"))
+    with pytest.raises(ValidationFailed, match="over the per-item budget"):
+        backtest(session=session, rule=rule)
+
+
+def test_stored_rule_over_the_limits_is_switched_off_not_run(session, settings, policy):
+    from backend.users.models import AuditEntry
+
+    session.add(Rule(name="legacy", expression=FOUR_NESTED, action="decide", label="ok",
+                     mode="shadow"))  # saved before the limits existed
+    session.flush()
+    ids, summary = _ingest_route(session, settings, policy, [item_row(1)])
+    assert len(ids) == 1 and "legacy" not in summary.shadow_hits
+    rule = session.scalars(select(Rule).where(Rule.name == "legacy")).one()
+    assert rule.mode == "off"
+    entry = session.scalars(select(AuditEntry).where(AuditEntry.target_id == "legacy")).one()
+    assert "4 deep" in entry.details["message"]
+
+
+# ---------------------------------------------------------------- names (issue 10, item 13)
+def test_duplicate_names_in_a_rules_file_refused(session, policy, tmp_path: Path):
+    f = tmp_path / "rules.yaml"
+    f.write_text("rules:\n"
+                 "  - {name: twice, expression: 'true', action: decide, label: ok}\n"
+                 "  - {name: other, expression: 'true', action: tag, tag: t}\n"
+                 "  - {name: twice, expression: 'false', action: decide, label: fraud}\n")
+    with pytest.raises(ValidationFailed) as exc:
+        load_rules_file(session=session, path=f, policy=policy)
+    assert "nothing loaded" in exc.value.message
+    assert any("entry 3" in d and "used by entry 1" in d for d in exc.value.details)
+    assert session.scalar(select(Rule.id)) is None
+
+
+def test_duplicate_names_cli_exit_code(settings, tmp_path: Path, db_url):
+    from tests.backend.test_cli import quorum
+
+    if not db_url.startswith("sqlite"):
+        pytest.skip("the CLI is exercised once; the service runs on both backends")
+    f = tmp_path / "rules.yaml"
+    f.write_text("- {name: twice, expression: 'true', action: decide, label: ok}\n"
+                 "- {name: twice, expression: 'false', action: decide, label: fraud}\n")
+    r = quorum(settings, "rules", "load", str(f))
+    assert r.returncode != 0 and "rule names must be unique" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_names_and_ids_are_unambiguous(client, make_user):
+    _, token = make_user("ana", "analyst")
+    h = auth(token)
+    r = client.post("/api/v1/rules", headers=h, json={
+        "name": "1", "expression": "true", "action": "tag", "tag": "t"})
+    assert r.status_code == 422 and r.json()["details"][0]["field"] == "name"
+    first = client.post("/api/v1/rules", headers=h, json={
+        "name": "first", "expression": "true", "action": "tag", "tag": "t"}).json()
+    second = client.post("/api/v1/rules", headers=h, json={
+        "name": "2nd", "expression": "true", "action": "tag", "tag": "t"}).json()
+    assert client.get(f"/api/v1/rules/{first['id']}", headers=h).json()["name"] == "first"
+    assert client.get("/api/v1/rules/2nd", headers=h).json()["id"] == second["id"]
+    r = client.patch(f"/api/v1/rules/{second['id']}", headers=h, json={"mode": "shadow"})
+    assert r.json()["name"] == "2nd" and r.json()["mode"] == "shadow"
