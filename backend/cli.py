@@ -273,11 +273,16 @@ def users_add(
 ) -> None:
     """Create a user and print an API token (shown once)."""
     from backend.db import session_scope
+    from backend.rules.service import check_queue_kinds
+    from backend.settings import get_settings
+    from backend.users.schemas import checked_grants
     from backend.users.service import create_user, issue_token
 
     _ensure_schema()
+    grant = checked_grants(grant or [])
     pw = typer.prompt("password", hide_input=True, confirmation_prompt=True) if password else None
     with session_scope() as session:
+        check_queue_kinds(session=session, settings=get_settings(), kinds=grant)
         user = create_user(session=session, username=username, role=role, password=pw,
                            display_name=display_name, queue_kinds=grant or [])
         token = issue_token(session=session, user=user)
@@ -306,10 +311,15 @@ def users_list() -> None:
 def users_grant(username: str, kinds: Annotated[list[str], typer.Argument()]) -> None:
     """Set the queue kinds USERNAME may work (replaces the previous grants)."""
     from backend.db import session_scope
+    from backend.rules.service import check_queue_kinds
+    from backend.settings import get_settings
+    from backend.users.schemas import checked_grants
     from backend.users.service import get_user, set_grants
 
     _ensure_schema()
+    kinds = checked_grants(kinds)
     with session_scope() as session:
+        check_queue_kinds(session=session, settings=get_settings(), kinds=kinds)
         set_grants(session=session, user=get_user(session=session, username=username),
                    queue_kinds=kinds)
     console.print(f"{username} may work: {', '.join(kinds)}")

@@ -315,12 +315,13 @@ def hit_counts(*, session: Session) -> dict[int, int]:
 
 
 def known_queue_kinds(*, session: Session, settings: Settings) -> set[str]:
-    """The queue kinds Quorum knows: configured priorities and crowd kinds, the kinds
-    active rules route to, and the kinds that already have queues."""
+    """The queue kinds Quorum knows: configured priorities, crowd and chunked kinds, the
+    pair-task kind, the kinds rules route to, and the kinds that already have queues."""
+    from backend.calibration.settings import get_calibration_settings
     from backend.queues.models import Queue
 
     kinds = set(settings.queue_priorities) | set(settings.crowd_queue_kinds)
-    kinds |= set(settings.queue_chunked_kinds)
+    kinds |= set(settings.queue_chunked_kinds) | {get_calibration_settings().pair_queue_kind}
     kinds |= {k for k in session.scalars(select(Rule.queue_kind).where(
         Rule.action == "route", Rule.queue_kind.is_not(None))) if k}
     kinds |= set(session.scalars(select(Queue.kind).distinct()))

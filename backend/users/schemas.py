@@ -50,3 +50,17 @@ class GrantsUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     queue_kinds: QueueKinds
+
+
+def checked_grants(kinds: list[str]) -> list[str]:
+    """``kinds`` if they are well-formed grants (for callers without a request body: the
+    CLI); else ``ValidationFailed`` with the first problem."""
+    from pydantic import ValidationError
+
+    from backend.errors import ValidationFailed
+
+    try:
+        return GrantsUpdate(queue_kinds=kinds).queue_kinds
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ValidationFailed(f"queue kinds: {err['msg']}") from exc

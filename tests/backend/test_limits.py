@@ -230,3 +230,18 @@ def test_openapi_documents_the_errors(client):
             for status in ("401", "403", "404", "409", "413", "422"):
                 ref = op["responses"][status]["content"]["application/json"]["schema"]["$ref"]
                 assert ref.endswith("/ErrorBody"), (method, path, status)
+
+
+def test_cli_checks_grants(settings, db_url):
+    from tests.backend.test_cli import quorum
+
+    if not db_url.startswith("sqlite"):
+        pytest.skip("the CLI is exercised once; the checks it calls run on both backends")
+    r = quorum(settings, "users", "add", "mia", "--grant", "NEW_PRODUCT")
+    assert r.returncode == 2 and "unknown queue kind 'NEW_PRODUCT'" in r.stderr, r.stderr
+    r = quorum(settings, "users", "add", "mia", "--grant", "GL", "--grant", "GL")
+    assert r.returncode == 2 and "listed twice" in r.stderr, r.stderr
+    assert quorum(settings, "users", "add", "mia", "--grant", "GL").returncode == 0
+    r = quorum(settings, "users", "grant", "mia", "GL", "NOPE")
+    assert r.returncode == 2 and "unknown queue kind 'NOPE'" in r.stderr
+    assert "Traceback" not in r.stderr
