@@ -207,14 +207,15 @@ class RuleSet:
         env: Any = None
         budget = self.budget_ms
         for rule in self.rules:
-            if budget is not None:
-                if rule.id in self.over_budget:
-                    continue
-                started = time.perf_counter()
+            if budget is not None and rule.id in self.over_budget:
+                continue
+            started = time.perf_counter()
             hit = rule.fast.run(ctx) if rule.fast is not None else None
             if hit is None:
                 if env is None:
+                    converted = time.perf_counter()
                     env = cel.Context(dict(ctx))  # converted once, shared by the rules
+                    started += time.perf_counter() - converted  # not this rule's cost
                 hit = rule.execute(env)
             if budget is not None:
                 elapsed = (time.perf_counter() - started) * 1000
