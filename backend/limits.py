@@ -16,7 +16,7 @@ from functools import lru_cache
 from typing import Annotated, Any
 
 from fastapi import Path, Query
-from pydantic import AfterValidator
+from pydantic import BaseModel, BeforeValidator, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The largest value of a 32-bit ``INTEGER`` column (ids, positions, counters).
@@ -44,14 +44,24 @@ def get_limit_settings() -> LimitSettings:
 
 
 # ---------------------------------------------------------------- text
-def no_nul(value: str) -> str:
-    if "\x00" in value:
+def no_nul(value: Any) -> Any:
+    if isinstance(value, str) and "\x00" in value:
         raise ValueError("must not contain a NUL character (\\u0000)")
     return value
 
 
-#: ``str`` without NUL characters (use it for every text a client sends).
-Text = Annotated[str, AfterValidator(no_nul)]
+#: ``str`` without NUL characters, for parameters (bodies: ``NoNulModel``).
+Text = Annotated[str, BeforeValidator(no_nul)]
+
+
+class NoNulModel(BaseModel):
+    """A request body whose text fields never hold a NUL character (PostgreSQL cannot
+    store one). Checked after each field's own constraints, so their messages stay."""
+
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        return no_nul(value)
 
 #: A database id in a path (1 .. 2**31-1).
 IdPath = Annotated[int, Path(ge=1, le=DB_INT_MAX)]

@@ -7,29 +7,29 @@ from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from backend.limits import Text, check_metadata
+from backend.limits import NoNulModel, check_metadata
 
 
-class ItemCreate(BaseModel):
+class ItemCreate(NoNulModel):
     """One item to moderate. ``(source, external_id)`` identifies it."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    source: Text = Field(min_length=1, max_length=100)
-    external_id: Text = Field(min_length=1, max_length=200)
-    title: Text = Field(default="", max_length=2000)
-    description: Text = Field(default="", max_length=100_000)
-    image: Text | None = Field(default=None, max_length=4000)
-    url: Text | None = Field(default=None, max_length=4000)
+    source: str = Field(min_length=1, max_length=100)
+    external_id: str = Field(min_length=1, max_length=200)
+    title: str = Field(default="", max_length=2000)
+    description: str = Field(default="", max_length=100_000)
+    image: str | None = Field(default=None, max_length=4000)
+    url: str | None = Field(default=None, max_length=4000)
     price: float | None = Field(default=None, ge=0)
-    currency: Text | None = Field(default=None, min_length=3, max_length=3)
-    seller_id: Text | None = Field(default=None, max_length=200)
-    category: Text | None = Field(default=None, max_length=200)
+    currency: str | None = Field(default=None, min_length=3, max_length=3)
+    seller_id: str | None = Field(default=None, max_length=200)
+    category: str | None = Field(default=None, max_length=200)
     gmv: float | None = Field(default=None, ge=0)
     exposure: float | None = Field(default=None, ge=0)
     is_new: bool = False
     is_golden: bool = False
-    golden_label: Text | None = Field(default=None, max_length=50)
+    golden_label: str | None = Field(default=None, max_length=50)
     metadata: dict[str, Any] = Field(default_factory=dict, description=(
         "free JSON: at most QUORUM_LIMIT_MAX_METADATA_BYTES as JSON, "
         "QUORUM_LIMIT_MAX_METADATA_DEPTH levels, QUORUM_LIMIT_MAX_METADATA_KEYS entries a "

@@ -1,33 +1,33 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from backend.limits import Text
+from backend.limits import NoNulModel
 
 #: Rule names are never all digits: ``/rules/{name_or_id}`` reads digits as an id.
 NAME_PATTERN = r"^[A-Za-z0-9_.-]*[A-Za-z_.-][A-Za-z0-9_.-]*$"
-POSITION = {"ge": -1_000_000, "le": 1_000_000}
-EXPRESSION = {"min_length": 1, "max_length": 10_000,
-              "description": "a CEL condition on `item` (docs/rules.md); its cost is bounded "
-                             "(QUORUM_RULE_*: length, comprehension nesting, literal sizes, "
-                             "estimated steps)"}
+Position = Annotated[int, Field(ge=-1_000_000, le=1_000_000)]
+Expression = Annotated[str, Field(
+    min_length=1, max_length=10_000,
+    description="a CEL condition on `item` (docs/rules.md); its cost is bounded "
+                "(QUORUM_RULE_*: length, comprehension nesting, literal sizes, estimated steps)")]
 
 
-class RuleBase(BaseModel):
+class RuleBase(NoNulModel):
     model_config = ConfigDict(extra="forbid")
 
-    description: Text | None = Field(default=None, max_length=5000)
-    expression: Text = Field(**EXPRESSION)
+    description: str | None = Field(default=None, max_length=5000)
+    expression: Expression
     action: Literal["decide", "route", "tag"]
-    label: Text | None = Field(default=None, max_length=50)
+    label: str | None = Field(default=None, max_length=50)
     queue_kind: str | None = Field(default=None, pattern=r"^[A-Z][A-Z0-9_]{0,63}$")
     priority: int | None = Field(default=None, ge=0, le=100)
-    tag: Text | None = Field(default=None, max_length=100)
+    tag: str | None = Field(default=None, max_length=100)
     mode: Literal["active", "shadow", "off"] = "active"
-    position: int = Field(default=100, **POSITION)
+    position: Position = 100
 
     @model_validator(mode="after")
     def _action_fields(self) -> RuleBase:
@@ -46,18 +46,18 @@ class RuleCreate(RuleBase):
                                   "a rule by id)")
 
 
-class RuleUpdate(BaseModel):
+class RuleUpdate(NoNulModel):
     model_config = ConfigDict(extra="forbid")
 
-    description: Text | None = Field(default=None, max_length=5000)
-    expression: Text | None = Field(default=None, **EXPRESSION)
+    description: str | None = Field(default=None, max_length=5000)
+    expression: Expression | None = None
     action: Literal["decide", "route", "tag"] | None = None
-    label: Text | None = Field(default=None, max_length=50)
+    label: str | None = Field(default=None, max_length=50)
     queue_kind: str | None = Field(default=None, pattern=r"^[A-Z][A-Z0-9_]{0,63}$")
     priority: int | None = Field(default=None, ge=0, le=100)
-    tag: Text | None = Field(default=None, max_length=100)
+    tag: str | None = Field(default=None, max_length=100)
     mode: Literal["active", "shadow", "off"] | None = None
-    position: int | None = Field(default=None, **POSITION)
+    position: Position | None = None
 
 
 class RuleRead(BaseModel):

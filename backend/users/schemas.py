@@ -5,7 +5,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from backend.limits import Text
+from backend.limits import NoNulModel
 
 #: A queue kind a moderator may work (``*``: every kind). Whether the kind exists is
 #: checked by the router (``rules.service.known_queue_kinds``): a typo is refused.
@@ -22,13 +22,13 @@ def _unique(kinds: list[str]) -> list[str]:
 QueueKinds = Annotated[list[QueueKind], Field(max_length=100), AfterValidator(_unique)]
 
 
-class UserCreate(BaseModel):
+class UserCreate(NoNulModel):
     model_config = ConfigDict(extra="forbid")
 
     username: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.@-]+$")
     role: str = Field(pattern="^(moderator|analyst|admin)$")
-    display_name: Text | None = Field(default=None, max_length=200)
-    password: Text | None = Field(default=None, min_length=8, max_length=1000)
+    display_name: str | None = Field(default=None, max_length=200)
+    password: str | None = Field(default=None, min_length=8, max_length=1000)
     queue_kinds: QueueKinds = Field(default_factory=list)
 
 
