@@ -69,7 +69,7 @@ def tokens(settings, make_user, client, monkeypatch) -> Iterator[tuple[str, str]
 
 
 @schema.parametrize()
-@hypothesis_settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
+@hypothesis_settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
                      phases=[Phase.explicit, Phase.generate],
                      suppress_health_check=list(HealthCheck))
 def test_api_conforms_to_its_schema(case, tokens) -> None:  # noqa: ANN001
