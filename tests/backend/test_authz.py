@@ -42,6 +42,13 @@ MATRIX: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/v1/crowd/pools"): STAFF,
     ("GET", "/api/v1/crowd/pools/{pool_id}"): STAFF,
     ("GET", "/api/v1/crowd/report"): STAFF,
+    ("POST", "/api/v1/items/{item_id}/appeals"): STAFF,
+    ("GET", "/api/v1/items/{item_id}/appeals"): ALL,
+    ("GET", "/api/v1/appeals"): STAFF,
+    ("GET", "/api/v1/appeals/rates"): STAFF,
+    ("GET", "/api/v1/appeals/{appeal_id}"): ALL,
+    ("GET", "/api/v1/decisions/{event_id}/statement"): ALL,
+    ("GET", "/api/v1/statements"): STAFF,
 }
 
 
