@@ -35,6 +35,9 @@ app.add_typer(report_app, name="report")
 from backend.crowdwork.cli import crowd_app  # noqa: E402
 
 app.add_typer(crowd_app, name="crowd")
+from backend.imports.cli import import_app  # noqa: E402
+
+app.add_typer(import_app, name="import")
 
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True, soft_wrap=True)

@@ -23,11 +23,29 @@ class Label:
     description: str = ""
 
 
+GROUP_SCORES = ("one_minus_ok", "sum")
+
+
+@dataclass(frozen=True)
+class LabelGroup:
+    """Labels decided together ("remove vs keep") while people pick the reason.
+
+    ``score``: how the group's score is made from the classifier's probabilities,
+    ``one_minus_ok`` (``1 - P(ok)``) or ``sum`` (of the members'); see
+    ``ml.families.group_scores``.
+    """
+
+    name: str
+    labels: tuple[str, ...]
+    score: str = "sum"
+
+
 @dataclass(frozen=True)
 class Policy:
     name: str
     version: int
     labels: tuple[Label, ...]
+    groups: tuple[LabelGroup, ...] = ()
 
     @property
     def keys(self) -> list[str]:
@@ -57,6 +75,56 @@ class Policy:
 
     def is_bad(self, key: str) -> bool:
         return self.kinds.get(key) in ("bad", "hide")
+
+    @property
+    def group_members(self) -> dict[str, list[str]]:
+        """``{group name: [member label keys]}``."""
+        return {g.name: list(g.labels) for g in self.groups}
+
+    def group_of(self, key: str) -> str | None:
+        """The group a label belongs to, or None."""
+        return next((g.name for g in self.groups if key in g.labels), None)
+
+
+def _parse_groups(raw: object, labels: tuple[Label, ...]) -> tuple[LabelGroup, ...]:
+    """``groups:`` as ``{name: [labels]}`` or ``{name: {labels: [...], score: ...}}``."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise ValidationFailed("policy: groups must map a group name to its labels, "
+                               "e.g. groups: {action: [offensive, hate]}")
+    kinds = {lab.key: lab.kind for lab in labels}
+    groups: list[LabelGroup] = []
+    seen: dict[str, str] = {}
+    for name, spec in raw.items():
+        name = str(name)
+        members = spec.get("labels") if isinstance(spec, dict) else spec
+        if not isinstance(members, list) or not members:
+            raise ValidationFailed(f"policy: group {name!r} needs a non-empty list of labels")
+        members = [str(m) for m in members]
+        if name in kinds:
+            raise ValidationFailed(f"policy: group {name!r} has the name of a label")
+        for m in members:
+            if m not in kinds:
+                raise ValidationFailed(f"policy: group {name!r} names unknown label {m!r}")
+            if kinds[m] not in ("bad", "hide"):
+                raise ValidationFailed(f"policy: group {name!r}: label {m!r} has kind "
+                                       f"{kinds[m]!r}; a group holds bad or hide labels")
+            if m in seen:
+                raise ValidationFailed(f"policy: label {m!r} is in groups {seen[m]!r} "
+                                       f"and {name!r}; a label belongs to one group")
+            seen[m] = name
+        every_bad = sorted(members) == sorted(k for k, v in kinds.items() if v in ("bad", "hide"))
+        default = "one_minus_ok" if every_bad else "sum"
+        score = str(spec.get("score", default)) if isinstance(spec, dict) else default
+        if score not in GROUP_SCORES:
+            raise ValidationFailed(f"policy: group {name!r} has score {score!r}; "
+                                   f"use one of {GROUP_SCORES}")
+        if score == "one_minus_ok" and not every_bad:
+            raise ValidationFailed(f"policy: group {name!r} scores 1 - P(ok) but does not "
+                                   "hold every bad and hide label; use score: sum")
+        groups.append(LabelGroup(name=name, labels=tuple(members), score=score))
+    return tuple(groups)
 
 
 def parse_policy(data: object) -> Policy:
@@ -97,7 +165,8 @@ def parse_policy(data: object) -> Policy:
         version = int(version)
     if isinstance(version, bool) or not isinstance(version, int):
         raise ValidationFailed(f"policy: version must be a whole number, not {version!r}")
-    return Policy(name=str(data.get("name", "policy")), version=version, labels=labels)
+    return Policy(name=str(data.get("name", "policy")), version=version, labels=labels,
+                  groups=_parse_groups(data.get("groups"), labels))
 
 
 @lru_cache

@@ -111,6 +111,56 @@ def _read_artifact(
     return arrays, meta
 
 
+def present_signals(signals: Signals, names: Sequence[str], n: int) -> list[str]:
+    """The ``names`` that have a value on at least one row of ``signals``.
+
+    A signal that is empty for the whole training set (tweets have no price, no GMV)
+    is not a feature: it would add a column of zeros to learn nothing from, and a
+    model trained on it would ask for it at prediction time.
+    """
+    if not names or signals is None:
+        return []
+    if isinstance(signals, pd.DataFrame):
+        return [c for c in names if c in signals.columns and signals[c].notna().any()]
+    values = np.asarray(signals, dtype=np.float64).reshape(n, -1)
+    return [c for j, c in enumerate(names) if j < values.shape[1]
+            and (~np.isnan(values[:, j])).any()]
+
+
+def signal_matrix(signals: Signals, names: Sequence[str], log_signals: Sequence[str],
+                  n: int) -> np.ndarray:
+    """``[n, len(names)]`` float values of the named signals (``log1p`` where asked)."""
+    if not names:
+        return np.zeros((n, 0))
+    if signals is None:
+        raise ValueError(f"this classifier needs signals {list(names)}")
+    if isinstance(signals, pd.DataFrame):
+        missing = [c for c in names if c not in signals.columns]
+        if missing:
+            raise ValueError(f"signals lack columns {missing}")
+        values = signals[list(names)].to_numpy(dtype=np.float64, na_value=np.nan)
+    else:
+        values = np.asarray(signals, dtype=np.float64).reshape(n, -1)
+    if values.shape != (n, len(names)):
+        raise ValueError(f"signals must be [{n}, {len(names)}]")
+    for j, name in enumerate(names):
+        if name in log_signals:
+            values[:, j] = np.log1p(np.clip(values[:, j], 0, None))
+    return values
+
+
+def standardise(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and scale of each column over its non-missing values (scale 1 when constant)."""
+    seen = ~np.isnan(raw)
+    n_seen = seen.sum(axis=0)
+    filled = np.where(seen, raw, 0.0)
+    mean = np.divide(filled.sum(axis=0), n_seen, out=np.zeros(raw.shape[1]), where=n_seen > 0)
+    var = np.divide((np.where(seen, raw - mean, 0.0) ** 2).sum(axis=0), n_seen,
+                    out=np.ones(raw.shape[1]), where=n_seen > 0)
+    std = np.sqrt(var)
+    return mean, np.where(std > 0, std, 1.0)
+
+
 class EmbeddingClassifier:
     """Multinomial logistic regression on ``[embedding | standardised signals]``.
 
@@ -123,6 +173,8 @@ class EmbeddingClassifier:
     """
 
     kind = "embedding_logreg"
+    family = "embedding"
+    needs_texts = False
 
     def __init__(
         self,
@@ -144,49 +196,29 @@ class EmbeddingClassifier:
         self.class_weight = class_weight
         self.max_iter = max_iter
 
-    def _raw_signals(self, signals: Signals, n: int) -> np.ndarray:
-        if not self.signal_names:
-            return np.zeros((n, 0))
-        if signals is None:
-            raise ValueError(f"this classifier needs signals {self.signal_names}")
-        if isinstance(signals, pd.DataFrame):
-            missing = [c for c in self.signal_names if c not in signals.columns]
-            if missing:
-                raise ValueError(f"signals lack columns {missing}")
-            values = signals[self.signal_names].to_numpy(dtype=np.float64, na_value=np.nan)
-        else:
-            values = np.asarray(signals, dtype=np.float64).reshape(n, -1)
-        if values.shape != (n, len(self.signal_names)):
-            raise ValueError(f"signals must be [{n}, {len(self.signal_names)}]")
-        for j, name in enumerate(self.signal_names):
-            if name in self.log_signals:
-                values[:, j] = np.log1p(np.clip(values[:, j], 0, None))
-        return values
+    def clone(self) -> EmbeddingClassifier:
+        """An unfitted copy with the same configuration (for out-of-fold refits)."""
+        return EmbeddingClassifier(encoder_id=self.encoder_id, signal_names=self.signal_names,
+                                   log_signals=self.log_signals, C=self.C,
+                                   class_weight=self.class_weight, max_iter=self.max_iter)
 
     def _features(self, X: np.ndarray, signals: Signals) -> np.ndarray:
-        raw = self._raw_signals(signals, len(X))
+        raw = signal_matrix(signals, self.signal_names_, self.log_signals, len(X))
         scaled = (raw - self.signal_mean_) / self.signal_scale_
         return np.hstack([X, np.nan_to_num(scaled, nan=0.0)])
 
-    def fit(self, X: np.ndarray, y: Sequence[str], *, signals: Signals = None) -> Self:
+    def fit(self, X: np.ndarray, y: Sequence[str], *, signals: Signals = None,
+            texts: Sequence[str] | None = None) -> Self:
+        """Fit on embeddings ``X`` (``texts`` is accepted for the common interface)."""
         from sklearn.linear_model import LogisticRegression
 
         X = _check_x(X, None)
         y_arr = np.asarray(y, dtype=object)
         if len(y_arr) != len(X):
             raise ValueError(f"{len(y_arr)} labels for {len(X)} rows")
-        raw = self._raw_signals(signals, len(X))
-        # a signal missing on every row (all NaN) gets mean 0 and scale 1: it then adds nothing
-        seen = ~np.isnan(raw)
-        n_seen = seen.sum(axis=0)
-        filled = np.where(seen, raw, 0.0)
-        mean = np.divide(filled.sum(axis=0), n_seen, out=np.zeros(raw.shape[1]),
-                         where=n_seen > 0)
-        var = np.divide((np.where(seen, raw - mean, 0.0) ** 2).sum(axis=0), n_seen,
-                        out=np.ones(raw.shape[1]), where=n_seen > 0)
-        self.signal_mean_ = mean
-        std = np.sqrt(var)
-        self.signal_scale_ = np.where(std > 0, std, 1.0)
+        self.signal_names_ = present_signals(signals, self.signal_names, len(X))
+        raw = signal_matrix(signals, self.signal_names_, self.log_signals, len(X))
+        self.signal_mean_, self.signal_scale_ = standardise(raw)
         model = LogisticRegression(C=self.C, class_weight=self.class_weight, max_iter=self.max_iter)
         model.fit(self._features(X, signals), y_arr)
         self.labels_ = [str(c) for c in model.classes_]
@@ -203,15 +235,18 @@ class EmbeddingClassifier:
         self.label_counts_ = {str(k): int(v) for k, v in pd.Series(y_arr).value_counts().items()}
         return self
 
-    def predict_proba(self, X: np.ndarray, signals: Signals = None) -> np.ndarray:
+    def predict_proba(self, X: np.ndarray, signals: Signals = None, *,
+                      texts: Sequence[str] | None = None) -> np.ndarray:
         X = _check_x(X, self.dim_)
         return _softmax(self._features(X, signals) @ self.coef_.T + self.intercept_)
 
-    def predict(self, X: np.ndarray, signals: Signals = None) -> np.ndarray:
+    def predict(self, X: np.ndarray, signals: Signals = None, *,
+                texts: Sequence[str] | None = None) -> np.ndarray:
         return np.asarray(self.labels_, dtype=object)[self.predict_proba(X, signals).argmax(1)]
 
     def evaluate(
-        self, X: np.ndarray, y: Sequence[str], *, signals: Signals = None
+        self, X: np.ndarray, y: Sequence[str], *, signals: Signals = None,
+        texts: Sequence[str] | None = None,
     ) -> dict[str, Any]:
         """Held-out metrics: accuracy, macro-F1, per-label precision/recall/support."""
         return evaluate_proba(self.predict_proba(X, signals), y, labels=self.labels_)
@@ -231,7 +266,9 @@ class EmbeddingClassifier:
             "dim": self.dim_,
             "n_train": self.n_train_,
             "label_counts": self.label_counts_,
+            "family": self.family,
             "signal_names": self.signal_names,
+            "used_signals": self.signal_names_,
             "log_signals": self.log_signals,
             "config": {"C": self.C, "class_weight": self.class_weight, "max_iter": self.max_iter},
             "metrics": dict(metrics) if metrics is not None else None,
@@ -250,6 +287,8 @@ class EmbeddingClassifier:
         )
         model.coef_, model.intercept_ = arrays["coef"], arrays["intercept"]
         model.signal_mean_, model.signal_scale_ = arrays["signal_mean"], arrays["signal_scale"]
+        # artifacts written before empty signals were dropped used every configured one
+        model.signal_names_ = list(meta.get("used_signals", meta["signal_names"]))
         model.labels_, model.dim_ = list(meta["labels"]), int(meta["dim"])
         model.n_train_, model.label_counts_ = int(meta["n_train"]), dict(meta["label_counts"])
         model.metrics_ = meta.get("metrics")
@@ -265,6 +304,8 @@ class ZeroShotClassifier:
     """
 
     kind = "zero_shot"
+    family = "zero_shot"
+    needs_texts = False
 
     def __init__(self, *, encoder_id: str, temperature: float = 0.05) -> None:
         if temperature <= 0:
@@ -290,15 +331,18 @@ class ZeroShotClassifier:
         self.dim_ = prototypes.shape[1]
         return self
 
-    def predict_proba(self, X: np.ndarray, signals: Signals = None) -> np.ndarray:
+    def predict_proba(self, X: np.ndarray, signals: Signals = None, *,
+                      texts: Sequence[str] | None = None) -> np.ndarray:
         X = _check_x(X, self.dim_)
         return _softmax((X @ self.prototypes_.T).astype(np.float64) / self.temperature)
 
-    def predict(self, X: np.ndarray, signals: Signals = None) -> np.ndarray:
+    def predict(self, X: np.ndarray, signals: Signals = None, *,
+                texts: Sequence[str] | None = None) -> np.ndarray:
         return np.asarray(self.labels_, dtype=object)[self.predict_proba(X).argmax(1)]
 
     def evaluate(
-        self, X: np.ndarray, y: Sequence[str], *, signals: Signals = None
+        self, X: np.ndarray, y: Sequence[str], *, signals: Signals = None,
+        texts: Sequence[str] | None = None,
     ) -> dict[str, Any]:
         return evaluate_proba(self.predict_proba(X), y, labels=self.labels_)
 
@@ -323,12 +367,12 @@ class ZeroShotClassifier:
         return model
 
 
-def load_classifier(
-    path: str | Path, *, encoder_id: str
-) -> EmbeddingClassifier | ZeroShotClassifier:
+def load_classifier(path: str | Path, *, encoder_id: str) -> Any:
     """Load whichever classifier kind the artifact at ``path`` holds."""
+    from ml.text_classifier import TextStackClassifier
+
     kind = json.loads((Path(path) / "meta.json").read_text()).get("kind")
-    for cls in (EmbeddingClassifier, ZeroShotClassifier):
+    for cls in (EmbeddingClassifier, ZeroShotClassifier, TextStackClassifier):
         if kind == cls.kind:
             return cls.load(path, encoder_id=encoder_id)
     raise ValueError(f"{path}: unknown classifier kind {kind!r}")

@@ -13,7 +13,7 @@ from backend.types import JSONType, TZDateTime
 
 #: Where a decision came from. Human sources supersede automatic ones.
 AUTOMATIC_SOURCES = ("rule", "similarity", "classifier")
-HUMAN_SOURCES = ("moderator", "crowd")
+HUMAN_SOURCES = ("moderator", "crowd", "import")
 SOURCES = AUTOMATIC_SOURCES + HUMAN_SOURCES
 
 
