@@ -22,6 +22,14 @@ label kind    ``p >= auto/high``    ``p >= good/middle``  otherwise
 A band decides automatically only when it is listed in ``auto_decide``; ``auto_ok``
 that may not decide is routed to ``ML_GOOD`` (spot-checked) instead. ``None`` means
 the classifier has no opinion worth a queue: the item falls to signal-based queues.
+
+Label groups (``assign_bands(..., groups={"action": ["offensive", "hate"]})``): when
+``bands`` holds cut-offs for ``"group:<name>"`` (``high`` / ``middle``, chosen by
+calibration on the group's score, the sum of its members' probabilities), an item
+whose group score reaches a group cut-off gets that group band (``ML_BAD_HIGH`` /
+``ML_BAD_MIDDLE``) with its most probable member as the label and ``group`` set: the
+group decides "remove vs keep", the label is the likeliest reason for people to
+confirm. Items below the group's cut-offs fall to the per-label rules.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ __all__ = [
     "assign_band",
     "assign_bands",
     "default_bands",
+    "group_key",
     "validate_bands",
 ]
 
@@ -72,6 +81,7 @@ class BandResult:
     label: str
     probability: float
     decides: bool
+    group: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -143,6 +153,11 @@ def assign_band(
     )
 
 
+def group_key(name: str) -> str:
+    """The ``bands`` key of a label group's cut-offs."""
+    return f"group:{name}"
+
+
 def assign_bands(
     proba: np.ndarray,
     labels: Sequence[str],
@@ -150,9 +165,45 @@ def assign_bands(
     bands: Mapping[str, Mapping[str, float]],
     policy_kinds: Mapping[str, str],
     auto_decide: Sequence[str],
+    groups: Mapping[str, Sequence[str]] | None = None,
 ) -> list[BandResult]:
     """:func:`assign_band` for each row of ``proba`` (``[n, len(labels)]``, columns in
-    ``labels`` order), vectorised over the argmax and the cut-off comparisons."""
+    ``labels`` order), vectorised over the argmax and the cut-off comparisons; label
+    groups with cut-offs in ``bands`` first (see the module docstring)."""
+    results = _assign_label_bands(proba, labels, bands=bands, policy_kinds=policy_kinds,
+                                  auto_decide=auto_decide)
+    for name, members in (groups or {}).items():
+        cuts = bands.get(group_key(name))
+        cols = [list(labels).index(m) for m in members if m in labels]
+        if not cuts or not cols:
+            continue
+        p = np.asarray(proba, dtype=np.float64)[:, cols]
+        score = p.sum(axis=1)
+        top = np.asarray(cols)[p.argmax(axis=1)]
+        for i, (s_i, j) in enumerate(zip(score.tolist(), top.tolist(), strict=True)):
+            current = results[i]
+            if current.group is not None or (current.decides and current.label not in members):
+                continue  # another group took it, or a label outside the group decides it
+            high, middle = cuts.get("high"), cuts.get("middle")  # None: not backed
+            if high is not None and _at_least(s_i, high):
+                band = ML_BAD_HIGH
+            elif middle is not None and _at_least(s_i, middle):
+                band = ML_BAD_MIDDLE
+            else:
+                continue
+            results[i] = BandResult(band=band, label=labels[j], probability=s_i,
+                                    decides=band in auto_decide, group=name)
+    return results
+
+
+def _assign_label_bands(
+    proba: np.ndarray,
+    labels: Sequence[str],
+    *,
+    bands: Mapping[str, Mapping[str, float]],
+    policy_kinds: Mapping[str, str],
+    auto_decide: Sequence[str],
+) -> list[BandResult]:
     proba = np.asarray(proba)
     if not np.issubdtype(proba.dtype, np.floating):
         proba = proba.astype(np.float64)

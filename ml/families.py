@@ -200,8 +200,9 @@ def select_family(candidates: Mapping[str, Any] | Sequence[str], X: np.ndarray,
     classes = sorted({str(v) for v in y})
     results: dict[str, dict[str, Any]] = {}
     for name, model in candidates.items():
-        if getattr(model, "needs_texts", False) and texts is None:
-            results[name] = {"skipped": "needs texts"}
+        if getattr(model, "needs_texts", False) and (
+                texts is None or not any(str(t or "").strip() for t in texts)):
+            results[name] = {"skipped": "needs texts; the items have none"}
             continue
         if progress:
             progress(f"scoring family {name} out of fold ({folds} folds)")

@@ -189,10 +189,10 @@ def _scores(session: Session, *, ids: list[int], labels: list[str], cal: Calibra
         active_classifier,
         ensure_embeddings,
         get_encoder,
+        item_texts,
         signal_frame,
     )
     from backend.ml_adapter.settings import get_ml_settings
-    from ml.classifier import EmbeddingClassifier
 
     ml = get_ml_settings()
     encoder = get_encoder(ml)
@@ -205,32 +205,31 @@ def _scores(session: Session, *, ids: list[int], labels: list[str], cal: Calibra
     X = ensure_embeddings(session=session, rows=rows, encoder=encoder, batch_size=ml.batch_size)
     sig = signal_frame(rows)
     classes = list(model.labels_)
-    if not isinstance(model, EmbeddingClassifier):
-        return np.asarray(model.predict_proba(X, sig), dtype=np.float64), classes, model_id, False
+    texts = item_texts(rows)
+    if not hasattr(model, "clone"):  # the zero-shot start: nothing was fitted on labels
+        return (np.asarray(model.predict_proba(X, sig, texts=texts), dtype=np.float64), classes,
+                model_id, False)
     y = np.asarray(labels, dtype=object)
     proba = np.zeros((len(ids), len(classes)))
     folds = min(cal.folds, len(ids))
     order = np.random.default_rng(0).permutation(len(ids))
     with threadpool_limits(1):  # small dense fits: BLAS threads only contend (~20x slower)
         _refit_folds(model, X=X, y=y, sig=sig, order=order, folds=folds, classes=classes,
-                     proba=proba)
+                     proba=proba, texts=texts)
     return proba, classes, model_id, True
 
 
 def _refit_folds(model: Any, *, X: np.ndarray, y: np.ndarray, sig: pd.DataFrame,
-                 order: np.ndarray, folds: int, classes: list[str], proba: np.ndarray) -> None:
-    from ml.classifier import EmbeddingClassifier
-
+                 order: np.ndarray, folds: int, classes: list[str], proba: np.ndarray,
+                 texts: list[str]) -> None:
     for f in range(folds):
         test = order[f::folds]
         fit = np.setdiff1d(order, test)
         if len(set(y[fit])) < 2:
             raise ValidationFailed("the out-of-fold refit needs verdicts of two labels per fold")
-        fold_model = EmbeddingClassifier(
-            encoder_id=model.encoder_id, signal_names=model.signal_names,
-            log_signals=model.log_signals, C=model.C, class_weight=model.class_weight,
-            max_iter=model.max_iter).fit(X[fit], list(y[fit]), signals=sig.iloc[fit])
-        p = fold_model.predict_proba(X[test], sig.iloc[test])
+        fold_model = model.clone().fit(X[fit], list(y[fit]), signals=sig.iloc[fit],
+                                       texts=[texts[i] for i in fit])
+        p = fold_model.predict_proba(X[test], sig.iloc[test], texts=[texts[i] for i in test])
         for j, lab in enumerate(fold_model.labels_):
             if lab in classes:
                 proba[test, classes.index(lab)] = p[:, j]
@@ -303,6 +302,14 @@ def _calibrate_classifier(session: Session, *, run: CalibrationRun, cal: Calibra
             if choice.threshold is None:
                 result["labels_needed"][f"{label}.{cut}"] = choice.labels_needed
                 result["messages"].append(f"{label} {cut}: {choice.message}")
+    if policy.groups:  # label groups (backend/calibration/groups.py)
+        from backend.calibration.groups import calibrate_groups
+
+        result["groups"], group_curves, group_backed = calibrate_groups(
+            proba=proba, labels=labels, classes=classes, policy=policy, cal=cal, bands=bands,
+            choose=_choose, as_dict=_choice_dict)
+        curves += group_curves
+        backed |= group_backed
     result["curve_totals"] = totals
     scores = pd.DataFrame(proba, columns=[f"p_{c}" for c in classes])
     scores.insert(0, "true_label", labels)

@@ -283,12 +283,26 @@ def signal_frame(rows: Sequence[dict[str, Any]]) -> Any:
                          for r in rows], columns=SIGNALS, dtype=float)
 
 
+def item_texts(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The text the encoder embeds for each row (``ml.inputs.item_text``), for text models."""
+    from ml.inputs import ItemInput, item_text
+
+    return [item_text(ItemInput(title=r.get("title") or "", description=r.get("description")
+                                or "")) for r in rows]
+
+
 def train(*, session: Session, settings: Settings | None = None, ml: MLSettings | None = None,
           policy: Policy | None = None, test_size: float = 0.2, seed: int = 0,
-          now: datetime | None = None) -> ModelArtifact:
+          now: datetime | None = None, families: Sequence[str] | None = None) -> ModelArtifact:
     """Train the classifier on final human verdicts (+ golden items' known labels),
-    evaluate it on a held-out share, save a versioned artifact and make it active."""
-    from ml.classifier import EmbeddingClassifier
+    evaluate it on a held-out share, save a versioned artifact and make it active.
+
+    The classifier family (``ml.families``: ``embedding``, ``text_stack``) is picked on
+    the training share by out-of-fold calibration: the one whose backed cut-offs (at the
+    deciding target, per label and per policy label group) decide more wins; the
+    comparison is kept in the artifact's ``metrics["family_selection"]``."""
+    from backend.calibration.settings import get_calibration_settings
+    from ml.families import FAMILIES, create_family, select_family
 
     settings, ml = settings or get_settings(), ml or get_ml_settings()
     policy = policy or get_policy()
@@ -318,13 +332,26 @@ def train(*, session: Session, settings: Settings | None = None, ml: MLSettings 
     order = rng.permutation(len(ids))
     n_test = max(1, int(len(ids) * test_size))
     test, fit_idx = order[:n_test], order[n_test:]
-    model = EmbeddingClassifier(encoder_id=encoder.encoder_id, signal_names=SIGNALS,
-                                log_signals=SIGNALS)
+    texts = item_texts(rows)
+    fit_texts = [texts[i] for i in fit_idx]
+    cal = get_calibration_settings()
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1):  # BLAS threads fighting over 2 cores made fits ~20x slower
-        model.fit(X[fit_idx], list(y_all[fit_idx]), signals=sig.iloc[fit_idx])
-    metrics = model.evaluate(X[test], list(y_all[test]), signals=sig.iloc[test])
+        selection = select_family(
+            list(families or FAMILIES), X[fit_idx], list(y_all[fit_idx]),
+            encoder_id=encoder.encoder_id, signals=sig.iloc[fit_idx], texts=fit_texts,
+            signal_names=SIGNALS, log_signals=SIGNALS, target_precision=cal.target_precision,
+            confidence=cal.confidence, method=cal.bound_method, folds=cal.folds, seed=seed,
+            groups=policy.group_members, ok_label=policy.ok_key)
+        model = create_family(selection.chosen, encoder_id=encoder.encoder_id,
+                              signal_names=SIGNALS, log_signals=SIGNALS)
+        model.fit(X[fit_idx], list(y_all[fit_idx]), signals=sig.iloc[fit_idx], texts=fit_texts)
+    log.info("classifier family %s chosen: %s", selection.chosen,
+             {k: v.get("auto_share") for k, v in selection.families.items()})
+    metrics = model.evaluate(X[test], list(y_all[test]), signals=sig.iloc[test],
+                             texts=[texts[i] for i in test])
+    metrics["family_selection"] = selection.to_dict()
     metrics = json.loads(json.dumps(metrics, default=float))
     version = (session.scalar(select(func.max(ModelArtifact.version))) or 0) + 1
     path = settings.data_dir / "models" / f"classifier-v{version}"
@@ -418,12 +445,12 @@ class MLHooks:
         model, model_id = active_classifier(session=session, encoder=encoder,
                                             policy=self.policy)
         vecs = self._embed(session, items)
-        proba = model.predict_proba(vecs, signal_frame(items))
+        proba = model.predict_proba(vecs, signal_frame(items), texts=item_texts(items))
         labels = list(model.labels_)
         kinds = class_kinds(self.policy)
         results = assign_bands(proba, labels, bands=ts.bands,
                                policy_kinds={k: kinds[k] for k in labels},
-                               auto_decide=ts.auto_decide)
+                               auto_decide=ts.auto_decide, groups=self.policy.group_members)
         out: dict[int, ClassifierOutcome] = {}
         score_rows = []
         for row, p, res in zip(items, proba, results, strict=True):
