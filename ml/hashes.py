@@ -14,9 +14,13 @@ Two images are near-duplicates when the Hamming distance of their hashes is smal
 - :class:`HashBank`: a bank of known hashes (e.g. known-bad images, or every decided
   item's image) with batched matching: ``match(queries, max_distance)`` returns, per
   query, the banked ids within the distance, nearest first. Hashes are kept as four
-  ``uint64`` words per row; a query is XOR + popcount over the bank
-  (``numpy.bitwise_count``), about 4 ms per query at 1,000,000 hashes on one core (see
-  ``bench/hashes.py``). Saved as ``hashes.npz`` (ids, words) without pickle.
+  ``uint64`` words per row. Matching within ``max_distance <= 47`` uses multi-index
+  hashing (Norouzi et al.): split into 16 chunks of 16 bits, a hash within distance
+  ``d`` of the query agrees with it to within ``d // 16`` bits on at least one chunk
+  (pigeonhole), so only the banked hashes found by those chunk lookups (sorted chunk
+  values, ``numpy.searchsorted``) get the exact distance (XOR + ``numpy.bitwise_count``);
+  wider searches scan the bank. Exact either way; figures at 1,000,000 hashes in
+  ``bench/hashes.py``. Saved as ``.npz`` (ids, words) without pickle.
 """
 
 from __future__ import annotations
@@ -46,6 +50,20 @@ __all__ = [
 
 BITS = 256
 WORDS = BITS // 64
+_CHUNKS = 16  # multi-index hashing: 16 chunks of 16 bits
+
+
+def _flip_masks(radius: int) -> np.ndarray:
+    """Every 16-bit mask with at most ``radius`` bits set."""
+    from itertools import combinations
+
+    masks = [0]
+    for r in range(1, radius + 1):
+        masks += [sum(1 << b for b in bits) for bits in combinations(range(16), r)]
+    return np.asarray(masks, dtype=np.uint16)
+
+
+_FLIPS = [_flip_masks(r) for r in range(3)]  # chunk radius 0, 1, 2: max_distance <= 47
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +176,7 @@ class HashBank:
         self.chunk = chunk
         self.ids_ = np.zeros(0, dtype=np.int64)
         self.words_ = np.zeros((0, WORDS), dtype=np.uint64)
+        self._tables: list[tuple[np.ndarray, np.ndarray]] | None = None
 
     def __len__(self) -> int:
         return len(self.ids_)
@@ -169,7 +188,41 @@ class HashBank:
             raise ValueError(f"{len(ids_arr)} ids for {len(words)} hashes")
         self.ids_ = np.concatenate([self.ids_, ids_arr])
         self.words_ = np.concatenate([self.words_, words])
+        self._tables = None
         return self
+
+    @staticmethod
+    def _chunks(words: np.ndarray) -> np.ndarray:
+        """``[n, 16]`` uint16: the 16-bit chunks of each hash, most significant first."""
+        w = np.asarray(words, dtype=np.uint64).reshape(-1, WORDS)
+        shifts = np.array([48, 32, 16, 0], dtype=np.uint64)
+        parts = (w[:, :, None] >> shifts[None, None, :]) & np.uint64(0xFFFF)
+        return parts.reshape(len(w), _CHUNKS).astype(np.uint16)
+
+    def _index(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        if self._tables is None:
+            chunks = self._chunks(self.words_)
+            tables = []
+            for c in range(_CHUNKS):
+                order = np.argsort(chunks[:, c], kind="stable")
+                tables.append((chunks[order, c], order))
+            self._tables = tables
+        return self._tables
+
+    def _candidates(self, query: np.ndarray, radius: int) -> np.ndarray:
+        """Rows whose chunk ``c`` is within ``radius`` bits of the query's, for some ``c``."""
+        flips = _FLIPS[radius]
+        q_chunks = self._chunks(query)[0]
+        found = []
+        for c, (values, order) in enumerate(self._index()):
+            keys = q_chunks[c] ^ flips  # distinct: XOR with distinct masks
+            lo = np.searchsorted(values, keys, side="left")
+            hi = np.searchsorted(values, keys, side="right")
+            found.extend(order[a:b] for a, b in zip(lo.tolist(), hi.tolist(), strict=True)
+                         if b > a)
+        if not found:
+            return np.zeros(0, dtype=np.int64)
+        return np.unique(np.concatenate(found))
 
     def distances(self, query: np.ndarray) -> np.ndarray:
         """Distances from one query (4 words) to every banked hash."""
@@ -191,16 +244,24 @@ class HashBank:
             if len(self) == 0:
                 out.append([])
                 continue
-            d = self.distances(q)
-            hit = np.flatnonzero(d <= max_distance)
-            hit = hit[np.lexsort((hit, d[hit]))]  # nearest first, then the earlier added
+            if max_distance // _CHUNKS < len(_FLIPS):
+                rows = self._candidates(q, max_distance // _CHUNKS)
+                d_rows = hamming(self.words_[rows], q[None, :])
+                keep = d_rows <= max_distance
+                hit, dist = rows[keep], d_rows[keep]
+            else:
+                d = self.distances(q)
+                hit = np.flatnonzero(d <= max_distance)
+                dist = d[hit]
+            order = np.lexsort((hit, dist))  # nearest first, then the earlier added
+            hit, dist = hit[order], dist[order]
             found: list[HashMatch] = []
             seen: set[int] = set()
-            for i in hit:
+            for i, di in zip(hit.tolist(), dist.tolist(), strict=True):
                 item = int(self.ids_[i])
                 if item not in seen:
                     seen.add(item)
-                    found.append(HashMatch(id=item, distance=int(d[i])))
+                    found.append(HashMatch(id=item, distance=int(di)))
                     if len(found) == k:
                         break
             out.append(found)

@@ -112,3 +112,19 @@ def test_bank_matches_nearest_first_dedupes_ids_and_saves(tmp_path) -> None:  # 
     assert HashBank().match(near[None]) == [[]]
     with pytest.raises(ValueError, match="max_distance"):
         bank.match(near[None], max_distance=300)
+
+
+@pytest.mark.parametrize("max_distance", [0, 15, 31, 47, 80])
+def test_indexed_matching_finds_exactly_what_a_full_scan_finds(max_distance: int) -> None:
+    rng = np.random.default_rng(max_distance)
+    words = rng.integers(0, 2**63, size=(3000, 4), dtype=np.uint64)
+    queries = words[:60].copy()
+    for row, n_flips in zip(queries, rng.integers(0, 70, size=60), strict=True):
+        for bit in rng.choice(256, size=n_flips, replace=False):
+            row[bit // 64] ^= np.uint64(1) << np.uint64(bit % 64)
+    bank = HashBank().add(np.arange(3000), words)
+    found = bank.match(queries, max_distance=max_distance, k=3000)
+    for q, matches in zip(queries, found, strict=True):
+        d = bank.distances(q)
+        expected = sorted((int(d[i]), i) for i in np.flatnonzero(d <= max_distance))
+        assert [(m.distance, m.id) for m in matches] == expected
