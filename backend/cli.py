@@ -382,6 +382,12 @@ def train() -> None:
     console.print(f"classifier v{art.version} ({art.encoder_id}) trained on {art.train_size} "
                   f"items; held-out {m.get('held_out')}: accuracy {m.get('accuracy', 0):.3f}, "
                   f"macro-F1 {m.get('macro_f1', 0):.3f}; saved to {art.path}")
+    fam = m.get("family_selection") or {}
+    if fam:
+        console.print(f"family {fam['chosen']}, out-of-fold backed automation at "
+                      f"{fam['target_precision']:.0%}: " + ", ".join(
+                          f"{k} {v['auto_share']:.1%}" for k, v in fam["families"].items()
+                          if "auto_share" in v))
 
 
 @thresholds_app.command("list")

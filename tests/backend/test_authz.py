@@ -49,6 +49,7 @@ MATRIX: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/v1/appeals/{appeal_id}"): ALL,
     ("GET", "/api/v1/decisions/{event_id}/statement"): ALL,
     ("GET", "/api/v1/statements"): STAFF,
+    ("POST", "/api/v1/imports/verdicts"): STAFF,
 }
 
 
