@@ -168,8 +168,10 @@ class EmbeddingClassifier:
     an array with them in that order); ``log_signals`` names those to ``log1p`` first
     (heavy-tailed: price, GMV, exposure). ``y`` holds policy label strings.
 
-    Learned: ``labels_``, ``coef_`` ``[n_labels, dim + n_signals]``, ``intercept_``,
-    ``signal_mean_``, ``signal_scale_``, ``dim_``, ``n_train_``, ``label_counts_``.
+    Learned: ``labels_``, ``signal_names_`` (the configured signals that have a value
+    on some training row: an empty signal is not a feature), ``coef_``
+    ``[n_labels, dim + len(signal_names_)]``, ``intercept_``, ``signal_mean_``,
+    ``signal_scale_``, ``dim_``, ``n_train_``, ``label_counts_``.
     """
 
     kind = "embedding_logreg"
