@@ -16,7 +16,10 @@ router = APIRouter(prefix="/api/v1/imports", tags=["imports"])
 
 
 @router.post("/verdicts", response_model=ImportResult,
-             responses={422: {"description": "bad rows, or a batch over the limit"}})
+             responses={207: {"description": "partial=true: the good rows were stored, the "
+                                            "bad ones are listed in errors",
+                              "model": ImportResult},
+                        422: {"description": "bad rows, or a batch over the limit"}})
 def import_verdicts_route(
     session: SessionDep, settings: SettingsDep, policy: PolicyDep, user: AnalystUser,
     response: Response,
