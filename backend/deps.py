@@ -17,13 +17,21 @@ from backend.users.models import User
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    """One transaction per request: commit if the handler returns, roll back if it raises."""
+    """One transaction per request: commit if the handler returns, roll back if it raises.
+
+    Used with ``scope="function"`` (``SessionDep``): FastAPI leaves the dependency, and so
+    commits, once the route has returned and its response is serialised, *before* the
+    response is sent. A 2xx therefore means the transaction is durable; a failed commit
+    becomes an error response, never a 2xx. (With the default scope FastAPI would commit
+    after the response had gone out: a client could read the old state after a 201, and
+    a crash in between lost work the client had been told was saved.)
+    """
     factory = getattr(request.app.state, "sessionmaker", None) or get_sessionmaker()
     with transaction(factory) as session:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 PolicyDep = Annotated[Policy, Depends(get_policy)]
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from backend.db import Base, utcnow
@@ -20,11 +20,17 @@ class Judgment(Base):
     __table_args__ = (
         UniqueConstraint("assignment_id", "item_id"),
         Index("ix_judgments_item_id", "item_id"),
+        # A moderator's verdict: one judgment per task attempt (see backend.queues.service).
+        Index("uq_judgments_task_id_task_attempt", "task_id", "task_attempt", unique=True,
+              postgresql_where=text("task_attempt IS NOT NULL"),
+              sqlite_where=text("task_attempt IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
     task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id", ondelete="SET NULL"))
+    #: A moderator's verdict: the task's lease count when it was answered (its attempt).
+    task_attempt: Mapped[int | None]
     worker_kind: Mapped[str] = mapped_column(String(20))  # moderator | crowd
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     worker_id: Mapped[str | None] = mapped_column(String(100))

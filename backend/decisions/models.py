@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Float, ForeignKey, Index, String, Text
+from sqlalchemy import Float, ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from backend.db import Base, utcnow
@@ -24,6 +24,10 @@ class DecisionEvent(Base):
     __table_args__ = (
         Index("ix_decision_events_item_id_id", "item_id", "id"),
         Index("ix_decision_events_created_at", "created_at"),
+        # At most one human decision per task attempt (see backend.queues.service).
+        Index("uq_decision_events_task_id_task_attempt", "task_id", "task_attempt",
+              unique=True, postgresql_where=text("task_attempt IS NOT NULL"),
+              sqlite_where=text("task_attempt IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -42,6 +46,8 @@ class DecisionEvent(Base):
     distance: Mapped[float | None] = mapped_column(Float)
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id", ondelete="SET NULL"))
+    #: A moderator's verdict: the task's lease count when it was answered (its attempt).
+    task_attempt: Mapped[int | None]
     crowd_pool_id: Mapped[int | None] = mapped_column(
         ForeignKey("crowd_pools.id", ondelete="SET NULL")
     )

@@ -4,6 +4,11 @@ Supersession: a human decision (moderator, crowd) supersedes whatever was curren
 automatic decision (rule, similarity, classifier) never replaces a human one — it is
 still logged, with ``details.status_unchanged`` saying why it did not take effect.
 Nothing is updated in place in the log and nothing is deleted.
+
+Invariants (docs/reliability.md): an item's effective events form one chain (each
+supersedes the head before it; the item's status points at the head), because the
+item's status row is locked while an event is appended; a task attempt has at most one
+human decision event (unique ``(task_id, task_attempt)``).
 """
 
 from __future__ import annotations
@@ -34,6 +39,9 @@ class NewDecision:
     distance: float | None = None
     user_id: int | None = None
     task_id: int | None = None
+    #: The task's attempt (its lease count) a moderator's verdict answered: one human
+    #: decision per ``(task_id, task_attempt)``, enforced by a unique index.
+    task_attempt: int | None = None
     crowd_pool_id: int | None = None
     aggregation_method: str | None = None
     confidence: float | None = None
@@ -62,9 +70,14 @@ def record_decisions(
     item_ids = sorted({d.item_id for d in decisions})
     current: dict[int, tuple[int | None, bool]] = {}
     for start in range(0, len(item_ids), 500):
+        # The status rows are locked (PostgreSQL; SQLite's transactions hold the write lock
+        # from their start) until this transaction ends, in item order: a concurrent
+        # decision on the same item waits here and then reads the event this one made
+        # current, so each event supersedes the previous head and the chain never forks.
         for row in session.execute(
             select(ItemStatus.item_id, ItemStatus.event_id, ItemStatus.is_human).where(
                 ItemStatus.item_id.in_(item_ids[start:start + 500]))
+            .order_by(ItemStatus.item_id).with_for_update()
         ):
             current[row.item_id] = (row.event_id, row.is_human)
     has_status = set(current)
@@ -95,7 +108,8 @@ def record_decisions(
                 "is_human": d.is_human, "rule_id": d.rule_id, "rule_version": d.rule_version,
                 "model_id": d.model_id, "threshold_set_version": d.threshold_set_version,
                 "similar_item_id": d.similar_item_id, "distance": d.distance,
-                "user_id": d.user_id, "task_id": d.task_id, "crowd_pool_id": d.crowd_pool_id,
+                "user_id": d.user_id, "task_id": d.task_id, "task_attempt": d.task_attempt,
+                "crowd_pool_id": d.crowd_pool_id,
                 "aggregation_method": d.aggregation_method, "confidence": d.confidence,
                 "comment": d.comment, "details": details or None,
                 "supersedes_id": prev_event if eff else None, "created_at": now,

@@ -4,7 +4,17 @@ A lease is taken atomically: on PostgreSQL with ``SELECT ... FOR UPDATE SKIP LOC
 (concurrent moderators never wait on each other's row), on SQLite inside the
 ``BEGIN IMMEDIATE`` write transaction every session starts with (see ``backend.db``).
 An expired lease goes back to ``pending``; ``expire_leases`` runs before every lease, so
-no background job is needed for correctness.
+no background job is needed for correctness. The task keeps its last ``lease_owner_id``
+until someone else leases it: that moderator's late verdict is still accepted while
+nobody else holds the task.
+
+A verdict finishes a task with one conditional ``UPDATE ... WHERE id = :id AND
+lease_owner_id = :me AND state IN ('leased', 'pending')`` (`finish_leased`) whose row
+count decides: two verdicts on one task cannot both win, and a verdict cannot win
+against a fresh lease somebody else took. The task's ``lease_count`` at that moment is
+the *attempt* the judgment and the decision event are recorded under; a unique index on
+``(task_id, task_attempt)`` of each makes a second human answer per attempt impossible
+even if a code path forgot the check (see docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -111,13 +121,16 @@ def enqueue(*, session: Session, kind: str, item_ids: Sequence[int], now: dateti
 _EXPIRE = (
     update(Task).where(Task.state == "leased",
                        Task.lease_expires_at < bindparam("now", type_=TZDateTime()))
-    .values(state="pending", lease_owner_id=None, leased_at=None, lease_expires_at=None)
+    .values(state="pending", leased_at=None, lease_expires_at=None)
     .execution_options(synchronize_session=False)
 )
 
 
 def expire_leases(*, session: Session, now: datetime) -> int:
-    """Put every task whose lease has run out back to ``pending``."""
+    """Put every task whose lease has run out back to ``pending``.
+
+    ``lease_owner_id`` stays: it names the last holder, whose late verdict is accepted
+    until somebody else leases the task (a new lease overwrites it)."""
     return session.execute(_EXPIRE, {"now": now}).rowcount or 0  # type: ignore[attr-defined]
 
 
@@ -298,16 +311,65 @@ def get_task(*, session: Session, task_id: int) -> Task:
 
 
 def check_lease(*, task: Task, user: User, now: datetime) -> None:
-    """The user may answer ``task``: they hold its lease, or it expired and nobody took it."""
-    if task.state == "leased" and task.lease_owner_id == user.id:
+    """Raise `LeaseLost` (409, with the reason) unless ``user`` may answer ``task`` now:
+    they hold its lease, or their lease expired and nobody has leased the task since.
+
+    A read-only check for showing a card; the verdict itself decides atomically
+    (`finish_leased`), so a lease taken between this check and the verdict still wins.
+    """
+    _refuse_crowd(task)
+    if task.state in ("leased", "pending") and task.lease_owner_id == user.id:
         return
-    if task.state == "pending" and task.lease_owner_id is None and user.may_work(task.queue.kind):
-        # the lease expired (and was returned) but nobody else took it: accept the work
-        return
+    raise LeaseLost(_not_yours(task))
+
+
+def _refuse_crowd(task: Task) -> None:
+    if task.queue.audience != "moderators":
+        raise LeaseLost(f"task {task.id} is in {task.queue.name}, a crowd queue: its items "
+                        "(golden ones included) are answered only through the crowd")
+
+
+def _not_yours(task: Task) -> str:
     if task.state == "done":
-        raise LeaseLost(f"task {task.id} is already done")
-    raise LeaseLost(f"task {task.id} is not leased by you (lease expired and taken by "
-                    "someone else, or never leased)")
+        return f"task {task.id} is already done"
+    if task.state == "cancelled":
+        return f"task {task.id} was cancelled"
+    if task.state == "pending" and task.lease_owner_id is None:
+        return (f"task {task.id} is not leased by anyone: lease it first "
+                "(POST /api/v1/tasks/lease)")
+    if task.state == "leased" and task.lease_owner_id is None:
+        return f"task {task.id} is leased to the crowd"
+    return (f"task {task.id} is not leased by you: your lease expired and someone else "
+            "leased the task, or you never held it")
+
+
+_FINISH = (
+    update(Task)
+    .where(Task.id == bindparam("task_id"), Task.lease_owner_id == bindparam("user_id"),
+           Task.state.in_(("leased", "pending")))
+    .values(state="done", done_at=_NOW, lease_expires_at=None)
+    .returning(Task)
+    .execution_options(synchronize_session=False, populate_existing=True)
+)
+
+
+def finish_leased(*, session: Session, task: Task, user: User, now: datetime) -> int:
+    """Mark ``task`` done for ``user``'s verdict, atomically; return the attempt number.
+
+    One ``UPDATE ... WHERE id = :id AND lease_owner_id = :me AND state IN ('leased',
+    'pending') RETURNING``: ``pending`` with ``user`` as owner is their own expired lease
+    that nobody has taken since. On PostgreSQL a concurrent verdict or lease on the same
+    row waits for this one and then re-checks the condition, so exactly one of them wins;
+    on SQLite every transaction holds the write lock from its start. Zero rows:
+    `LeaseLost` with the reason, read from the row as it is now. The returned attempt is
+    the task's ``lease_count`` (1 for the first lease, 2 after it was leased again, ...).
+    """
+    _refuse_crowd(task)
+    done = session.scalar(_FINISH, {"task_id": task.id, "user_id": user.id, "now": now})
+    if done is None:
+        session.refresh(task)
+        raise LeaseLost(_not_yours(task))
+    return done.lease_count
 
 
 def complete(*, session: Session, task: Task, now: datetime) -> None:
@@ -317,14 +379,23 @@ def complete(*, session: Session, task: Task, now: datetime) -> None:
     session.flush()
 
 
+_RELEASE = (
+    update(Task)
+    .where(Task.id == bindparam("task_id"), Task.lease_owner_id == bindparam("user_id"),
+           Task.state == "leased")
+    .values(state="pending", lease_owner_id=None, leased_at=None, lease_expires_at=None)
+    .returning(Task)
+    .execution_options(synchronize_session=False, populate_existing=True)
+)
+
+
 def release(*, session: Session, task: Task, user: User, now: datetime,
             skip: bool = False) -> Task:
-    if task.state != "leased" or task.lease_owner_id != user.id:
+    """Give ``user``'s leased task back (atomically, like `finish_leased`); ``skip``: and
+    never offer it to them again."""
+    if session.scalar(_RELEASE, {"task_id": task.id, "user_id": user.id}) is None:
+        session.refresh(task)
         raise LeaseLost(f"task {task.id} is not leased by you")
-    task.state = "pending"
-    task.lease_owner_id = None
-    task.leased_at = None
-    task.lease_expires_at = None
     if skip:
         already = session.scalar(select(TaskSkip.id).where(TaskSkip.task_id == task.id,
                                                            TaskSkip.user_id == user.id))
