@@ -87,7 +87,7 @@ def start_server(url: str, port: int, workers: int) -> subprocess.Popen[bytes]:
         cwd=ROOT, env=env)
     import httpx
 
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180  # 4 workers importing the app on a loaded machine
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"uvicorn exited with {proc.returncode}")
@@ -98,7 +98,7 @@ def start_server(url: str, port: int, workers: int) -> subprocess.Popen[bytes]:
             pass
         time.sleep(0.3)
     proc.terminate()
-    raise SystemExit("uvicorn did not answer within 60 s")
+    raise SystemExit("uvicorn did not answer within 180 s")
 
 
 def run_level(base: str, tokens: list[str], seconds: float, think_ms: float,
