@@ -83,7 +83,10 @@ def start_server(url: str, port: int, workers: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "backend.asgi:app",
          "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
-         "--log-level", "warning", "--no-access-log"],
+         "--log-level", "warning", "--no-access-log",
+         # a moderator's connection idles through a card (exponential think times: some
+         # over uvicorn's default 5 s); keep it open as a proxy in front would
+         "--timeout-keep-alive", "120"],
         cwd=ROOT, env=env)
     import httpx
 
