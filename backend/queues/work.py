@@ -57,6 +57,7 @@ def submit_verdict(*, session: Session, task_id: int, user: User, label: str,
                                f"not {label!r}")
     if time_spent_ms is not None and not (0 <= time_spent_ms <= 24 * 3600 * 1000):
         raise ValidationFailed("time_spent_ms must be between 0 and one day")
+    queue_name = task.queue.name  # loaded with the task; the finishing UPDATE reloads only it
     try:
         attempt = queues.finish_leased(session=session, task=task, user=user, now=now)
     except LeaseLost:
@@ -77,7 +78,7 @@ def submit_verdict(*, session: Session, task_id: int, user: User, label: str,
     session.flush()
     event_id: int | None = None
     if task.task_type == "item":
-        details = {"queue": task.queue.name}
+        details = {"queue": queue_name}
         if task.payload:
             details.update({k: v for k, v in task.payload.items()
                             if k in ("spot_check_of", "appeal_id")})
