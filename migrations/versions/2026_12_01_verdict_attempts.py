@@ -13,7 +13,7 @@ The downgrade drops the two columns: the attempt numbers are the only data it lo
 the judgments and events themselves stay.
 
 Revision ID: 0005
-Revises: 0004
+Revises: 0011
 Create Date: 2026-12-01
 """
 
@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005"
-down_revision: str | Sequence[str] | None = "0004"
+down_revision: str | Sequence[str] | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
