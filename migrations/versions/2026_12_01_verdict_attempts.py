@@ -9,8 +9,8 @@ Crowd answers, automatic decisions and rows from before this revision keep
 
 Both steps are plain ``ALTER TABLE ... ADD/DROP COLUMN`` and ``CREATE/DROP INDEX`` (no
 batch rebuild on SQLite, so no table is copied or dropped and nothing can cascade).
-The downgrade drops the two columns: the attempt numbers are the only data it loses;
-the judgments and events themselves stay.
+The downgrade drops the two columns after stashing their values (`keep_columns`); the
+next upgrade puts them back (`restore_columns`), so a round trip loses nothing.
 
 Revision ID: 0005
 Revises: 0011
@@ -22,10 +22,13 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from backend.migrate import keep_columns, restore_columns
+
 revision: str = "0005"
 down_revision: str | Sequence[str] | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+downgrade_drops: str | None = None  # the attempts are stashed and restored by the upgrade
 
 TABLES = ("judgments", "decision_events")
 WHERE = sa.text("task_attempt IS NOT NULL")
@@ -34,11 +37,13 @@ WHERE = sa.text("task_attempt IS NOT NULL")
 def upgrade() -> None:
     for table in TABLES:
         op.add_column(table, sa.Column("task_attempt", sa.Integer(), nullable=True))
+        restore_columns(revision=revision, table=table, columns=["task_attempt"], keys=["id"])
         op.create_index(f"uq_{table}_task_id_task_attempt", table, ["task_id", "task_attempt"],
                         unique=True, postgresql_where=WHERE, sqlite_where=WHERE)
 
 
 def downgrade() -> None:
     for table in TABLES:
+        keep_columns(revision=revision, table=table, columns=["task_attempt"], keys=["id"])
         op.drop_index(f"uq_{table}_task_id_task_attempt", table_name=table)
         op.drop_column(table, "task_attempt")
