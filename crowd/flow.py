@@ -1,36 +1,51 @@
-"""End to end: push → crowd works → pull → review → aggregate → dynamic-overlap rounds.
+"""End to end: push → crowd works → rounds of pull → review → aggregate → decide / ask more.
 
-This is the composition the backend's crowd job runs and the tests and benches
-exercise against the emulator. ``wait(pool_id)`` is how the caller lets the crowd
-work: `Emulator.work` offline, `wait_until_closed` on real Toloka.
+Each round is `crowd.rounds.play_round`, the very code the backend's crowd job runs
+(``backend.crowdwork.service.pull_pool``, with its book in the database): items
+decided in a round stay decided, items without agreement at ``max_overlap`` (or when
+the crowd stops answering) go to people. ``wait(pool_id)`` is how the caller lets the
+crowd work: `Emulator.work` offline, `wait_until_closed` on real Toloka.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import pandas as pd
 import toloka.client as tc
 
-from crowd.aggregation import aggregate
-from crowd.overlap import next_round
-from crowd.pull import empty_answers, merge_answers, pull
+from crowd.aggregation import RESULT_COLUMNS
 from crowd.push import PushPlan, PushResult, push
-from crowd.review import review
+from crowd.rounds import STOP_CROWD, STOP_DONE, STOP_ROUNDS, MemoryBook, RoundState, play_round
 from crowd.store import Store
 from crowd.toloka import output_field
 
-ROUND_COLUMNS = ["round", "new_answers", "answers", "items_asked_more", "rejected", "banned"]
+ROUND_COLUMNS = [
+    "round",
+    "new_answers",
+    "answers",
+    "decided",
+    "to_people",
+    "items_asked_more",
+    "rejected",
+    "banned",
+]
+VERDICT_COLUMNS = [*RESULT_COLUMNS, "reason"]
 
 
 @dataclass(frozen=True)
 class FlowResult:
-    """``verdicts``: `crowd.aggregation.aggregate` rows for the real items (control
-    tasks removed). ``answers``: every pulled answer (``assignment_status`` updated by
-    review). ``valid``: the answers aggregation used (not rejected, no banned worker).
-    ``rounds``: one row per round (`ROUND_COLUMNS`)."""
+    """``verdicts``: one row per real item (`VERDICT_COLUMNS`): ``status`` ``decided``
+    (frozen in the round it was decided), ``to_people`` (``reason`` says why; ``label``
+    is the crowd's best guess or None) or ``needs_more`` (still waiting: the flow was
+    stopped by ``max_rounds``). ``answers``: every pulled answer (``assignment_status``
+    updated by review). ``valid``: the answers aggregation used (not rejected, no
+    banned worker). ``rounds``: one row per round (`ROUND_COLUMNS`). ``stopped``:
+    ``done`` (every item resolved), ``crowd stopped`` or ``max rounds``; ``waiting``:
+    items still open (non-zero only with ``max rounds``)."""
 
     push: PushResult
     verdicts: pd.DataFrame
@@ -38,6 +53,8 @@ class FlowResult:
     valid: pd.DataFrame
     rounds: pd.DataFrame
     banned: list[str]
+    stopped: str = STOP_DONE
+    waiting: int = 0
 
 
 def wait_until_closed(
@@ -51,7 +68,8 @@ def wait_until_closed(
         time.sleep(poll_s)
 
 
-def _gold(plan: PushPlan) -> pd.Series | None:
+def plan_gold(plan: PushPlan) -> pd.Series | None:
+    """The plan's control tasks' known labels (``item_id → label``), None without any."""
     if plan.golden is None or not len(plan.golden):
         return None
     return pd.Series(
@@ -66,85 +84,89 @@ def run_flow(
     store: Store,
     wait: Callable[[str], object],
     method: str | None = None,
-    max_rounds: int = 6,
+    max_rounds: int | None = None,
     check: bool = True,
 ) -> FlowResult:
-    """Run rounds until every item is decided or at ``max_overlap``, or the crowd stops answering.
+    """Rounds until every item is decided or gone to people, or the crowd stops answering.
 
     ``check``: review assignments (accept/reject, bans) every round; otherwise all
-    pulled answers count. The pull cursor is kept in ``store`` under ``"flow:<key>"``.
+    pulled answers count. ``max_rounds`` (None: no limit) stops early: the result says
+    how many items are still waiting (and a warning does). The pull cursor is kept in
+    ``store`` under ``"flow:<key>"``.
     """
     cfg = plan.config
-    method = method or cfg.aggregation
     result = push(client, plan=plan, store=store)
-    pool_id, field = result.pool_id, output_field(plan.kind)
-    gold = _gold(plan)
+    real = [str(i) for i in plan.items["item_id"]]
     flow_key = f"flow:{plan.key}"
-    cursor = (store.get(flow_key) or {}).get("cursor")
-    answers, banned = empty_answers(), set()
-    valid = answers
-    rounds = []
-    for round_no in range(1, max_rounds + 1):
-        wait(pool_id)
-        got = pull(client, pool_id=pool_id, cursor=cursor, field=field)
-        cursor = got.cursor
-        store.put(flow_key, {"cursor": cursor})
-        answers = merge_answers(answers, got.answers)
-        rejected = 0
-        if check and len(answers):
-            verdict = review(
-                client,
-                answers=answers,
-                project_id=result.project_id,
-                config=cfg,
-                already_banned=frozenset(banned),
-            )
-            banned |= set(verdict.banned)
-            decided = verdict.decisions.set_index("assignment_id")["verdict"]
-            hit = answers["assignment_id"].isin(decided.index)
-            answers.loc[hit, "assignment_status"] = answers.loc[hit, "assignment_id"].map(decided)
-            rejected = int((decided == "REJECTED").sum())
-        valid = answers[
-            (answers["assignment_status"] != "REJECTED") & ~answers["worker"].isin(banned)
-        ]
-        more = next_round(valid, config=cfg, method=method, gold=gold) if len(valid) else valid
+    state = RoundState(
+        pool_id=result.pool_id,
+        project_id=result.project_id,
+        field=output_field(plan.kind),
+        config=cfg,
+        method=method or cfg.aggregation,
+        gold=plan_gold(plan),
+        open_items=set(real),
+        toloka_tasks=dict(result.task_ids),
+        cursor=(store.get(flow_key) or {}).get("cursor"),
+        check=check,
+    )
+    book = MemoryBook(real)
+    rounds: list[dict] = []
+    stopped, last = STOP_DONE, None
+    round_no = 0
+    while state.open_items:
+        if max_rounds is not None and round_no >= max_rounds:
+            stopped = STOP_ROUNDS
+            break
+        round_no += 1
+        wait(result.pool_id)
+        last = play_round(client, state=state, book=book)
+        store.put(flow_key, {"cursor": state.cursor})
         rounds.append(
             {
                 "round": round_no,
-                "new_answers": len(got.answers),
-                "answers": len(answers),
-                "items_asked_more": len(more),
-                "rejected": rejected,
-                "banned": len(banned),
+                "new_answers": last.new_answers,
+                "answers": last.answers,
+                "decided": len(last.outcome.decided),
+                "to_people": len(last.outcome.to_people),
+                "items_asked_more": last.asked_more,
+                "rejected": last.rejected,
+                "banned": len(state.banned),
             }
         )
-        if (more.empty and not rejected) or got.answers.empty:
+        if state.open_items and not last.asked_more and not last.rejected and not last.new_answers:
+            stopped = STOP_CROWD  # nothing new, nothing asked: another round would spin
             break
-        issued = answers[answers["assignment_status"] != "REJECTED"].groupby("task").size()
-        for row in more.itertuples():
-            task_id = result.task_ids[str(row.task)]
-            client.patch_task_overlap_or_min(
-                task_id, overlap=int(issued.get(row.task, 0) + row.need)
-            )
-        client.open_pool(pool_id)
-    verdicts = (
-        aggregate(
-            valid,
-            method=method,
-            gold=gold,
-            target_confidence=cfg.target_confidence,
-            min_answers=cfg.min_answers,
+    waiting = sorted(state.open_items)
+    if waiting and stopped == STOP_ROUNDS:
+        warnings.warn(
+            f"run_flow stopped after max_rounds={max_rounds}: {len(waiting)} items still "
+            "waiting for answers",
+            stacklevel=2,
         )
-        if len(valid)
-        else aggregate(valid)
+    final = dict(book.final)
+    latest = last.outcome.verdicts.set_index("task") if last is not None else None
+    for item in waiting:
+        row = (
+            latest.loc[item].to_dict()
+            if latest is not None and item in latest.index
+            else {"label": None, "confidence": 0.0, "n_answers": 0, "method": state.method}
+        )
+        final[item] = {**row, "task": item, "status": "needs_more"}
+    verdicts = pd.DataFrame(
+        [{**final[i], "reason": book.reasons.get(i)} for i in real], columns=VERDICT_COLUMNS
     )
-    real = set(plan.items["item_id"].astype(str))
-    verdicts = verdicts[verdicts["task"].isin(real)].reset_index(drop=True)
+    answers = book.answers
+    valid = answers[
+        (answers["assignment_status"] != "REJECTED") & ~answers["worker"].isin(state.banned)
+    ]
     return FlowResult(
         push=result,
         verdicts=verdicts,
         answers=answers,
         valid=valid,
         rounds=pd.DataFrame(rounds, columns=ROUND_COLUMNS),
-        banned=sorted(banned),
+        banned=sorted(state.banned),
+        stopped=stopped,
+        waiting=len(waiting),
     )

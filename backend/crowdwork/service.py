@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -66,11 +67,10 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # toloka-kit imports pkg_resources
     import toloka.client as tc
 
-    from crowd.aggregation import METHODS, aggregate
-    from crowd.overlap import next_round
-    from crowd.pull import ANSWER_COLUMNS, pull
+    from crowd.aggregation import METHODS
+    from crowd.pull import ANSWER_COLUMNS
     from crowd.push import PushPlan, push
-    from crowd.review import review
+    from crowd.rounds import Outcome, RoundState, play_round
     from crowd.toloka import labels_for, output_field
 
 OPEN_STATES = ("intent", "open")
@@ -413,51 +413,100 @@ def _snapshot(session: Session, pool: CrowdPool) -> _Snapshot:
         open_real={ct.item_id for ct in cts if not ct.is_golden and ct.outcome is None})
 
 
-def _resolve(session: Session, *, pool: CrowdPool, snap: _Snapshot, valid: pd.DataFrame,
-             verdicts: pd.DataFrame, exhausted: bool, settings: Settings,
+def _resolve(session: Session, *, pool: CrowdPool, snap: _Snapshot, outcome: Outcome,
+             answers: dict[int, list[dict[str, Any]]], settings: Settings,
              crowd: CrowdSettings, now: datetime) -> tuple[int, int]:
-    """Decide the agreed items, send the hopeless ones to moderators; (decided, to_mods)."""
-    cfg = snap.config
-    by_item = verdicts.assign(item=verdicts["task"].astype(int)).set_index("item")
-    answers = {int(k): g[["worker", "label"]].to_dict("records")
-               for k, g in valid.groupby(valid["task"].astype(str))} if len(valid) else {}
-    decisions: list[NewDecision] = []
-    to_mods: dict[int, str] = {}
-    for item_id in sorted(snap.open_real):
-        if item_id not in by_item.index:
-            if exhausted:
-                to_mods[item_id] = "the crowd gave no usable answer"
-            continue
-        v = by_item.loc[item_id]
-        if v["status"] == "decided":
-            decisions.append(NewDecision(
-                item_id=item_id, label=str(v["label"]), source="crowd",
-                task_id=snap.queue_tasks.get(item_id), crowd_pool_id=pool.id,
-                aggregation_method=snap.method, confidence=float(v["confidence"]),
-                details={"answers": answers.get(item_id, []), "n_answers": int(v["n_answers"]),
-                         "toloka_pool_id": snap.toloka_pool_id,
-                         "queue": pool.config.get("queue")}))
-        elif int(v["n_answers"]) >= cfg.max_overlap or exhausted:
-            why = "tie" if v["label"] is None else f"confidence {float(v['confidence']):.2f}"
-            to_mods[item_id] = (f"no agreement at {int(v['n_answers'])} answers ({why})"
-                                if int(v["n_answers"]) >= cfg.max_overlap
-                                else f"the crowd stopped answering ({why})")
+    """Record the round's outcome (`crowd.rounds.decide`): decisions for the decided items,
+    the ``CROWD_DISAGREE`` queue for those going to people; (decided, to_mods)."""
+    decisions = [NewDecision(
+        item_id=int(v["task"]), label=str(v["label"]), source="crowd",
+        task_id=snap.queue_tasks.get(int(v["task"])), crowd_pool_id=pool.id,
+        aggregation_method=snap.method, confidence=float(v["confidence"]),
+        details={"answers": answers.get(int(v["task"]), []), "n_answers": int(v["n_answers"]),
+                 "toloka_pool_id": snap.toloka_pool_id, "queue": pool.config.get("queue")})
+        for v in outcome.decided.to_dict("records")]
+    to_mods = {int(k): why for k, why in outcome.to_people.items()}
     record_decisions(session=session, decisions=decisions, now=now)
     if to_mods:
         queues.enqueue(session=session, kind=crowd.disagree_kind, item_ids=sorted(to_mods),
                        now=now, settings=settings,
                        payloads=[{"crowd_pool_id": pool.id, "reason": to_mods[i],
                                   "answers": answers.get(i, [])} for i in sorted(to_mods)])
-    outcome = {d.item_id: "decided" for d in decisions} | dict.fromkeys(to_mods, "moderators")
-    close_crowd_tasks(session, pool_id=pool.id, outcome=outcome, now=now,
-                      n_answers={int(i): int(n) for i, n in by_item["n_answers"].items()})
+    result = {d.item_id: "decided" for d in decisions} | dict.fromkeys(to_mods, "moderators")
+    verdicts = outcome.verdicts
+    close_crowd_tasks(session, pool_id=pool.id, outcome=result, now=now,
+                      n_answers=dict(zip(verdicts["task"].astype(int),
+                                         verdicts["n_answers"].astype(int), strict=True)))
     session.flush()
     return len(decisions), len(to_mods)
 
 
+class DbBook:
+    """crowd's `RoundBook` on the database: each method is one committed transaction."""
+
+    def __init__(self, *, rt: CrowdRuntime, pool_id: int, snap: _Snapshot,
+                 now: datetime) -> None:
+        self.rt, self.pool_id, self.snap, self.now = rt, pool_id, snap, now
+        self.added = 0
+        self.summary = PullSummary(pool_id=pool_id, state="open", kind=snap.kind)
+
+    def record(self, answers: pd.DataFrame, cursor: str | None) -> pd.DataFrame:
+        if self.snap.kind == "pair":
+            answers = pairs.pair_answers(answers)
+        with self.rt.sessions.begin() as session:
+            pool = get_pool(session=session, pool_id=self.pool_id)
+            self.added = record_answers(session=session, pool=pool, answers=answers,
+                                        queue_tasks=self.snap.queue_tasks, now=self.now)
+            if cursor is not None:
+                pool.last_assignment_id = cursor
+            return answers_frame(session=session, pool_ids=[self.pool_id])
+
+    def resolve(self, *, outcome: Outcome, history: pd.DataFrame,
+                statuses: Mapping[str, str], banned: Collection[str]) -> set[str]:
+        snap, cfg, now, summary = self.snap, self.snap.config, self.now, self.summary
+        with self.rt.sessions.begin() as session:
+            pool = get_pool(session=session, pool_id=self.pool_id)
+            for aid, verdict in statuses.items():
+                session.execute(update(Judgment).where(Judgment.assignment_id == aid,
+                                                       Judgment.crowd_pool_id == self.pool_id)
+                                .values(assignment_status=verdict))
+            paid = history[history["assignment_status"] != "REJECTED"]["assignment_id"]
+            pool.spend = round(paid.nunique() * cfg.reward_per_suite, 4)
+            pool.answers_count = len(history)
+            pool.config = {**pool.config, "banned": sorted(banned),
+                           "rounds": int(pool.config.get("rounds", 0)) + 1}
+            if snap.kind == "pair":
+                done = pairs.resolve_pairs(session, pool=pool, open_real=snap.open_real,
+                                           verdicts=outcome.verdicts,
+                                           exhausted=outcome.exhausted,
+                                           max_overlap=cfg.max_overlap, now=now)
+                summary.decided, summary.ties, summary.returned = (done.decided, done.ties,
+                                                                   done.returned)
+            else:
+                valid = history[(history["assignment_status"] != "REJECTED")
+                                & ~history["worker"].isin(list(banned))
+                                & ~history["is_golden"].astype(bool)]
+                answers = ({int(k): g[["worker", "label"]].to_dict("records")
+                            for k, g in valid.groupby(valid["task"].astype(str))}
+                           if len(valid) else {})
+                summary.decided, summary.to_moderators = _resolve(
+                    session, pool=pool, snap=snap, outcome=outcome, answers=answers,
+                    settings=self.rt.settings, crowd=self.rt.crowd, now=now)
+            open_real = session.scalars(select(CrowdTask.item_id).where(
+                CrowdTask.pool_id == self.pool_id, CrowdTask.is_golden.is_(False),
+                CrowdTask.outcome.is_(None))).all()
+            summary.unresolved = len(open_real)
+            if not open_real:
+                _close(session, pool=pool, now=now)
+            pool.updated_at = now
+            summary.state = pool.state
+        return {str(i) for i in open_real}
+
+
 def pull_pool(*, rt: CrowdRuntime, pool_id: int, now: datetime | None = None) -> PullSummary:
-    """One round of pull → review → aggregate → decide / ask for more / escalate (label
-    pools), or → close the answered pairs (pair pools: judgments only, no decisions)."""
+    """One round of `crowd.rounds.play_round` (pull → review → aggregate → decide / ask for
+    more / escalate) with the pool's book in the database; pair pools: judgments only, the
+    answered pairs closed, no decisions."""
     now = now or utcnow()
     with rt.sessions.begin() as session:
         pool = get_pool(session=session, pool_id=pool_id)
@@ -465,94 +514,26 @@ def pull_pool(*, rt: CrowdRuntime, pool_id: int, now: datetime | None = None) ->
             queue = pool.config.get("queue", "its queue")
             raise ValidationFailed(f"crowd pool {pool_id} was never fully pushed; run "
                                    f"'quorum crowd push {queue}' again to finish it")
-        if pool.state == "closed":
-            return PullSummary(pool_id=pool_id, state="closed", kind=pool.kind)
+        if pool.state != "open":
+            return PullSummary(pool_id=pool_id, state=pool.state, kind=pool.kind)
         snap = _snapshot(session, pool)
-    cfg = snap.config
     is_pair = snap.kind == "pair"
-    got = pull(rt.client, pool_id=snap.toloka_pool_id, cursor=snap.cursor,
-               field=output_field("pair" if is_pair else "label"))
-    answers = pairs.pair_answers(got.answers) if is_pair else got.answers
-    toloka_closed = not rt.client.get_pool(snap.toloka_pool_id).is_open()
-    with rt.sessions.begin() as session:
-        pool = get_pool(session=session, pool_id=pool_id)
-        added = record_answers(session=session, pool=pool, answers=answers,
-                               queue_tasks=snap.queue_tasks, now=now)
-        if got.cursor is not None:
-            pool.last_assignment_id = got.cursor
-        history = answers_frame(session=session, pool_ids=[pool_id])
-    summary = PullSummary(pool_id=pool_id, state="open", kind=snap.kind,
-                          new_answers=len(got.answers), judgments_added=added)
-    banned = set(snap.banned)
-    decided_status: dict[str, str] = {}
-    if len(history):
-        result = review(rt.client, answers=history, project_id=snap.project_id, config=cfg,
-                        already_banned=frozenset(banned))
-        banned |= set(result.banned)
-        summary.banned = sorted(result.banned)
-        decided_status = dict(zip(result.decisions["assignment_id"].astype(str),
-                                  result.decisions["verdict"], strict=True))
-        summary.rejected = sum(1 for v in decided_status.values() if v == "REJECTED")
-        hit = history["assignment_id"].isin(list(decided_status))
-        history.loc[hit, "assignment_status"] = history.loc[hit, "assignment_id"].map(
-            decided_status)
-    valid = history[(history["assignment_status"] != "REJECTED")
-                    & ~history["worker"].isin(banned)]
     gold = pd.Series({str(k): v for k, v in snap.golden.items()}, dtype=object)
-    # pairs: a plain majority, as the calibration counts them (control pairs only review)
-    gold = gold if len(gold) and not is_pair else None
-    real_valid = valid[~valid["is_golden"].astype(bool)]
-    kwargs: dict[str, Any] = {"method": snap.method, "gold": gold}
-    verdicts = aggregate(valid, target_confidence=cfg.target_confidence,
-                         min_answers=cfg.min_answers, **kwargs) if len(valid) else aggregate(valid)
-    more = next_round(valid, config=cfg, **kwargs) if len(real_valid) else valid.iloc[0:0]
-    if len(more):
-        more = more[more["task"].astype(int).isin(snap.open_real)]
-    exhausted = toloka_closed and got.answers.empty and summary.rejected == 0
-    with rt.sessions.begin() as session:
-        pool = get_pool(session=session, pool_id=pool_id)
-        for aid, verdict in decided_status.items():
-            session.execute(update(Judgment).where(Judgment.assignment_id == aid,
-                                                   Judgment.crowd_pool_id == pool_id)
-                            .values(assignment_status=verdict))
-        paid = history[history["assignment_status"] != "REJECTED"]["assignment_id"].nunique()
-        pool.spend = round(paid * cfg.reward_per_suite, 4)
-        pool.answers_count = len(history)
-        pool.config = {**pool.config, "banned": sorted(banned),
-                       "rounds": int(pool.config.get("rounds", 0)) + 1}
-        if is_pair:
-            done = pairs.resolve_pairs(session, pool=pool, open_real=snap.open_real,
-                                       verdicts=verdicts, exhausted=exhausted,
-                                       max_overlap=cfg.max_overlap, now=now)
-            summary.decided, summary.ties, summary.returned = (done.decided, done.ties,
-                                                               done.returned)
-        else:
-            summary.decided, summary.to_moderators = _resolve(
-                session, pool=pool, snap=snap, valid=real_valid, verdicts=verdicts,
-                exhausted=exhausted, settings=rt.settings, crowd=rt.crowd, now=now)
-        open_real = session.scalars(select(CrowdTask.item_id).where(
-            CrowdTask.pool_id == pool_id, CrowdTask.is_golden.is_(False),
-            CrowdTask.outcome.is_(None))).all()
-        summary.unresolved = len(open_real)
-        if not open_real:
-            _close(session, pool=pool, now=now)
-        pool.updated_at = now
-        summary.state = pool.state
-    # after the commit: ask Toloka for more answers, or close the finished pool
-    if summary.state == "closed":
-        rt.client.close_pool(snap.toloka_pool_id)
-        return summary
-    still = set(open_real)
-    more = more[more["task"].astype(int).isin(still)] if len(more) else more
-    issued = history[history["assignment_status"] != "REJECTED"].groupby("task").size()
-    for row in more.itertuples():
-        task_id = snap.toloka_tasks.get(int(row.task))
-        if task_id:
-            rt.client.patch_task_overlap_or_min(
-                task_id, overlap=int(issued.get(row.task, 0) + row.need))
-    summary.asked_more = len(more)
-    if len(more) or summary.rejected:
-        rt.client.open_pool(snap.toloka_pool_id)
+    state = RoundState(
+        pool_id=snap.toloka_pool_id, project_id=snap.project_id,
+        field=output_field("pair" if is_pair else "label"), config=snap.config,
+        method=snap.method,
+        # pairs: a plain majority, as the calibration counts them (control pairs only review)
+        gold=gold if len(gold) and not is_pair else None,
+        open_items={str(i) for i in snap.open_real},
+        toloka_tasks={str(k): v for k, v in snap.toloka_tasks.items()},
+        cursor=snap.cursor, banned=set(snap.banned))
+    book = DbBook(rt=rt, pool_id=pool_id, snap=snap, now=now)
+    report = play_round(rt.client, state=state, book=book)
+    summary = book.summary
+    summary.new_answers, summary.judgments_added = report.new_answers, book.added
+    summary.rejected, summary.banned = report.rejected, report.banned
+    summary.asked_more = report.asked_more
     return summary
 
 

@@ -100,6 +100,7 @@ def test_full_flow_reaches_verdicts(emulator_factory, client_for, plan, truth):
         "n_answers",
         "method",
         "status",
+        "reason",
     ]
     assert set(verdicts["task"]) == set(truth)
     decided = verdicts[verdicts["status"] == "decided"]
