@@ -66,6 +66,15 @@ def _marked(objs: Iterable[object], key: str) -> str | None:
     return None
 
 
+def _holds(get: Callable[[str], object], object_id: str, key: str) -> bool:
+    """Whether this Toloka still has the recorded object, carrying our key (a restarted
+    emulator, or another Toloka behind the same URL, may not)."""
+    try:
+        return _marked([get(object_id)], key) is not None
+    except tc.exceptions.DoesNotExistApiError:
+        return False
+
+
 def _ensure(
     store: Store,
     skey: str,
@@ -73,9 +82,11 @@ def _ensure(
     *,
     find: Callable[[], str | None],
     create: Callable[[], str],
+    get: Callable[[str], object],
+    key: str,
 ) -> str:
     record = store.get(skey) or {}
-    if record.get(field_name):
+    if record.get(field_name) and _holds(get, str(record[field_name]), key):
         return str(record[field_name])
     found = find()
     if found is None:
@@ -136,6 +147,8 @@ def push(client: tc.TolokaClient, *, plan: PushPlan, store: Store) -> PushResult
         plan.project_store_key,
         "project_id",
         find=lambda: _marked(client.get_projects(status="ACTIVE"), pkey),
+        get=client.get_project,
+        key=pkey,
         create=lambda: str(
             client.create_project(build_project(key=pkey, policy=plan.policy, kind=plan.kind)).id
         ),
@@ -147,6 +160,8 @@ def push(client: tc.TolokaClient, *, plan: PushPlan, store: Store) -> PushResult
             skey,
             "training_id",
             find=lambda: _marked(client.get_trainings(project_id=project_id), plan.key),
+            get=client.get_training,
+            key=plan.key,
             create=lambda: str(
                 client.create_training(
                     build_training(project_id=project_id, key=plan.key, config=cfg)
@@ -168,6 +183,8 @@ def push(client: tc.TolokaClient, *, plan: PushPlan, store: Store) -> PushResult
         skey,
         "pool_id",
         find=lambda: _marked(client.get_pools(project_id=project_id), plan.key),
+        get=client.get_pool,
+        key=plan.key,
         create=lambda: str(
             client.create_pool(
                 build_pool(project_id=project_id, key=plan.key, config=cfg, training_id=training_id)

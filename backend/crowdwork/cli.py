@@ -7,13 +7,15 @@ and pulls rounds until the pool is finished (the emulator does not outlive the c
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from backend.errors import ValidationFailed
+from backend.errors import Conflict, QuorumError, ValidationFailed
 
 crowd_app = typer.Typer(help="The crowd (Toloka pools, answers, aggregation, metrics).",
                         no_args_is_help=True)
@@ -29,6 +31,36 @@ def _env() -> tuple[Any, Any, Any]:
     settings = get_settings()
     upgrade(settings.resolved_database_url)
     return settings, get_crowd_settings(), get_policy()
+
+
+class TolokaUnreachable(QuorumError):
+    """Toloka (or the emulator) did not answer, even after the client's retries."""
+
+    status = 502
+    exit_code = 6
+    code = "toloka_unreachable"
+
+
+@contextmanager
+def toloka_errors(url: str | None) -> Iterator[None]:
+    """Toloka failures as one sentence and an exit code (4: Toloka refused or lacks what
+    Quorum recorded, 6: unreachable), never a traceback."""
+    import httpx
+    import requests
+    import toloka.client as tc
+
+    where = url or "Toloka"
+    try:
+        yield
+    except tc.exceptions.DoesNotExistApiError as exc:
+        raise Conflict(f"{where} has no such object ({exc.message}): it is not the Toloka "
+                       "these crowd pools were pushed to; 'quorum crowd expire' gives "
+                       "their tasks back") from exc
+    except tc.exceptions.ApiError as exc:
+        raise Conflict(f"{where} refused the call: {exc.code} {exc.message}") from exc
+    except (httpx.HTTPError, requests.RequestException) as exc:
+        raise TolokaUnreachable(f"{where} does not answer ({type(exc).__name__}); check "
+                                "QUORUM_CROWD_TOLOKA_URL or start the emulator") from exc
 
 
 def _fmt(value: Any, pct: bool = False) -> str:
@@ -67,6 +99,7 @@ def crowd_push(
 ) -> None:
     """Push QUEUE's pending tasks to the crowd as one pool (a re-run resumes, never duplicates):
     a label pool for a crowd queue of items, a pair pool for the pair queue."""
+    from backend.crowdwork.expiry import expire_pool_now
     from backend.crowdwork.runtime import best_known_labels, open_crowd, work_rounds
     from backend.crowdwork.service import push_queue
     from backend.db import session_scope
@@ -76,8 +109,12 @@ def crowd_push(
     if not crowd.toloka_url:
         with session_scope() as session:
             truth = best_known_labels(session=session)
-    with open_crowd(settings=settings, crowd=crowd, policy=policy, truth=truth) as c:
+    with (open_crowd(settings=settings, crowd=crowd, policy=policy, truth=truth) as c,
+          toloka_errors(c.runtime.toloka_url)):
         s = push_queue(rt=c.runtime, queue_name=queue, method=method, limit=limit)
+        for pid in s.expired:
+            console.print(f"crowd pool {pid} expired (its Toloka is gone or it is past its "
+                          "deadline): its open tasks are pushed again")
         if s.already_open:
             console.print(f"{queue}: nothing pending; already in crowd pool {s.pool_id}")
             return
@@ -91,8 +128,18 @@ def crowd_push(
         if c.is_local:
             console.print(f"local emulator with {crowd.emulator_workers} simulated workers "
                           "(QUORUM_CROWD_TOLOKA_URL unset): working the pool now")
-            print_rounds(work_rounds(c, pool_id=s.pool_id, max_rounds=crowd.max_rounds),
-                         console)
+            rounds = work_rounds(c, pool_id=s.pool_id, max_rounds=crowd.max_rounds)
+            print_rounds(rounds, console)
+            if rounds and rounds[-1].state == "open":
+                # the emulator ends with this command: give the waiting items back now
+                gone = expire_pool_now(rt=c.runtime, pool_id=s.pool_id,
+                                       reason=f"the local emulator's run ended after "
+                                              f"{len(rounds)} rounds (QUORUM_CROWD_MAX_ROUNDS)")
+                console.print(f"stopped after {len(rounds)} rounds "
+                              f"(QUORUM_CROWD_MAX_ROUNDS={crowd.max_rounds}): "
+                              f"{rounds[-1].unresolved} items still waiting; crowd pool "
+                              f"{s.pool_id} expired and {gone.returned} tasks returned to "
+                              f"{queue} (push again)")
 
 
 @crowd_app.command("pull")
@@ -116,9 +163,33 @@ def crowd_pull(
         raise ValidationFailed("QUORUM_CROWD_TOLOKA_URL is unset: pools on the local emulator "
                                "are worked and pulled by 'quorum crowd push' itself; point it "
                                "at Toloka or a standalone emulator (python -m crowd.emulator)")
-    with open_crowd(settings=settings, crowd=crowd, policy=policy) as c:
+    with (open_crowd(settings=settings, crowd=crowd, policy=policy) as c,
+          toloka_errors(c.runtime.toloka_url)):
         rounds = [pull_pool(rt=c.runtime, pool_id=pid) for pid in ids]
     print_rounds(rounds, console)
+
+
+@crowd_app.command("expire")
+def crowd_expire(
+    pool: Annotated[int | None, typer.Option(
+        help="expire this open or unfinished pool now (default: every stale pool)")] = None,
+) -> None:
+    """Give crowd-leased tasks back to their queues: every pool whose local emulator is gone
+    or that is open past its deadline (pool_lifetime_days), or one pool by id."""
+    from backend.crowdwork.expiry import expire_pool_now, expire_stale_pools
+    from backend.crowdwork.runtime import open_crowd
+
+    settings, crowd, policy = _env()
+    with (open_crowd(settings=settings, crowd=crowd, policy=policy) as c,
+          toloka_errors(c.runtime.toloka_url)):
+        done = ([expire_pool_now(rt=c.runtime, pool_id=pool)] if pool is not None
+                else expire_stale_pools(rt=c.runtime))
+    if not done:
+        console.print("no stale crowd pools")
+        return
+    for e in done:
+        console.print(f"crowd pool {e.pool_id} ({e.queue}) expired: {e.reason}; "
+                      f"{e.returned} tasks back to pending")
 
 
 @crowd_app.command("status")

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from backend.crowdwork.models import CrowdTask
+from backend.crowdwork.models import CrowdPool, CrowdTask, Judgment
 from backend.items.models import Item
 from backend.queues import service as queues
 from backend.queues.models import Task
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # toloka-kit imports pkg_resources
+    from crowd.emulator.state import POOL_ID_START
 
 
 def item_card(item: Item) -> dict[str, Any]:
@@ -83,3 +88,25 @@ def close_crowd_tasks(session: Session, *, pool_id: int, outcome: Mapping[int, s
         if task is not None and task.state != "done":
             queues.complete(session=session, task=task, now=now)
     return reopened
+
+
+def _number(value: str | None, base: int = 10) -> int:
+    try:
+        return int(value, base) if value else 0
+    except ValueError:  # an id of another Toloka
+        return 0
+
+
+def emulator_id_base(*, session: Session) -> int:
+    """Where a fresh local emulator's ids start: after every emulator id recorded so far
+    (pools are unique by Toloka id, judgments by assignment id), so a second offline run
+    never reuses one."""
+    ids = [0]
+    for project, pool, training in session.execute(select(
+            CrowdPool.toloka_project_id, CrowdPool.toloka_pool_id, CrowdPool.toloka_training_id)):
+        ids += [_number(project), _number(pool) - POOL_ID_START,
+                _number(training) - POOL_ID_START]
+    ids.append(_number(session.scalar(select(func.max(CrowdTask.toloka_task_id))), 16))
+    ids.append(_number(session.scalar(select(func.max(Judgment.assignment_id))
+                                      .where(Judgment.worker_kind == "crowd")), 16))
+    return max(ids)

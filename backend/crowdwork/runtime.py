@@ -7,10 +7,10 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.crowdwork.models import CrowdPool, CrowdTask, Judgment
+from backend.crowdwork.common import emulator_id_base
 from backend.crowdwork.service import CrowdRuntime, PullSummary, get_pool, pull_pool
 from backend.crowdwork.settings import CrowdSettings
 from backend.db import get_sessionmaker
@@ -22,7 +22,6 @@ from backend.settings import Settings
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # toloka-kit imports pkg_resources
     from crowd.emulator import Emulator
-    from crowd.emulator.state import POOL_ID_START
     from crowd.store import MemoryStore
     from crowd.toloka import make_client
 
@@ -48,28 +47,6 @@ def best_known_labels(*, session: Session) -> dict[str, str]:
     return {str(k): str(v) for k, v in truth.items()}
 
 
-def _number(value: str | None, base: int = 10) -> int:
-    try:
-        return int(value, base) if value else 0
-    except ValueError:  # an id of another Toloka
-        return 0
-
-
-def emulator_id_base(*, session: Session) -> int:
-    """Where a fresh local emulator's ids start: after every emulator id recorded so far
-    (pools are unique by Toloka id, judgments by assignment id), so a second offline run
-    never reuses one."""
-    ids = [0]
-    for project, pool, training in session.execute(select(
-            CrowdPool.toloka_project_id, CrowdPool.toloka_pool_id, CrowdPool.toloka_training_id)):
-        ids += [_number(project), _number(pool) - POOL_ID_START,
-                _number(training) - POOL_ID_START]
-    ids.append(_number(session.scalar(select(func.max(CrowdTask.toloka_task_id))), 16))
-    ids.append(_number(session.scalar(select(func.max(Judgment.assignment_id))
-                                      .where(Judgment.worker_kind == "crowd")), 16))
-    return max(ids)
-
-
 @contextmanager
 def open_crowd(*, settings: Settings, crowd: CrowdSettings, policy: Policy,
                truth: Mapping[str, str] | None = None, database_url: str | None = None
@@ -87,7 +64,7 @@ def open_crowd(*, settings: Settings, crowd: CrowdSettings, policy: Policy,
                              token=crowd.toloka_token.get_secret_value() or "none",
                              retries=crowd.request_retries, timeout=crowd.request_timeout_s)
         yield Crowd(CrowdRuntime(client=client, sessions=sessions, settings=settings,
-                                 crowd=crowd, policy=policy))
+                                 crowd=crowd, policy=policy, toloka_url=crowd.toloka_url))
         return
     with sessions() as session:
         base = emulator_id_base(session=session)
@@ -96,7 +73,8 @@ def open_crowd(*, settings: Settings, crowd: CrowdSettings, policy: Policy,
         client = make_client(url=emu.url, retries=crowd.request_retries,
                              timeout=crowd.request_timeout_s)
         yield Crowd(CrowdRuntime(client=client, sessions=sessions, settings=settings,
-                                 crowd=crowd, policy=policy, store=MemoryStore()),
+                                 crowd=crowd, policy=policy, store=MemoryStore(),
+                                 toloka_url=emu.url, local_emulator=True),
                     emulator=emu)
 
 

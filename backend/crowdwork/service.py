@@ -35,7 +35,7 @@ from datetime import datetime
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import distinct, func, select, update
+from sqlalchemy import delete, distinct, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
@@ -44,17 +44,18 @@ from backend.calibration.settings import CalibrationSettings, get_calibration_se
 from backend.crowdwork import pairs
 from backend.crowdwork.common import (
     close_crowd_tasks,
+    emulator_id_base,
     golden_items,
     item_card,
     lease_to_crowd,
     pending_tasks,
 )
-from backend.crowdwork.models import CrowdPool, CrowdTask, Judgment
+from backend.crowdwork.models import CrowdPool, CrowdStoreEntry, CrowdTask, Judgment
 from backend.crowdwork.settings import CrowdSettings
 from backend.crowdwork.store import DbStore
 from backend.db import utcnow
 from backend.decisions.service import NewDecision, record_decisions
-from backend.errors import NotFound, ValidationFailed
+from backend.errors import Conflict, NotFound, ValidationFailed
 from backend.items.models import Item
 from backend.policy import Policy
 from backend.queues import service as queues
@@ -88,6 +89,10 @@ class CrowdRuntime:
     store: Store | None = None
     #: Pair pools: the pair queue kind, its audience and overlap (``QUORUM_CALIBRATION_*``).
     cal: CalibrationSettings | None = None
+    #: Where ``client`` points, and whether that is a local emulator living only for this
+    #: run (recorded on each pool pushed, so that a later run can tell it is gone).
+    toloka_url: str | None = None
+    local_emulator: bool = False
 
     def __post_init__(self) -> None:
         if self.store is None:
@@ -109,6 +114,8 @@ class PushSummary:
     already_open: bool = False
     left_pending: int = 0
     kind: str = "item"
+    #: Stale pools of the queue expired first (their tasks pushed again here).
+    expired: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -262,8 +269,14 @@ def push_queue(*, rt: CrowdRuntime, queue_name: str, now: datetime | None = None
                method: str | None = None, limit: int | None = None) -> PushSummary:
     """Push ``queue_name``'s pending tasks to the crowd as one pool (resumes a crashed push):
     a label pool for a crowd queue of items, a pair pool for the pair queue."""
+    from backend.crowdwork.expiry import expire_stale_pools
+
     now = now or utcnow()
     assert rt.cal is not None and rt.store is not None
+    with rt.sessions() as session:
+        queue_id = queues.get_queue(session=session, name=queue_name).id
+    # a pool of this queue whose Toloka is gone (or past its deadline) gives its tasks back
+    expired = expire_stale_pools(rt=rt, now=now, queue_id=queue_id)
     with rt.sessions.begin() as session:
         queue = queues.get_queue(session=session, name=queue_name)
         kind = queue_pool_kind(session=session, queue=queue, settings=rt.settings, cal=rt.cal)
@@ -297,11 +310,30 @@ def push_queue(*, rt: CrowdRuntime, queue_name: str, now: datetime | None = None
             Task.queue_id == queue.id, Task.state == "pending")) or 0
     # the intent is committed: now the side effects on Toloka (resumable, see crowd.push)
     result = push(rt.client, plan=plan, store=rt.store)
+    with rt.sessions.begin() as session:
+        taken = session.scalar(select(CrowdPool.id).where(
+            CrowdPool.toloka_pool_id == result.pool_id, CrowdPool.id != pool_id))
+        if taken is not None:
+            # another Toloka than the one that id was recorded from (a restarted standalone
+            # emulator): forget what this push recorded of it, so a retry starts clean
+            for key in (f"pool:{plan.key}", f"training:{plan.key}", plan.project_store_key):
+                session.execute(delete(CrowdStoreEntry).where(CrowdStoreEntry.key == key))
+            base = emulator_id_base(session=session)
+    if taken is not None:
+        raise Conflict(
+            f"{rt.toloka_url or 'this Toloka'} answered pool id {result.pool_id} for crowd pool "
+            f"{pool_id}, but crowd pool {taken} already records that id: it is not the Toloka "
+            "Quorum pushed to before (a restarted emulator?). Start the emulator with "
+            f"--id-base {base} and push again, or give the tasks back with "
+            f"'quorum crowd expire --pool {pool_id}'")
     to_item = pairs.anchor_of if kind == "pair" else int
     toloka_tasks = {to_item(key): task_id for key, task_id in result.task_ids.items()}
     with rt.sessions.begin() as session:
         pool = get_pool(session=session, pool_id=pool_id)
         pool.toloka_project_id = result.project_id
+        if rt.toloka_url:
+            pool.config = {**pool.config, "toloka_url": rt.toloka_url,
+                           "local_emulator": rt.local_emulator}
         pool.toloka_pool_id = result.pool_id
         pool.toloka_training_id = result.training_id
         pool.state = "open"
@@ -312,7 +344,7 @@ def push_queue(*, rt: CrowdRuntime, queue_name: str, now: datetime | None = None
     return PushSummary(pool_id=pool_id, toloka_pool_id=result.pool_id, queue=queue_name,
                        items=len(plan.items), golden=n_gold, created=result.created,
                        reused=result.reused, resumed=resumed, left_pending=left_pending,
-                       kind=kind)
+                       kind=kind, expired=[e.pool_id for e in expired])
 
 
 # ---------------------------------------------------------------- answers

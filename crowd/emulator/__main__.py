@@ -24,6 +24,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency", type=float, default=0.0)
     parser.add_argument("--replay", help="CSV with task_key,worker,label columns")
     parser.add_argument("--key-field", default="item_id")
+    parser.add_argument(
+        "--id-base",
+        type=int,
+        default=0,
+        help="ids start after this (use the one Quorum names, so that no id an earlier "
+        "emulator handed out is reused)",
+    )
     args = parser.parse_args(argv)
     replay = pd.read_csv(args.replay, dtype=str) if args.replay else None
     emu = Emulator(
@@ -35,6 +42,7 @@ def main(argv: list[str] | None = None) -> None:
         latency=args.latency,
         answer_on_poll=args.answer_on_poll,
         port=args.port,
+        id_base=args.id_base,
     )
     print(f"Toloka emulator on {emu.url} (TolokaClient(token, url={emu.url!r}))", flush=True)
     try:
