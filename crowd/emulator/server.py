@@ -65,6 +65,8 @@ _ROUTES: list[tuple[str, str]] = [
     ("GET", "/api/v1/operations/{id}/log"),
     ("GET", "/api/v1/user-restrictions"),
     ("PUT", "/api/v1/user-restrictions"),
+    ("GET", "/api/v1/user-restrictions/{id}"),
+    ("DELETE", "/api/v1/user-restrictions/{id}"),
 ]
 _COMPILED = [(m, t, re.compile("^" + t.replace("{id}", "(?P<id>[^/]+)") + "$")) for m, t in _ROUTES]
 
@@ -130,6 +132,11 @@ class Api:
                 search(st.restrictions.values(), params),
             ),
             "PUT /api/v1/user-restrictions": lambda: st.put_restriction(body),
+            "GET /api/v1/user-restrictions/{id}": lambda: (
+                200,
+                st.get(st.restrictions, "user restriction", i),
+            ),
+            "DELETE /api/v1/user-restrictions/{id}": lambda: st.delete_restriction(i),
         }
         return routes[key]()
 
@@ -264,6 +271,19 @@ def make_handler(
 
         def do_PATCH(self) -> None:  # noqa: N802
             self._dispatch("PATCH")
+
+        def do_DELETE(self) -> None:  # noqa: N802
+            self._dispatch("DELETE")
+
+        def send_error(self, code: int, message: str | None = None, explain: str | None = None
+                       ) -> None:
+            """What http.server answers by itself (an unsupported method: 501, a malformed
+            request: 400) in Toloka's error shape too, never an HTML page."""
+            log.append((getattr(self, "command", None) or "?",
+                        urlsplit(getattr(self, "path", None) or "/").path, code))
+            self.close_connection = True
+            kind = {501: "NOT_IMPLEMENTED", 404: "NOT_FOUND"}.get(code, "VALIDATION_ERROR")
+            self._error(code, kind, message or explain or "unsupported request")
 
     return Handler
 

@@ -358,6 +358,12 @@ class TolokaState:
         self.restrictions[rid] = {**body, "id": rid, "created": iso(self.now)}
         return 201, copy.deepcopy(self.restrictions[rid])
 
+    def delete_restriction(self, rid: str) -> tuple[int, None]:
+        """Lift a restriction (an unban); 404 when there is none with that id."""
+        self.get(self.restrictions, "user restriction", rid)
+        del self.restrictions[rid]
+        return 204, None
+
     def is_restricted(self, user_id: str, pool: dict) -> bool:
         for r in self.restrictions.values():
             if r.get("user_id") != user_id:

@@ -107,3 +107,34 @@ def test_nth_call_fault_is_retried(emulator_factory, client_for):
     client = client_for(emu)
     client.create_project(build_project(key="p", policy=POLICY))
     assert emu.calls("POST /api/v1/projects") == [503, 201]
+
+
+def test_every_call_gets_json_delete_included(emulator_factory, client_for):
+    """toloka-kit's DELETE (an unban) works; what the emulator cannot do is answered in
+    Toloka's error shape (404 / 501 JSON), never http.server's HTML page."""
+    import datetime as dt
+
+    import httpx
+
+    emu = emulator_factory(seed=0, workers=2)
+    client = client_for(emu)
+    project = client.create_project(build_project(key="unban", policy=[]))
+    restriction = client.set_user_restriction(
+        tc.user_restriction.ProjectUserRestriction(
+            user_id="w1", project_id=project.id, private_comment="test",
+            will_expire=dt.datetime(2030, 1, 1),
+        )
+    )
+    client.delete_user_restriction(restriction.id)
+    assert list(client.get_user_restrictions(user_id="w1")) == []
+    with pytest.raises(DoesNotExistApiError):
+        client.delete_user_restriction(restriction.id)
+    headers = {"Authorization": "OAuth x"}
+    for method, path, status in [
+        ("OPTIONS", "/api/v1/pools", 501),
+        ("DELETE", "/api/v1/pools/1", 404),
+        ("GET", "/api/v1/webhook-subscriptions", 404),
+    ]:
+        r = httpx.request(method, emu.url + path, headers=headers)
+        assert r.status_code == status and r.headers["content-type"] == "application/json"
+        assert set(r.json()) >= {"code", "message", "request_id"}
