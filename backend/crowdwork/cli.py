@@ -36,9 +36,9 @@ def _env() -> tuple[Any, Any, Any]:
 class TolokaUnreachable(QuorumError):
     """Toloka (or the emulator) did not answer, even after the client's retries."""
 
-    status = 502
+    status = 503
     exit_code = 6
-    code = "toloka_unreachable"
+    code = "unavailable"  # as backend.app answers an unreachable database
 
 
 @contextmanager
@@ -190,6 +190,54 @@ def crowd_expire(
     for e in done:
         console.print(f"crowd pool {e.pool_id} ({e.queue}) expired: {e.reason}; "
                       f"{e.returned} tasks back to pending")
+
+
+@crowd_app.command("replay")
+def crowd_replay(
+    file: Annotated[str, typer.Argument(
+        help="recorded answers, CSV or Parquet: item, worker, label[, time][, gold]")],
+    seed: Annotated[int, typer.Option(help="shuffles the answers within items")] = 0,
+    method: Annotated[str | None, typer.Option(
+        help="aggregation (default QUORUM_CROWD_AGGREGATION)")] = None,
+    max_rounds: Annotated[int | None, typer.Option(help="stop after this many rounds")] = None,
+) -> None:
+    """Replay recorded crowd answers through the crowd path with this team's pool settings
+    (QUORUM_CROWD_*): accuracy against gold, answers bought per item, control tasks and
+    cost, against majority vote over all answers. No database is touched."""
+    import warnings
+
+    from backend.crowdwork.settings import get_crowd_settings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # toloka-kit imports pkg_resources
+        from crowd.aggregation import METHODS
+        from crowd.replay import RecordingError, read_recording, replay
+
+    crowd = get_crowd_settings()
+    chosen = method or crowd.aggregation
+    if chosen not in METHODS:
+        raise ValidationFailed(f"unknown aggregation method {chosen!r}; choose from {METHODS}")
+    try:
+        recording = read_recording(file)
+        config = crowd.crowd_config(aggregation=chosen)
+    except (RecordingError, ValueError) as exc:
+        raise ValidationFailed(str(exc)) from exc
+    with toloka_errors("the replay emulator"):
+        r = replay(recording, config=config, seed=seed, golden_share=crowd.golden_rate,
+                   golden_min=crowd.golden_min, golden_max=crowd.golden_max,
+                   max_rounds=max_rounds).report
+    console.print(f"{file}: {r.recorded_answers} answers, {r.items} items, {r.workers} workers; "
+                  f"{r.control_tasks} gold items as control tasks, {r.scored_gold} scored; "
+                  f"{chosen}, overlap {config.overlap}–{config.max_overlap}, target "
+                  f"{config.target_confidence}; {r.rounds} rounds ({r.stopped}), seed {seed}")
+    table = Table(title="Replay")
+    for col in ("", f"Quorum ({chosen})", "majority vote, all answers"):
+        table.add_column(col, justify="right")
+    for row in r.rows():
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"accuracy counts the crowd's decisions; {r.to_people_gold:.1%} of the scored "
+                  "gold items went to people instead")
 
 
 @crowd_app.command("status")
