@@ -11,6 +11,9 @@ Methods (crowd-kit classes): ``mv`` `MajorityVote`, ``wawa`` `Wawa`, ``ds``
 * ``mv`` (and ``gold_mv``'s fallback): when gold is given, each worker's vote is
   weighted by their smoothed gold accuracy ``(right + 1) / (seen + 2)``
   (crowd-kit ``MajorityVote(skills=...)``).
+* ``sds``: `crowd.skill.ShrunkDawidSkene`, Dawid–Skene whose worker confusion matrices
+  are shrunk towards the pooled matrix (a worker with few answers counts as an average
+  one), gold clamped like ``ds``: its confidence on thin evidence is not overstated.
 * ``wawa``, ``glad``: crowd-kit offers no gold input; gold answers stay in the data
   like any task, so they shape the estimates only through agreement.
 
@@ -36,8 +39,10 @@ import numpy as np
 import pandas as pd
 from crowdkit.aggregation import GLAD, DawidSkene, MajorityVote, Wawa
 
-Method = Literal["mv", "wawa", "ds", "glad", "gold_mv"]
-METHODS: tuple[str, ...] = ("mv", "wawa", "ds", "glad", "gold_mv")
+from crowd.skill import ShrunkDawidSkene
+
+Method = Literal["mv", "wawa", "ds", "sds", "glad", "gold_mv"]
+METHODS: tuple[str, ...] = ("mv", "wawa", "ds", "sds", "glad", "gold_mv")
 RESULT_COLUMNS = ["task", "label", "confidence", "n_answers", "method", "status"]
 TIE_TOLERANCE = 1e-9
 
@@ -121,6 +126,8 @@ def _posteriors(coded: Coded, *, method: str, seed: int) -> pd.DataFrame:
         return MajorityVote().fit(data, skills=Wawa().fit(data).skills_).probas_
     if method == "ds":
         return DawidSkene(n_iter=100).fit(data, true_labels=gold).probas_
+    if method == "sds":
+        return ShrunkDawidSkene().fit(data, true_labels=gold).probas_
     if method == "glad":
         np.random.seed(seed)  # GLAD's initialisation draws from numpy's global RNG
         return GLAD(n_iter=100).fit_predict_proba(data)
