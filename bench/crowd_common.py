@@ -114,10 +114,13 @@ def dynamic(
             store=MemoryStore(),
             wait=emu.work,
             check=False,
-            max_rounds=max_overlap + 1,
         )
     answers = result.valid
-    final = aggregate(answers, method=method)  # best label even where still unsure
+    # the product's outcome: decided items carry their frozen label; items sent to people
+    # are not the crowd's (counted apart, as "to people"), never scored with a best guess
+    final = result.verdicts.copy()
+    final.loc[final["status"] != "decided", "label"] = None
+    on_gold = result.verdicts.set_index("task")["status"].reindex(gold.index)
     return {
         "method": method,
         "start": start,
@@ -127,7 +130,8 @@ def dynamic(
         "answers_per_gold_item": float(
             answers[answers["task"].isin(gold.index)].groupby("task").size().mean()
         ),
-        "accuracy": accuracy(final, gold),
+        "accuracy": accuracy(final, gold[on_gold == "decided"]),
+        "to_people_gold": float((on_gold == "to_people").mean()),
         "rounds": len(result.rounds),
         "decided_share": float((result.verdicts["status"] == "decided").mean()),
         "seconds": time.perf_counter() - t0,

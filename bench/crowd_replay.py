@@ -37,6 +37,8 @@ CONFIGS = {
     "mv-0.8-cap7": CrowdConfig(aggregation="mv", max_overlap=7),
     "ds-0.9": CrowdConfig(aggregation="ds", target_confidence=0.9),
     "no-control-mv": CrowdConfig(aggregation="mv", golden_per_suite=0),
+    "sds-0.9": CrowdConfig(aggregation="sds", target_confidence=0.9),
+    "sds-0.95-cap7": CrowdConfig(aggregation="sds", target_confidence=0.95, max_overlap=7),
 }
 
 
@@ -61,7 +63,12 @@ def main() -> None:
     parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--write", type=Path)
+    parser.add_argument("--shared", type=Path, help="the shared data folder (default: "
+                        "../shared/data next to the repository)")
     args = parser.parse_args()
+    if args.shared:
+        crowd_adultcontent.DATA = args.shared / "gal_adultcontent" / "AdultContent2"
+        crowd_convabuse.DATA = args.shared / "convabuse" / "1_full"
     rec = recording(args.data)
     if args.write:
         rec.to_csv(args.write, index=False)
