@@ -39,6 +39,8 @@ CONFIGS = {
     "no-control-mv": CrowdConfig(aggregation="mv", golden_per_suite=0),
     "sds-0.9": CrowdConfig(aggregation="sds", target_confidence=0.9),
     "sds-0.95-cap7": CrowdConfig(aggregation="sds", target_confidence=0.95, max_overlap=7),
+    "sds-0.9-ban90": CrowdConfig(aggregation="sds", target_confidence=0.9,
+                                 golden_ban_confidence=0.9),
 }
 
 

@@ -21,7 +21,8 @@ class CrowdConfig:
 
     Quality rules (written into the pool and enforced by `crowd.review`):
     ban (project scope, ``ban_days``) and reject when a worker's golden accuracy is
-    under ``golden_min_accuracy`` after at least ``golden_min_answers`` control answers;
+    under ``golden_min_accuracy`` with confidence ``golden_ban_confidence`` (0: the point
+    estimate) after at least ``golden_min_answers`` control answers;
     reject a suite answered faster than ``fast_seconds_per_task`` per task and ban after
     ``fast_max_count`` such suites; Toloka bans after ``skipped_in_row`` skipped suites.
     """
@@ -38,6 +39,7 @@ class CrowdConfig:
     auto_accept_period_days: int = 1
     golden_min_answers: int = 3
     golden_min_accuracy: float = 0.6
+    golden_ban_confidence: float = 0.0
     fast_seconds_per_task: float = 3.0
     fast_max_count: int = 2
     skipped_in_row: int = 3
@@ -54,6 +56,8 @@ class CrowdConfig:
             raise ValueError("need 1 <= overlap <= max_overlap")
         if self.min_answers > self.max_overlap:
             raise ValueError("min_answers cannot exceed max_overlap")
+        if not 0.0 <= self.golden_ban_confidence < 1.0:
+            raise ValueError("golden_ban_confidence is a probability under 1")
         if not 0.0 <= self.target_confidence <= 1.0:
             raise ValueError("target_confidence is a probability")
         if self.reward_per_suite < 0.005:

@@ -1,8 +1,10 @@
 """Accept / reject assignments and ban workers the way Toloka requesters do.
 
 A worker is banned (project-scoped user restriction for ``ban_days``) when their
-golden-set accuracy is under ``golden_min_accuracy`` after at least
-``golden_min_answers`` control answers, or after ``fast_max_count`` suites answered
+golden-set accuracy is under ``golden_min_accuracy`` with confidence
+``golden_ban_confidence`` (the upper bound of its Beta posterior is under it: 1 right of
+3 is not enough evidence, 0 of 3 or 2 of 8 is) after at least ``golden_min_answers``
+control answers, or after ``fast_max_count`` suites answered
 faster than ``fast_seconds_per_task`` per task. SUBMITTED assignments of banned
 workers and fast assignments are rejected (Toloka then re-issues their tasks);
 the rest are accepted. PATCHes are idempotent: a retried accept of an accepted
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 import toloka.client as tc
+from scipy.stats import beta
 from toloka.client.exceptions import ConflictStateApiError
 from toloka.client.user_restriction import ProjectUserRestriction
 
@@ -32,6 +35,16 @@ class ReviewResult:
     banned: list[str]
 
 
+def accuracy_upper_bound(right: pd.Series, seen: pd.Series, *, confidence: float) -> pd.Series:
+    """One-sided upper bound of a worker's accuracy at ``confidence`` from ``right`` of
+    ``seen`` golden answers (the Beta(right + 1, wrong + 1) posterior's quantile); with
+    ``confidence`` 0 the point estimate ``right / seen`` (the old rule)."""
+    if confidence <= 0:
+        return (right / seen.where(seen > 0)).astype(float)
+    upper = beta.ppf(confidence, right + 1, seen - right + 1)
+    return pd.Series(upper, index=right.index).where(seen > 0)
+
+
 def worker_quality(answers: pd.DataFrame, *, config: CrowdConfig) -> pd.DataFrame:
     """Per-worker golden accuracy and fast-suite counts from an answers frame (`crowd.pull`)."""
     golden = answers[answers["is_golden"].astype(bool)]
@@ -46,8 +59,12 @@ def worker_quality(answers: pd.DataFrame, *, config: CrowdConfig) -> pd.DataFram
     out["golden_answers"] = acc["size"].reindex(out.index).fillna(0).astype(int)
     out["golden_accuracy"] = acc["mean"].reindex(out.index)
     out["fast_suites"] = fast.reindex(out.index).fillna(0).astype(int)
+    right = (out["golden_accuracy"].fillna(0) * out["golden_answers"]).round()
+    out["golden_accuracy_upper"] = accuracy_upper_bound(
+        right, out["golden_answers"], confidence=config.golden_ban_confidence
+    )
     low = (out["golden_answers"] >= config.golden_min_answers) & (
-        out["golden_accuracy"] < config.golden_min_accuracy
+        out["golden_accuracy_upper"] < config.golden_min_accuracy
     )
     too_fast = out["fast_suites"] >= config.fast_max_count
     out["banned"] = low | too_fast

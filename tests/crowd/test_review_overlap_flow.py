@@ -193,3 +193,25 @@ def test_pair_truth_follows_the_items_truth(emulator_factory, client_for):
     assert dict(zip(got["task"], got["label"], strict=True)) == expected
     assert set(expected.values()) == {"yes", "no"}
     assert split_pair_key("12") is None and split_pair_key("1|2|3") is None
+
+
+def test_a_ban_needs_evidence_when_asked_for_a_confidence_bound():
+    """1 right of 3 golden answers bans under the point-estimate rule; with
+    ``golden_ban_confidence`` it takes evidence (0 of 5, 2 of 12) to ban."""
+    from crowd.review import worker_quality
+
+    rows = []
+    for worker, right, seen in [("thin", 1, 3), ("none-right", 0, 5), ("many", 2, 12),
+                                ("good", 9, 10)]:
+        for i in range(seen):
+            rows.append({"task": f"g{i}", "worker": worker, "is_golden": True,
+                         "golden_label": "ok", "label": "ok" if i < right else "adult",
+                         "assignment_id": f"{worker}-{i}", "time_spent_s": 10.0})
+    answers = pd.DataFrame(rows)
+    old = worker_quality(answers, config=CrowdConfig()).set_index("worker")["banned"]
+    assert old.to_dict() == {"good": False, "many": True, "none-right": True, "thin": True}
+    bound = CrowdConfig(golden_ban_confidence=0.9)
+    new = worker_quality(answers, config=bound).set_index("worker")
+    assert new["banned"].to_dict() == {"good": False, "many": True, "none-right": True,
+                                       "thin": False}
+    assert 0.6 < new.loc["thin", "golden_accuracy_upper"] < 0.8
