@@ -44,8 +44,9 @@ class FlowResult:
     stopped by ``max_rounds``). ``answers``: every pulled answer (``assignment_status``
     updated by review). ``valid``: the answers aggregation used (not rejected, no
     banned worker). ``rounds``: one row per round (`ROUND_COLUMNS`). ``stopped``:
-    ``done`` (every item resolved), ``crowd stopped`` or ``max rounds``; ``waiting``:
-    items still open (non-zero only with ``max rounds``)."""
+    ``done`` (every item resolved), ``crowd stopped`` (nothing new and nothing asked while
+    the pool stays open) or ``max rounds``; ``waiting``: items still open (then a warning
+    says so too)."""
 
     push: PushResult
     verdicts: pd.DataFrame
@@ -138,9 +139,10 @@ def run_flow(
             stopped = STOP_CROWD  # nothing new, nothing asked: another round would spin
             break
     waiting = sorted(state.open_items)
-    if waiting and stopped == STOP_ROUNDS:
+    if waiting:
+        why = f"max_rounds={max_rounds}" if stopped == STOP_ROUNDS else "the crowd stopped"
         warnings.warn(
-            f"run_flow stopped after max_rounds={max_rounds}: {len(waiting)} items still "
+            f"run_flow stopped after {round_no} rounds ({why}): {len(waiting)} items still "
             "waiting for answers",
             stacklevel=2,
         )
