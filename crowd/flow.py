@@ -87,13 +87,15 @@ def run_flow(
     method: str | None = None,
     max_rounds: int | None = None,
     check: bool = True,
+    context: pd.DataFrame | None = None,
 ) -> FlowResult:
     """Rounds until every item is decided or gone to people, or the crowd stops answering.
 
     ``check``: review assignments (accept/reject, bans) every round; otherwise all
     pulled answers count. ``max_rounds`` (None: no limit) stops early: the result says
     how many items are still waiting (and a warning does). The pull cursor is kept in
-    ``store`` under ``"flow:<key>"``.
+    ``store`` under ``"flow:<key>"``. ``context``: earlier pools' valid answers, so that
+    worker skill carries over (`crowd.rounds.decide`).
     """
     cfg = plan.config
     result = push(client, plan=plan, store=store)
@@ -110,6 +112,7 @@ def run_flow(
         toloka_tasks=dict(result.task_ids),
         cursor=(store.get(flow_key) or {}).get("cursor"),
         check=check,
+        context=context,
     )
     book = MemoryBook(real)
     rounds: list[dict] = []

@@ -63,20 +63,36 @@ def decide(
     gold: pd.Series | None,
     open_items: Collection[str],
     exhausted: bool,
+    context: pd.DataFrame | None = None,
 ) -> Outcome:
     """Decide the open items from ``valid`` answers (``task, worker, label``; rejected
-    assignments and banned workers already removed). See the module docstring."""
+    assignments and banned workers already removed). See the module docstring.
+
+    ``context``: valid answers from earlier pools (same columns, optionally ``is_golden``
+    and ``golden_label``): aggregated with this pool's so that what is known of each
+    worker carries over (their control answers join ``gold``); their items are never
+    open here, so nothing of theirs is decided again."""
     open_set = {str(i) for i in open_items}
+    data = valid
+    if context is not None and len(context):
+        cols = ["task", "worker", "label"]
+        data = pd.concat([valid[cols], context[cols]], ignore_index=True)
+        if "is_golden" in context:
+            known = context[context["is_golden"].astype(bool)].drop_duplicates("task")
+            extra = pd.Series(known["golden_label"].astype(str).to_numpy(),
+                              index=known["task"].astype(str).to_numpy())
+            gold = extra if gold is None else pd.concat(
+                [gold, extra[~extra.index.isin(gold.index)]])
     verdicts = (
         aggregate(
-            valid,
+            data,
             method=method,
             gold=gold,
             target_confidence=config.target_confidence,
             min_answers=config.min_answers,
         )
-        if len(valid)
-        else aggregate(valid)
+        if len(data)
+        else aggregate(data)
     )
     mine = verdicts[verdicts["task"].isin(open_set)]
     decided = mine[mine["status"] == "decided"].reset_index(drop=True)
@@ -153,6 +169,8 @@ class RoundState:
     cursor: str | None = None
     banned: set[str] = field(default_factory=set)
     check: bool = True
+    #: Earlier pools' valid answers (`decide`'s ``context``): worker skill carried over.
+    context: pd.DataFrame | None = None
 
 
 @dataclass(frozen=True)
@@ -213,6 +231,7 @@ def play_round(client: tc.TolokaClient, *, state: RoundState, book: RoundBook) -
         gold=state.gold,
         open_items=state.open_items,
         exhausted=exhausted,
+        context=state.context,
     )
     still = book.resolve(outcome=outcome, history=history, statuses=statuses, banned=state.banned)
     state.open_items = set(still)

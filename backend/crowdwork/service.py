@@ -35,7 +35,7 @@ from datetime import datetime
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import delete, distinct, func, select, update
+from sqlalchemy import delete, distinct, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
@@ -75,6 +75,9 @@ with warnings.catch_warnings():
     from crowd.toloka import labels_for, output_field
 
 OPEN_STATES = ("intent", "open")
+#: Answers from earlier label pools (the most recent) each label pool's aggregate reads
+#: too, so that what was learnt about a worker carries over from pool to pool.
+SKILL_HISTORY = 100_000
 
 
 @dataclass
@@ -421,6 +424,25 @@ class _Snapshot:
     golden: dict[int, str]  # control item id -> known label (pairs: anchor -> same/different)
     open_real: set[int]
     kind: str = "item"
+    context: pd.DataFrame | None = None  # earlier pools' answers (label pools)
+
+
+def earlier_answers(*, session: Session, pool_id: int, limit: int = SKILL_HISTORY
+                    ) -> pd.DataFrame:
+    """Accepted or pending crowd answers of the other label pools, newest first (at most
+    ``limit``): `crowd.rounds.decide`'s ``context``."""
+    rows = session.execute(
+        select(Judgment.item_id, Judgment.worker_id, Judgment.label, Judgment.is_golden,
+               Judgment.golden_label)
+        .join(CrowdPool, CrowdPool.id == Judgment.crowd_pool_id)
+        .where(Judgment.worker_kind == "crowd", CrowdPool.kind == "item",
+               CrowdPool.id != pool_id,
+               or_(Judgment.assignment_status.is_(None),
+                   Judgment.assignment_status != "REJECTED"))
+        .order_by(Judgment.id.desc()).limit(limit)).all()
+    return pd.DataFrame(
+        [(str(i), str(w), str(lab), bool(g), gl) for i, w, lab, g, gl in rows],
+        columns=["task", "worker", "label", "is_golden", "golden_label"])
 
 
 def _snapshot(session: Session, pool: CrowdPool) -> _Snapshot:
@@ -442,6 +464,8 @@ def _snapshot(session: Session, pool: CrowdPool) -> _Snapshot:
         queue_tasks={ct.item_id: ct.task_id for ct in cts},
         toloka_tasks={ct.item_id: ct.toloka_task_id for ct in cts},
         golden={k: v for k, v in golden.items() if v is not None},
+        context=(None if pool.kind == "pair"
+                 else earlier_answers(session=session, pool_id=pool.id)),
         open_real={ct.item_id for ct in cts if not ct.is_golden and ct.outcome is None})
 
 
@@ -559,7 +583,7 @@ def pull_pool(*, rt: CrowdRuntime, pool_id: int, now: datetime | None = None) ->
         gold=gold if len(gold) and not is_pair else None,
         open_items={str(i) for i in snap.open_real},
         toloka_tasks={str(k): v for k, v in snap.toloka_tasks.items()},
-        cursor=snap.cursor, banned=set(snap.banned))
+        cursor=snap.cursor, banned=set(snap.banned), context=snap.context)
     book = DbBook(rt=rt, pool_id=pool_id, snap=snap, now=now)
     report = play_round(rt.client, state=state, book=book)
     summary = book.summary

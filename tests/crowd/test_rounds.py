@@ -87,3 +87,24 @@ def test_gold_mv_keeps_workers_without_gold_answers():
     assert out.loc["x", "label"] == "ok"
     with pytest.raises(ValueError, match="gold"):
         aggregate(answers, method="gold_mv", gold={"nowhere": "ok"})
+
+
+def test_worker_skill_carries_over_from_earlier_pools():
+    """A 1–1 split between an honest worker and one who always answers wrong cannot be
+    decided from this pool alone; with the earlier pool's answers (where the liar
+    disagreed with three others) it is decided, and right."""
+    config = CrowdConfig(overlap=2, min_answers=2, max_overlap=2, target_confidence=0.9)
+    truth = {f"new{i}": ("ok", "adult")[i % 2] for i in range(4)}
+    flip = {"ok": "adult", "adult": "ok"}
+    valid = _answers([(t, w, lab if w == "honest" else flip[lab])
+                      for t, lab in truth.items() for w in ("honest", "liar")])
+    earlier = _answers([
+        (f"old{i}", w, (("ok", "adult")[i % 2] if w != "liar" else ("adult", "ok")[i % 2]))
+        for i in range(60) for w in ("honest", "liar", "a", "b")])
+    alone = decide(valid, config=config, method="sds", gold=None, open_items=set(truth),
+                   exhausted=False)
+    assert alone.decided.empty and set(alone.to_people) == set(truth)
+    carried = decide(valid, config=config, method="sds", gold=None, open_items=set(truth),
+                     exhausted=False, context=earlier)
+    assert set(carried.decided["task"]) == set(truth)  # the earlier items are not open
+    assert (carried.decided.set_index("task")["label"] == pd.Series(truth)).all()
