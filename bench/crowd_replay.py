@@ -65,6 +65,9 @@ def main() -> None:
     parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--write", type=Path)
+    parser.add_argument("--history", action="store_true",
+                        help="replay half the items first as an earlier pool; the second "
+                        "half (scored) reads its answers, as the backend's pools do")
     parser.add_argument("--shared", type=Path, help="the shared data folder (default: "
                         "../shared/data next to the repository)")
     args = parser.parse_args()
@@ -81,7 +84,15 @@ def main() -> None:
             "rounds", "MV-all acc.", "MV-all answers/item", "seconds")
     print(" | ".join(cols))
     for name in args.configs.split(","):
-        r = replay(rec, config=CONFIGS[name], seed=args.seed).report
+        context = None
+        run = rec
+        if args.history:
+            items = pd.Series(rec["item"].unique()).sample(frac=1.0, random_state=args.seed)
+            first = set(items.iloc[: len(items) // 2])
+            earlier = replay(rec[rec["item"].isin(first)], config=CONFIGS[name],
+                             seed=args.seed)
+            context, run = earlier.flow.valid, rec[~rec["item"].isin(first)]
+        r = replay(run, config=CONFIGS[name], seed=args.seed, context=context).report
         print(" | ".join([
             name, f"{r.accuracy:.3f}", f"{r.to_people:.1%}", f"{r.answers_per_item:.2f}",
             f"{r.control_answers_per_item:.2f}", f"{r.cost:.2f}", str(r.rounds),

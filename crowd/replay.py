@@ -131,8 +131,11 @@ def replay(
     golden_min: int = 10,
     golden_max: int = 500,
     max_rounds: int | None = None,
+    context: pd.DataFrame | None = None,
 ) -> Replayed:
-    """Replay ``recording`` (`read_recording`'s columns) under ``config``; see the module."""
+    """Replay ``recording`` (`read_recording`'s columns) under ``config``; see the module.
+    ``context``: an earlier pool's valid answers (``Replayed.flow.valid``), so that worker
+    skill carries over as in the backend (`crowd.rounds.decide`)."""
     import time as _time
 
     started = _time.perf_counter()
@@ -162,7 +165,7 @@ def replay(
     with Emulator(seed=seed, replay=book.drop(columns=["gold"], errors="ignore")) as emu:
         client = make_client(url=emu.url, timeout=60)
         flow = run_flow(client, plan=plan, store=MemoryStore(), wait=emu.work,
-                        max_rounds=max_rounds)
+                        max_rounds=max_rounds, context=context)
     scored = gold.reindex(scored_ids)
     verdicts = flow.verdicts.set_index("task")
     on_gold = verdicts.reindex(scored.index)
