@@ -28,7 +28,7 @@ import crowd_adultcontent  # noqa: E402
 import crowd_convabuse  # noqa: E402
 
 from crowd.config import CrowdConfig  # noqa: E402
-from crowd.replay import replay  # noqa: E402
+from crowd.replay import ReplayReport, replay  # noqa: E402
 
 #: Configurations compared (the product's defaults first).
 CONFIGS = {
@@ -92,12 +92,19 @@ def main() -> None:
             earlier = replay(rec[rec["item"].isin(first)], config=CONFIGS[name],
                              seed=args.seed)
             context, run = earlier.flow.valid, rec[~rec["item"].isin(first)]
-        r = replay(run, config=CONFIGS[name], seed=args.seed, context=context).report
-        print(" | ".join([
-            name, f"{r.accuracy:.3f}", f"{r.to_people:.1%}", f"{r.answers_per_item:.2f}",
-            f"{r.control_answers_per_item:.2f}", f"{r.cost:.2f}", str(r.rounds),
-            f"{r.mv_all_accuracy:.3f}", f"{r.mv_all_answers_per_item:.2f}",
-            f"{r.seconds:.0f}"]), flush=True)
+            alone = replay(run, config=CONFIGS[name], seed=args.seed).report
+            _row(f"{name} (second half alone)", alone)
+            name = f"{name} (second half, reading the first's answers)"
+        _row(name, replay(run, config=CONFIGS[name.split(" ")[0]], seed=args.seed,
+                          context=context).report)
+
+
+def _row(name: str, r: ReplayReport) -> None:
+    print(" | ".join([
+        name, f"{r.accuracy:.3f}", f"{r.to_people:.1%}", f"{r.answers_per_item:.2f}",
+        f"{r.control_answers_per_item:.2f}", f"{r.cost:.2f}", str(r.rounds),
+        f"{r.mv_all_accuracy:.3f}", f"{r.mv_all_answers_per_item:.2f}",
+        f"{r.seconds:.0f}"]), flush=True)
 
 
 if __name__ == "__main__":
