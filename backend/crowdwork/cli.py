@@ -92,7 +92,7 @@ def crowd_push(
     queue: Annotated[str, typer.Argument(
         help="a crowd queue, e.g. NEW_PRODUCTS_2026-11-24_1, or the pair queue PAIRS_2026-11-24")],
     method: Annotated[str | None, typer.Option(
-        help="aggregation for this pool: mv, wawa, ds, glad (default QUORUM_CROWD_AGGREGATION;"
+        help="aggregation for this pool: mv, wawa, ds, sds, glad (default QUORUM_CROWD_AGGREGATION;"
              " pair pools: mv)")
     ] = None,
     limit: Annotated[int | None, typer.Option(help="push at most this many items")] = None,

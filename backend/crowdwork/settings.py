@@ -39,7 +39,7 @@ class CrowdSettings(BaseSettings):
     golden_per_suite: int = _POOL.golden_per_suite
     #: Pay per task in dollars (control tasks are paid like real ones).
     reward_per_task: float = _POOL.reward_per_task
-    #: Aggregation method per pool: ``mv``, ``wawa``, ``ds``, ``glad`` (or ``gold_mv``).
+    #: Aggregation method per pool: ``mv``, ``wawa``, ``ds``, ``sds``, ``glad`` (or ``gold_mv``).
     aggregation: str = _POOL.aggregation
     #: Distinct control tasks per pool, as a share of its real items (at least ``golden_min``,
     #: at most ``golden_max``); taken from golden items with a known label (the ``GL`` queue).
