@@ -40,6 +40,11 @@ def create_app(*, database_url: str | None = None) -> FastAPI:
     app.state.sessionmaker = get_sessionmaker(database_url)
     app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)  # 413 over the limit
 
+    # Security headers on every response (CSP, frame, nosniff, referrer): backend/web/security.py
+    from backend.web.security import SecurityHeaders
+
+    app.add_middleware(SecurityHeaders)
+
     @app.exception_handler(QuorumError)
     async def _domain_error(request: Request, exc: QuorumError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None

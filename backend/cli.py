@@ -21,10 +21,8 @@ app = typer.Typer(help="Quorum: human-in-the-loop content moderation.", no_args_
                   pretty_exceptions_enable=False, add_completion=False)
 db_app = typer.Typer(help="Database schema (Alembic).", no_args_is_help=True)
 rules_app = typer.Typer(help="Rules as data (CEL conditions).", no_args_is_help=True)
-users_app = typer.Typer(help="Users, roles, API tokens and queue grants.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(rules_app, name="rules")
-app.add_typer(users_app, name="users")
 thresholds_app = typer.Typer(help="Versioned threshold sets used by routing.",
                              no_args_is_help=True)
 app.add_typer(thresholds_app, name="thresholds")
@@ -38,6 +36,9 @@ app.add_typer(crowd_app, name="crowd")
 from backend.imports.cli import import_app  # noqa: E402
 
 app.add_typer(import_app, name="import")
+from backend.users.cli import users_app  # noqa: E402
+
+app.add_typer(users_app, name="users")
 
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True, soft_wrap=True)
@@ -263,71 +264,6 @@ def rules_backtest(name: str, limit: Annotated[int | None, typer.Option()] = Non
                       f"precision: {prec}")
 
 
-# ---------------------------------------------------------------- users
-@users_app.command("add")
-def users_add(
-    username: str,
-    role: Annotated[str, typer.Option(help="moderator | analyst | admin")] = "moderator",
-    grant: Annotated[list[str] | None, typer.Option(
-        help="queue kind the moderator may work (repeat; '*' for all)")] = None,
-    password: Annotated[bool, typer.Option(
-        "--password", help="ask for a web login password")] = False,
-    display_name: Annotated[str | None, typer.Option()] = None,
-) -> None:
-    """Create a user and print an API token (shown once)."""
-    from backend.db import session_scope
-    from backend.rules.service import check_queue_kinds
-    from backend.settings import get_settings
-    from backend.users.schemas import checked_grants
-    from backend.users.service import create_user, issue_token
-
-    _ensure_schema()
-    grant = checked_grants(grant or [])
-    pw = typer.prompt("password", hide_input=True, confirmation_prompt=True) if password else None
-    with session_scope() as session:
-        check_queue_kinds(session=session, settings=get_settings(), kinds=grant)
-        user = create_user(session=session, username=username, role=role, password=pw,
-                           display_name=display_name, queue_kinds=grant or [])
-        token = issue_token(session=session, user=user)
-    console.print(f"created {role} {username}; API token (shown once):")
-    print(token)
-
-
-@users_app.command("list")
-def users_list() -> None:
-    """List users, roles and queue grants."""
-    from backend.db import session_scope
-    from backend.users.service import list_users
-
-    _ensure_schema()
-    table = Table(title="Users")
-    for col in ("username", "role", "grants", "active"):
-        table.add_column(col)
-    with session_scope() as session:
-        for u in list_users(session=session):
-            table.add_row(u.username, u.role, ", ".join(sorted(u.granted_kinds)),
-                          "yes" if u.is_active else "no")
-    console.print(table)
-
-
-@users_app.command("grant")
-def users_grant(username: str, kinds: Annotated[list[str], typer.Argument()]) -> None:
-    """Set the queue kinds USERNAME may work (replaces the previous grants)."""
-    from backend.db import session_scope
-    from backend.rules.service import check_queue_kinds
-    from backend.settings import get_settings
-    from backend.users.schemas import checked_grants
-    from backend.users.service import get_user, set_grants
-
-    _ensure_schema()
-    kinds = checked_grants(kinds)
-    with session_scope() as session:
-        check_queue_kinds(session=session, settings=get_settings(), kinds=kinds)
-        set_grants(session=session, user=get_user(session=session, username=username),
-                   queue_kinds=kinds)
-    console.print(f"{username} may work: {', '.join(kinds)}")
-
-
 # ---------------------------------------------------------------- ml
 @app.command()
 def embed(
@@ -429,9 +365,13 @@ def thresholds_apply(version: int) -> None:
 @app.command()
 def serve(host: str = "127.0.0.1", port: int = 8000,
           workers: Annotated[int, typer.Option(help="worker processes")] = 1) -> None:
-    """Run the API and web UI (uvicorn)."""
+    """Run the API and web UI (uvicorn). Refuses to start without a secret key of at
+    least 32 bytes (QUORUM_SECRET_KEY, or the file <data dir>/secret_key)."""
     import uvicorn
 
+    from backend.web.security import require_secret_key
+
+    require_secret_key(_settings())
     _ensure_schema()
     uvicorn.run("backend.asgi:app", host=host, port=port, workers=workers, log_level="info")
 

@@ -8,11 +8,18 @@ from backend.decisions.models import DecisionEvent, ItemStatus
 from backend.items.models import Item, ItemEmbedding, ItemScore, ItemTag
 from backend.queues.models import Queue, Task, TaskSkip
 from backend.rules.models import Rule, RuleHit, RuleVersion
-from backend.users.models import ApiToken, AuditEntry, QueueGrant, User
+from backend.users.models import (
+    ApiToken,
+    AuditEntry,
+    QueueGrant,
+    RateLimitCounter,
+    User,
+    WebSession,
+)
 
 __all__ = [
     "Appeal", "ApiToken", "AuditEntry", "Base", "CalibrationRun", "CrowdPool", "CrowdTask",
     "DecisionEvent", "Item", "ItemEmbedding", "ItemScore", "ItemStatus", "ItemTag",
-    "Judgment", "ModelArtifact", "Queue", "QueueGrant", "Rule", "RuleHit", "RuleVersion",
-    "Task", "TaskSkip", "ThresholdSet", "User",
+    "Judgment", "ModelArtifact", "Queue", "QueueGrant", "RateLimitCounter", "Rule", "RuleHit",
+    "RuleVersion", "Task", "TaskSkip", "ThresholdSet", "User", "WebSession",
 ]

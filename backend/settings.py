@@ -48,8 +48,13 @@ class Settings(_Base):
     database_echo: bool = False
     #: Path to the policy YAML (labels, which are bad). Default: the bundled marketplace policy.
     policy_path: Path | None = None
-    #: Secret used to sign web session cookies and CSRF tokens.
-    secret_key: SecretStr = SecretStr("change-me-in-production")
+    #: Secret that signs web session cookies (at least 32 bytes). Unset: the file
+    #: ``<data_dir>/secret_key`` (``quorum demo`` writes one); the server refuses to start
+    #: without either, or with a short or well-known key.
+    secret_key: SecretStr | None = None
+    #: Mark session cookies ``Secure`` on every response (set it behind a TLS-terminating
+    #: proxy that talks plain HTTP to Quorum); unset, only requests that arrive over HTTPS.
+    cookie_secure: bool = False
     #: Default lease length for a moderator task, in seconds.
     lease_seconds: int = 300
     #: Size of a daily queue chunk (``KIND_DATE_1``, ``_2``, ...).
@@ -76,6 +81,19 @@ class Settings(_Base):
         "auto_ok": 0.05, "ML_BAD_HIGH": 0.05, "similarity": 0.05, "rule": 0.02})
     #: Time zone used to name daily queues.
     queue_timezone: str = "UTC"
+
+    @property
+    def secret_key_file(self) -> Path:
+        return self.data_dir / "secret_key"
+
+    def resolved_secret_key(self) -> str:
+        """``secret_key``, else the content of ``secret_key_file``, else ``""``."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value()
+        try:
+            return self.secret_key_file.read_text(encoding="utf-8").strip()
+        except (FileNotFoundError, NotADirectoryError):
+            return ""
 
     @property
     def resolved_database_url(self) -> str:

@@ -56,6 +56,10 @@ def step_setup(ctx: DemoContext, fresh: bool = True) -> None:
         for suffix in ("", "-wal", "-shm"):
             Path(str(path) + suffix).unlink(missing_ok=True)
     upgrade(url)
+    from backend.web.security import ensure_secret_key_file
+
+    # `quorum serve` after the demo signs its cookies with this key (mode 0600).
+    ensure_secret_key_file(ctx.settings)
     with session_scope() as session:
         load_rules_file(session=session, path=DEFAULT_RULES, policy=get_policy())
         from backend.users.models import User

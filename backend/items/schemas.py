@@ -4,8 +4,17 @@ import math
 import unicodedata
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from backend.limits import NoNulModel, check_metadata
 
@@ -63,6 +72,26 @@ class ItemCreate(NoNulModel):
     def _finite(cls, v: float | None) -> float | None:
         if v is not None and not math.isfinite(v):
             raise ValueError("must be a finite number")
+        return v
+
+    @field_validator("url", "image")
+    @classmethod
+    def _web_url(cls, v: str | None, info: ValidationInfo) -> str | None:
+        """``url`` is an absolute http(s) URL; ``image`` is one too, or a file path under
+        the data directory. Other schemes (``javascript:``, ``data:``, ``file:``) are
+        refused: moderators open these links, and images are fetched by Quorum."""
+        if not v:
+            return v
+        try:
+            parts = urlsplit(v)
+        except ValueError as exc:
+            raise ValueError("is not a valid URL") from exc
+        is_url = bool(parts.scheme) or info.field_name == "url" or v.startswith("//")
+        if is_url and (parts.scheme.lower() not in ("http", "https") or not parts.hostname):
+            alt = " or a file path under the data directory" if info.field_name == "image" \
+                else ""
+            raise ValueError(f"must be an http:// or https:// URL with a host{alt}, "
+                             f"not {v[:60]!r}")
         return v
 
     @field_validator("currency")

@@ -82,3 +82,34 @@ class AuditEntry(Base):
     target_id: Mapped[str | None] = mapped_column(String(100))
     details: Mapped[dict | None] = mapped_column(JSONType)
     created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
+
+
+class WebSession(Base):
+    """A web UI login, server-side so that it can be ended (logout, password change,
+    deactivation). The cookie carries a random id; only its SHA-256 is stored."""
+
+    __tablename__ = "web_sessions"
+    __table_args__ = (Index("ix_web_sessions_user_id_ended_at", "user_id", "ended_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(TZDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(TZDateTime())
+    #: ``logout``, ``password``, ``deactivated``, ``admin``.
+    ended_reason: Mapped[str | None] = mapped_column(String(20))
+    client_address: Mapped[str | None] = mapped_column(String(64))
+
+
+class RateLimitCounter(Base):
+    """One fixed-window counter of the ``limits`` library (the ``database`` storage of
+    the login rate limits: shared by every worker process and replica)."""
+
+    __tablename__ = "rate_limit_counters"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    count: Mapped[int] = mapped_column(default=0)
+    #: Unix time (seconds) at which the window ends.
+    expires_at: Mapped[float] = mapped_column()

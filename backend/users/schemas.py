@@ -64,3 +64,43 @@ def checked_grants(kinds: list[str]) -> list[str]:
     except ValidationError as exc:
         err = exc.errors()[0]
         raise ValidationFailed(f"queue kinds: {err['msg']}") from exc
+
+
+class TokenRead(BaseModel):
+    id: int
+    name: str
+    prefix: str = Field(description="the token's first characters, to recognise it")
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class TokenCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(default="default", min_length=1, max_length=100)
+
+
+class TokenCreated(TokenRead):
+    token: str = Field(description="shown once; only its hash is stored")
+
+
+class RoleUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: str = Field(pattern="^(moderator|analyst|admin)$")
+
+
+class PasswordUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    password: str = Field(min_length=8, max_length=1024)
+
+
+class PasswordReset(BaseModel):
+    password: str = Field(description="the new random password, shown once")
+    sessions_ended: int
+
+
+class SessionsEnded(BaseModel):
+    sessions_ended: int

@@ -7,6 +7,7 @@ field ``csrf`` or header ``X-CSRF-Token``). Domain errors become an HTML error p
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -36,7 +37,10 @@ from backend.queues import work
 from backend.queues.models import Task
 from backend.rules import service as rules
 from backend.users import service as users
+from backend.users import sessions as web_sessions
 from backend.users.models import User
+from backend.users.ratelimit import LoginLimiter
+from backend.users.settings import get_login_settings
 from backend.web import audit, lease, queue_view, security
 from backend.web import service as web
 
@@ -113,18 +117,40 @@ WEB_TASK_TYPES = ("item",)
 
 def _csrf_of(request: Request) -> str | None:
     sess = getattr(request.state, "web_session", None)
-    return sess.csrf if sess else None
+    return sess.csrf_token if sess else None
+
+
+def _signing_key(request: Request, settings: SettingsDep) -> str:
+    """The cookie signing key, worked out once per app (it may be read from a file)."""
+    key = getattr(request.app.state, "web_signing_key", None)
+    if key is None:
+        key = request.app.state.web_signing_key = security.signing_key(settings)
+    return key
+
+
+def _login_limiter(request: Request) -> LoginLimiter:
+    limiter = getattr(request.app.state, "login_limiter", None)
+    if limiter is None:
+        factory = request.app.state.sessionmaker
+        limiter = request.app.state.login_limiter = LoginLimiter(
+            get_login_settings(), factory.kw["bind"])
+    return limiter
+
+
+def _client_address(request: Request) -> str | None:
+    return request.client.host if request.client else None
 
 
 def web_user(request: Request, session: SessionDep, settings: SettingsDep) -> User:
+    """The user of a live server-side session (the cookie's signed id); else log in."""
     request.state.web_db = session
-    sess = security.read_session(settings.secret_key.get_secret_value(),
-                                 request.cookies.get(security.SESSION_COOKIE))
-    if sess is None:
+    token = security.unsign_session_token(_signing_key(request, settings),
+                                          request.cookies.get(security.SESSION_COOKIE))
+    found = web_sessions.live_session(session=session, token=token, now=utcnow()) \
+        if token else None
+    if found is None:
         raise LoginRequired()
-    user = session.get(User, sess.user_id)
-    if user is None or not user.is_active:
-        raise LoginRequired()
+    sess, user = found
     request.state.web_user_id = user.id
     request.state.web_user = user
     request.state.web_session = sess
@@ -175,12 +201,18 @@ def _safe_next(target: str | None) -> str:
 # --- login / logout -------------------------------------------------------------------------
 
 def _login_form(request: Request, *, message: str | None = None, status_code: int = 200,
-                next_: str = "/queues", username: str = "") -> HTMLResponse:
-    token = security.secrets.token_urlsafe(24)
+                next_: str = "/queues", username: str = "",
+                headers: dict[str, str] | None = None) -> HTMLResponse:
+    from backend.settings import get_settings
+
+    token = secrets.token_urlsafe(24)
     resp = render(request, "login.html", status_code=status_code, login_csrf=token,
                   message=message, next=next_, username=username)
     resp.set_cookie(security.LOGIN_CSRF_COOKIE, token, httponly=True, samesite="lax",
-                    secure=request.url.scheme == "https", path="/login", max_age=3600)
+                    secure=security.cookie_secure(get_settings(), request.url.scheme),
+                    path="/login", max_age=3600)
+    for name, value in (headers or {}).items():
+        resp.headers[name] = value
     return resp
 
 
@@ -203,25 +235,43 @@ def login(request: Request, session: SessionDep, settings: SettingsDep,
     if not security.tokens_match(request.cookies.get(security.LOGIN_CSRF_COOKIE), csrf):
         return _login_form(request, message="The login form expired; please try again.",
                            status_code=403, next_=target, username=username)
+    name, address = username.strip(), _client_address(request)
+    limiter = _login_limiter(request)
+    refusal = limiter.check(username=name, address=address)
+    if refusal is not None:  # decided before the password is even looked at
+        return _login_form(request, message=refusal.message, status_code=429,
+                           next_=target, username=username,
+                           headers={"Retry-After": str(refusal.retry_after_s)})
     try:
-        user = users.authenticate_password(session=session, username=username.strip(),
-                                           password=password)
+        user = users.authenticate_password(session=session, username=name, password=password)
     except Unauthorized:
+        # End this request's read-only transaction before counting: the counter is written
+        # on its own connection and committed at once (SQLite has one writer at a time).
+        session.rollback()
+        limiter.failed(username=name, address=address)
         return _login_form(request, message="Wrong username or password.", status_code=401,
                            next_=target, username=username)
+    now = utcnow()
+    token, _ = web_sessions.start_session(session=session, user=user, now=now,
+                                          max_age_s=security.SESSION_MAX_AGE,
+                                          client_address=address)
     users.audit(session=session, user=user, action="web.login", target_type="user",
                 target_id=user.id)
-    cookie, _ = security.make_session(settings.secret_key.get_secret_value(), user.id)
     resp = RedirectResponse(target, status_code=303)
-    resp.set_cookie(security.SESSION_COOKIE, cookie, httponly=True, samesite="lax",
-                    secure=request.url.scheme == "https", max_age=security.SESSION_MAX_AGE,
-                    path="/")
+    resp.set_cookie(security.SESSION_COOKIE,
+                    security.sign_session_token(_signing_key(request, settings), token),
+                    httponly=True, samesite="lax",
+                    secure=security.cookie_secure(settings, request.url.scheme),
+                    max_age=security.SESSION_MAX_AGE, path="/")
     resp.delete_cookie(security.LOGIN_CSRF_COOKIE, path="/login")
     return resp
 
 
 @router.post("/logout")
-def logout(session: SessionDep, user: PostUser) -> RedirectResponse:
+def logout(request: Request, session: SessionDep, user: PostUser) -> RedirectResponse:
+    """End the session on the server (a copy of the cookie stops working too)."""
+    web_sessions.end_session(session=session, web_session=request.state.web_session,
+                             now=utcnow(), reason="logout")
     users.audit(session=session, user=user, action="web.logout", target_type="user",
                 target_id=user.id)
     resp = RedirectResponse("/login", status_code=303)
@@ -241,14 +291,24 @@ def static(name: str) -> FileResponse:
 
 @router.get("/items/{item_id}/image")
 def item_image(item_id: int, session: SessionDep, settings: SettingsDep,
-               user: WebUser) -> FileResponse:
+               user: WebUser) -> Response:
+    """The item's photo, always from Quorum: a file under the data directory, or a
+    remote image fetched by Quorum (allow-listed hosts, size and time limits, checked
+    to be an image: ``backend.media.fetch``), so a moderator's browser never contacts
+    the URL an item carries."""
     item = session.get(Item, item_id)
     if item is None:
         raise NotFound(f"no item with id {item_id}")
+    headers = {"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"}
+    if (item.image or "").startswith(("http://", "https://")):
+        from backend.media.fetch import fetch_image
+        from backend.media.settings import get_image_proxy_settings
+
+        image = fetch_image(item.image or "", policy=get_image_proxy_settings().policy())
+        return Response(image.content, media_type=image.content_type,
+                        headers={**headers, "Content-Security-Policy": "default-src 'none'"})
     path, media = web.local_image(item=item, settings=settings)
-    return FileResponse(path, media_type=media,
-                        headers={"Cache-Control": "private, max-age=86400",
-                                 "X-Content-Type-Options": "nosniff"})
+    return FileResponse(path, media_type=media, headers=headers)
 
 
 # --- queues -----------------------------------------------------------------------------------
@@ -574,28 +634,6 @@ def rule_backtest(rule_id: int, request: Request, session: SessionDep, user: Pos
                   backtest=result)
 
 
-@router.get("/admin/users")
-def users_page(request: Request, session: SessionDep, user: WebUser) -> HTMLResponse:
-    _admin(user)
-    return render(request, "users.html", users=users.list_users(session=session))
-
-
-@router.post("/admin/users/{user_id}/grants")
-def user_grants(user_id: int, session: SessionDep, user: PostUser,
-                kinds: Annotated[str, Form()] = "") -> RedirectResponse:
-    _admin(user)
-    target = session.get(User, user_id)
-    if target is None:
-        raise NotFound(f"no user with id {user_id}")
-    wanted = sorted({k.strip().upper() if k.strip() != "*" else "*"
-                     for k in kinds.replace(",", " ").split() if k.strip()})
-    before = sorted(target.granted_kinds)
-    users.set_grants(session=session, user=target, queue_kinds=wanted)
-    users.audit(session=session, user=user, action="user.grants", target_type="user",
-                target_id=target.id, details={"from": before, "to": wanted})
-    return RedirectResponse("/admin/users", status_code=303)
-
-
 @router.get("/admin/audit")
 def audit_page(request: Request, session: SessionDep, user: WebUser,
                action: Annotated[str, Query(max_length=100)] = "",
@@ -678,3 +716,9 @@ def _fmt_dt(value: datetime | None) -> str:
 
 templates.env.filters["ms"] = _fmt_ms
 templates.env.filters["dt"] = _fmt_dt
+
+
+# The admin's account pages (``backend/web/accounts.py``) use the helpers above.
+from backend.web import accounts  # noqa: E402
+
+router.include_router(accounts.router)

@@ -1,0 +1,1 @@
+"""Media: fetching third-party images safely (``fetch``), the image proxy's settings."""
