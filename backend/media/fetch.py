@@ -53,7 +53,6 @@ class FetchFailed(QuorumError):
     """The remote server could not be reached, timed out or answered an error."""
 
     status = 502
-    exit_code = 6
     code = "fetch_failed"
 
 
