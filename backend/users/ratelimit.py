@@ -11,6 +11,7 @@ transaction: a refused login still counts.
 from __future__ import annotations
 
 import math
+import random
 import time
 from dataclasses import dataclass
 
@@ -27,6 +28,8 @@ from backend.users.models import RateLimitCounter
 from backend.users.settings import LoginSettings
 
 _T = RateLimitCounter.__table__
+#: Share of hits that also delete the expired windows (one per ~100 failed logins).
+PURGE_CHANCE = 0.01
 
 
 class DatabaseStorage(Storage):
@@ -55,7 +58,10 @@ class DatabaseStorage(Storage):
                   "expires_at": case((expired, now + expiry), else_=_T.c.expires_at)},
         ).returning(_T.c.count)
         with self.engine.begin() as conn:
-            return int(conn.execute(stmt).scalar_one())
+            count = int(conn.execute(stmt).scalar_one())
+            if random.random() < PURGE_CHANCE:  # keep the table to the live windows
+                conn.execute(delete(_T).where(_T.c.expires_at <= now))
+            return count
 
     def get(self, key: str) -> int:
         with self.engine.connect() as conn:

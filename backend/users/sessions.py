@@ -8,10 +8,13 @@ import hashlib
 import secrets
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session, joinedload
 
 from backend.users.models import User, WebSession
+
+#: How long an ended or expired session stays in the table (who logged in from where).
+KEEP_ENDED = timedelta(days=30)
 
 
 def _hash(token: str) -> str:
@@ -20,7 +23,14 @@ def _hash(token: str) -> str:
 
 def start_session(*, session: Session, user: User, now: datetime, max_age_s: int,
                   client_address: str | None = None) -> tuple[str, WebSession]:
-    """A new session for ``user``; returns its random id (for the cookie) and the row."""
+    """A new session for ``user``; returns its random id (for the cookie) and the row.
+    The user's sessions that ended or expired more than ``KEEP_ENDED`` ago are deleted."""
+    session.execute(
+        delete(WebSession)
+        .where(WebSession.user_id == user.id,
+               or_(WebSession.expires_at < now - KEEP_ENDED,
+                   WebSession.ended_at < now - KEEP_ENDED))
+        .execution_options(synchronize_session=False))
     token = secrets.token_urlsafe(32)
     row = WebSession(user_id=user.id, token_hash=_hash(token), csrf_token=secrets.token_urlsafe(24),
                      created_at=now, expires_at=now + timedelta(seconds=max_age_s),

@@ -76,6 +76,9 @@ def test_moderator_works_ten_tasks_by_keyboard(app_db: str) -> None:
     labels = {"1": "ok", "2": "restricted", "3": "adult", "4": "prohibited", "5": "fraud",
               "0": "not_found"}
     with serve(app_db) as base, browser_page() as page:
+        blocked: list[str] = []  # the CSP (no inline script or style) must block nothing
+        page.on("console", lambda m: blocked.append(m.text)
+                if "Content Security Policy" in m.text else None)
         page.goto(f"{base}/queues")
         assert "/login" in page.url
         page.wait_for_selector("input[name=username]:focus")  # autofocus, then type
@@ -132,3 +135,4 @@ def test_moderator_works_ten_tasks_by_keyboard(app_db: str) -> None:
         page.goto(f"{base}/stats")
         assert page.locator("#stat-today").inner_text() == "10"
         page.screenshot(path=str(ARTIFACTS / "stats.png"))
+        assert not blocked, blocked

@@ -351,3 +351,27 @@ def _queue_name(settings) -> str:
         from backend.queues.models import Queue
 
         return s.scalars(select(Queue.name)).first()
+
+
+def test_sessions_ended_long_ago_are_deleted_at_the_next_login(session, make_user):
+    from datetime import timedelta
+
+    from backend.users import sessions as web_sessions
+
+    uid, _ = make_user("mia", "moderator")
+    user = session.get(User, uid)
+    now = utcnow()
+    _, old = web_sessions.start_session(session=session, user=user, now=now - timedelta(days=40),
+                                        max_age_s=3600)
+    _, recent = web_sessions.start_session(session=session, user=user,
+                                           now=now - timedelta(days=2), max_age_s=3600)
+    web_sessions.end_session(session=session, web_session=recent, now=now - timedelta(days=2),
+                             reason="logout")
+    old_id, recent_id = old.id, recent.id
+    token, new = web_sessions.start_session(session=session, user=user, now=now, max_age_s=3600)
+    session.expire_all()
+    ids = set(session.scalars(select(WebSession.id)))
+    assert ids == {recent_id, new.id} and old_id not in ids
+    assert web_sessions.live_session(session=session, token=token, now=now)[1].id == uid
+    assert web_sessions.live_session(session=session, token=token,
+                                     now=now + timedelta(hours=2)) is None  # expired
