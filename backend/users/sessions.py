@@ -29,8 +29,7 @@ def start_session(*, session: Session, user: User, now: datetime, max_age_s: int
         delete(WebSession)
         .where(WebSession.user_id == user.id,
                or_(WebSession.expires_at < now - KEEP_ENDED,
-                   WebSession.ended_at < now - KEEP_ENDED))
-        .execution_options(synchronize_session=False))
+                   WebSession.ended_at < now - KEEP_ENDED)))
     token = secrets.token_urlsafe(32)
     row = WebSession(user_id=user.id, token_hash=_hash(token), csrf_token=secrets.token_urlsafe(24),
                      created_at=now, expires_at=now + timedelta(seconds=max_age_s),
