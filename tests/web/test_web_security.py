@@ -364,7 +364,7 @@ def test_sessions_ended_long_ago_are_deleted_at_the_next_login(session, make_use
     _, recent = web_sessions.start_session(session=session, user=user,
                                            now=now - timedelta(days=2), max_age_s=3600)
     web_sessions.start_session(session=session, user=user, now=now - timedelta(days=40),
-                                        max_age_s=3600)
+                               max_age_s=3600)
     web_sessions.end_session(session=session, web_session=recent, now=now - timedelta(days=2),
                              reason="logout")
     token, new = web_sessions.start_session(session=session, user=user, now=now, max_age_s=3600)
