@@ -6,6 +6,7 @@ the page that answers the POST and never stored in clear."""
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -39,8 +40,6 @@ def _page(request: Request, session: Session, *, notice: str | None = None,
 
 
 def _done(notice: str) -> RedirectResponse:
-    from urllib.parse import quote
-
     return RedirectResponse(f"/admin/users?notice={quote(notice)}", status_code=303)
 
 
