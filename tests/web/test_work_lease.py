@@ -115,7 +115,7 @@ def test_lost_lease_moves_on_and_signed_out_answer_is_kept(lease_db: str) -> Non
         assert page.locator("#work").get_attribute("data-task-id") == first
         # idle: a warning first
         page.wait_for_function(
-            "document.getElementById('status').textContent.includes('press any key')",
+            "() => document.getElementById('status').textContent.includes('press any key')",
             timeout=10000)
         # the lease runs out and someone else takes the task: the next card comes, with a
         # sentence, instead of a dead end
@@ -137,8 +137,9 @@ def test_lost_lease_moves_on_and_signed_out_answer_is_kept(lease_db: str) -> Non
         page.wait_for_url(f"{base}/login*")
         _login(page, base)
         page.wait_for_url(f"{base}/work/*")
-        page.wait_for_function("document.getElementById('status').textContent.includes('saved')",
-                               timeout=10000)
+        page.wait_for_function(  # a function, not an expression: the CSP forbids eval
+            "() => document.getElementById('status').textContent.includes('saved')",
+            timeout=10000)
         assert "signed in again" in page.inner_text("#status")
     with session_scope(lease_db) as s:
         labels = dict(s.execute(select(Judgment.task_id, Judgment.label)).all())
