@@ -25,6 +25,9 @@ revision: str = "0006"
 down_revision: str | Sequence[str] | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+#: Only login state goes: every web session ends (people log in again) and the rate-limit
+#: windows restart; nothing of the moderation record is in these tables.
+downgrade_drops: str | None = None
 
 
 def upgrade() -> None:
