@@ -10,7 +10,7 @@ Both tables are new; the downgrade drops them (every web session ends: users log
 again; the counters are transient).
 
 Revision ID: 0006
-Revises: 0011
+Revises: 0005
 Create Date: 2026-12-01
 """
 
@@ -22,7 +22,7 @@ from alembic import op
 from backend.types import TZDateTime
 
 revision: str = "0006"
-down_revision: str | Sequence[str] | None = "0011"
+down_revision: str | Sequence[str] | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 #: Only login state goes: every web session ends (people log in again) and the rate-limit
