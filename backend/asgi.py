@@ -13,6 +13,7 @@ request that happens to be running.
 import gc
 
 from backend.app import create_app
+from backend.jobs.inline import start_if_enabled
 from backend.settings import get_settings
 from backend.web.security import InsecureSecretKey, require_secret_key
 
@@ -22,6 +23,7 @@ except InsecureSecretKey as exc:
     raise SystemExit(f"error: {exc.message}") from None
 
 app = create_app()
+start_if_enabled()  # SQLite under `quorum serve`: the in-process worker thread
 
 gc.collect()
 gc.freeze()

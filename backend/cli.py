@@ -39,6 +39,9 @@ app.add_typer(import_app, name="import")
 from backend.users.cli import users_app  # noqa: E402
 
 app.add_typer(users_app, name="users")
+from backend.jobs.cli import register as register_jobs  # noqa: E402
+
+register_jobs(app, crowd_app)
 
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True, soft_wrap=True)
@@ -119,6 +122,9 @@ def ingest(
     partial: Annotated[bool, typer.Option(help="store the valid rows even if some are bad")
                        ] = False,
     batch: Annotated[int, typer.Option(help="rows per transaction", min=1)] = 10_000,
+    wait: Annotated[bool, typer.Option(
+        help="route the new items before returning; --no-wait stores them received and "
+             "leaves routing to the workers")] = True,
 ) -> None:
     """Ingest items from a file and route the new ones.
 
@@ -129,8 +135,8 @@ def ingest(
     from backend.io import read_rows
     from backend.items.service import ingest as ingest_rows
     from backend.items.service import validate_rows
+    from backend.jobs import dispatch
     from backend.policy import get_policy
-    from backend.routing.pipeline import route_items
 
     _ensure_schema()
     settings, policy = _settings(), get_policy()
@@ -150,12 +156,13 @@ def ingest(
             now = utcnow()
             result, created = ingest_rows(session=session, rows=rows[start:start + batch],
                                           policy=policy, partial=True, now=now)
-            summary = route_items(session=session, item_ids=created, now=now,
-                                  settings=settings)
+            summary = dispatch.accept(session=session, item_ids=created, now=now,
+                                      settings=settings, wait=wait)
+        dispatch.after_commit()
         refresh_statistics()  # PostgreSQL: keep the planner's picture of the tables current
         for k in totals:
             totals[k] += getattr(result, k)
-        for k, v in summary.queued.items():
+        for k, v in (summary.queued.items() if summary else ()):
             queued[k] = queued.get(k, 0) + v
     console.print(f"{len(rows)} rows: {totals['created']} created, {totals['updated']} updated, "
                   f"{totals['unchanged']} unchanged, {totals['rejected']} rejected")
@@ -164,23 +171,16 @@ def ingest(
             err.print(f"rejected row {e.row}: {e.field or '-'}: {e.message}")
     if queued:
         console.print("queued: " + ", ".join(f"{k} {v}" for k, v in sorted(queued.items())))
+    if not wait and totals["created"]:
+        console.print(f"{totals['created']} item(s) received; routing is queued for the "
+                      "workers (quorum worker)")
 
 
 # ---------------------------------------------------------------- queues
 def print_queue_table(day: date | None = None, title: str = "Queues") -> None:
-    from backend.db import session_scope
-    from backend.queues.service import list_queues
+    from backend.tables import queue_table
 
-    with session_scope() as session:
-        rows = list_queues(session=session, day=day)
-        table = Table(title=title)
-        for col in ("queue", "priority", "progress", "audience", "pending", "leased"):
-            table.add_column(col, justify="right" if col != "queue" else "left")
-        for r in rows:
-            q = r.queue
-            table.add_row(q.name, str(q.priority), r.progress, q.audience,
-                          str(r.pending), str(r.leased))
-    console.print(table)
+    console.print(queue_table(day, title))
 
 
 @app.command()
@@ -361,21 +361,7 @@ def thresholds_apply(version: int) -> None:
     console.print(f"threshold set v{version} is active; routing uses it from the next item")
 
 
-# ---------------------------------------------------------------- serve / demo
-@app.command()
-def serve(host: str = "127.0.0.1", port: int = 8000,
-          workers: Annotated[int, typer.Option(help="worker processes")] = 1) -> None:
-    """Run the API and web UI (uvicorn). Refuses to start without a secret key of at
-    least 32 bytes (QUORUM_SECRET_KEY, or the file <data dir>/secret_key)."""
-    import uvicorn
-
-    from backend.web.security import require_secret_key
-
-    require_secret_key(_settings())
-    _ensure_schema()
-    uvicorn.run("backend.asgi:app", host=host, port=port, workers=workers, log_level="info")
-
-
+# ---------------------------------------------------------------- demo
 @app.command()
 def demo(
     items: Annotated[int, typer.Option(help="synthetic items to generate")] = 3000,

@@ -201,3 +201,10 @@ def drop_stashes() -> None:
     for name in inspect(op.get_bind()).get_table_names():
         if name.startswith(STASH_PREFIX):
             op.execute(f'DROP TABLE "{name}"')
+
+
+def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    """Autogenerate's filter: not the stash tables a downgrade leaves, nor the job
+    engine's tables (``procrastinate_*``: its own schema, applied by migration 0008)."""
+    return not (type_ == "table" and name is not None
+                and name.startswith((STASH_PREFIX, "procrastinate_")))

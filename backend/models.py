@@ -5,7 +5,9 @@ from backend.calibration.models import CalibrationRun, ModelArtifact, ThresholdS
 from backend.crowdwork.models import CrowdPool, CrowdTask, Judgment
 from backend.db import Base
 from backend.decisions.models import DecisionEvent, ItemStatus
+from backend.deliveries.models import FeedEntry, WebhookDelivery, WebhookSubscription
 from backend.items.models import Item, ItemEmbedding, ItemScore, ItemTag
+from backend.jobs.models import JobRun
 from backend.queues.models import Queue, Task, TaskSkip
 from backend.rules.models import Rule, RuleHit, RuleVersion
 from backend.users.models import (
@@ -19,7 +21,8 @@ from backend.users.models import (
 
 __all__ = [
     "Appeal", "ApiToken", "AuditEntry", "Base", "CalibrationRun", "CrowdPool", "CrowdTask",
-    "DecisionEvent", "Item", "ItemEmbedding", "ItemScore", "ItemStatus", "ItemTag",
-    "Judgment", "ModelArtifact", "Queue", "QueueGrant", "RateLimitCounter", "Rule", "RuleHit",
-    "RuleVersion", "Task", "TaskSkip", "ThresholdSet", "User", "WebSession",
+    "DecisionEvent", "FeedEntry", "Item", "ItemEmbedding", "ItemScore", "ItemStatus", "ItemTag",
+    "JobRun", "Judgment", "ModelArtifact", "Queue", "QueueGrant", "RateLimitCounter", "Rule",
+    "RuleHit", "RuleVersion", "Task", "TaskSkip", "ThresholdSet", "User", "WebSession",
+    "WebhookDelivery", "WebhookSubscription",
 ]

@@ -37,10 +37,11 @@ def _url() -> str:
 
 
 def _include_name(name: str | None, type_: str, _parents: object) -> bool:
-    """Autogenerate ignores the stash tables a downgrade leaves (``backend.migrate``)."""
-    from backend.migrate import STASH_PREFIX
+    """Autogenerate ignores the stash tables a downgrade leaves and the job engine's
+    tables (``backend.migrate.include_name``)."""
+    from backend.migrate import include_name
 
-    return not (type_ == "table" and name is not None and name.startswith(STASH_PREFIX))
+    return include_name(name, type_, _parents)
 
 
 def run_migrations_offline() -> None:

@@ -15,6 +15,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # The foundation's tests route with the no-op hooks; ML tests switch ML on explicitly.
 os.environ.setdefault("QUORUM_ML_ENABLED", "false")
+# The suite's ingest tests expect routed items after POST /api/v1/items: route inside the
+# request (the job tests switch this off and run the dispatcher / workers themselves).
+os.environ.setdefault("QUORUM_JOBS_INGEST_WAIT", "true")
 
 BACKENDS = [b for b in os.environ.get("QUORUM_TEST_BACKENDS", "sqlite,postgres").split(",") if b]
 SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"

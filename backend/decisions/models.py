@@ -65,7 +65,7 @@ class DecisionEvent(Base):
 class ItemStatus(Base):
     """The current state of an item, derived from its events and its queue tasks.
 
-    ``state``: ``new`` (ingested, not routed), ``queued`` (waiting for people),
+    ``state``: ``received`` (ingested, routing not finished), ``queued`` (waiting for people),
     ``decided`` (has a current decision; may still be queued for a spot check).
     """
 
@@ -75,7 +75,7 @@ class ItemStatus(Base):
     item_id: Mapped[int] = mapped_column(
         ForeignKey("items.id", ondelete="CASCADE"), primary_key=True
     )
-    state: Mapped[str] = mapped_column(String(20), default="new")
+    state: Mapped[str] = mapped_column(String(20), default="received")
     label: Mapped[str | None] = mapped_column(String(50))
     source: Mapped[str | None] = mapped_column(String(20))
     is_human: Mapped[bool] = mapped_column(default=False)

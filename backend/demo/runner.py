@@ -79,8 +79,9 @@ def step_setup(ctx: DemoContext, fresh: bool = True) -> None:
 
 def _ingest_rows(ctx: DemoContext, rows: list[dict[str, Any]], label: str) -> None:
     from backend.items.service import ingest
+    from backend.jobs.dispatch import accept
     from backend.policy import get_policy
-    from backend.routing.pipeline import RoutingSummary, route_items
+    from backend.routing.pipeline import RoutingSummary
 
     total = RoutingSummary()
     t0 = time.perf_counter()
@@ -89,8 +90,10 @@ def _ingest_rows(ctx: DemoContext, rows: list[dict[str, Any]], label: str) -> No
             now = utcnow()
             _, created = ingest(session=session, rows=rows[start:start + 1000],
                                 policy=get_policy(), now=now)
-            total.merge(route_items(session=session, item_ids=created, now=now,
-                                    settings=ctx.settings))
+            summary = accept(session=session, item_ids=created, now=now,
+                             settings=ctx.settings, wait=True)
+            assert summary is not None  # wait=True routes in this transaction
+            total.merge(summary)
     took = time.perf_counter() - t0
     ctx.timings[label] = took
     ctx.notes[label] = total
@@ -177,8 +180,8 @@ def step_moderate(ctx: DemoContext) -> None:
 
 
 def step_summary(ctx: DemoContext) -> None:
-    from backend.cli import print_queue_table
     from backend.decisions.models import DecisionEvent, ItemStatus
+    from backend.tables import queue_table
 
     with session_scope() as session:
         by_source = session.execute(
@@ -216,7 +219,7 @@ def step_summary(ctx: DemoContext) -> None:
     acc = ", ".join(f"{s} {correct[s] / total[s]:.1%} of {total[s]}" for s in sorted(total))
     ctx.console.print(f"item states: {states}")
     ctx.console.print(f"current decisions agreeing with the generator's truth: {acc}")
-    print_queue_table(title="Today's queues")
+    ctx.console.print(queue_table(title="Today's queues"))
     ctx.console.print("time taken: " + ", ".join(f"{k} {v:.1f} s"
                                                  for k, v in ctx.timings.items()))
 

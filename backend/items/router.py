@@ -2,32 +2,37 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Query, Response
+from fastapi import APIRouter, BackgroundTasks, Body, Path, Query, Response
 
 from backend.db import utcnow
 from backend.deps import AnalystUser, CurrentUser, PolicyDep, SessionDep, SettingsDep
 from backend.errors import ErrorBody, ValidationFailed
 from backend.items import service
-from backend.items.schemas import DecisionRead, IngestResult, ItemDetail, ItemRead, StatusRead
+from backend.items.schemas import DecisionRead, IngestAccepted, ItemDetail, ItemRead, StatusRead
+from backend.jobs import dispatch
+from backend.jobs.settings import get_job_settings
 from backend.limits import IdPath, Text
-from backend.routing.pipeline import route_items
 from backend.users.service import audit
 
 router = APIRouter(prefix="/api/v1/items", tags=["items"])
 
 
-@router.post("", response_model=IngestResult, responses={
-    207: {"model": IngestResult, "description": "with partial=true: some rows refused"},
+@router.post("", response_model=IngestAccepted, responses={
+    207: {"model": IngestAccepted, "description": "with partial=true: some rows refused"},
     422: {"model": ErrorBody, "description": "bad rows (details: the per-row errors); "
                                              "nothing was stored"}})
 def ingest_items(
     session: SessionDep, settings: SettingsDep, policy: PolicyDep, user: AnalystUser,
-    response: Response,
+    response: Response, background: BackgroundTasks,
     body: list[Any] | dict[str, Any] = Body(
         ..., description="a JSON array of items, or {\"items\": [...]}"),
     partial: bool = Query(False, description="store the valid rows even if some are bad"),
-) -> IngestResult:
-    """Ingest up to ``max_ingest_batch`` items and route the new ones.
+    wait: bool | None = Query(None, description="route the new items before answering "
+                              "(default QUORUM_JOBS_INGEST_WAIT); else answer at once with "
+                              "them received and their routing queued"),
+) -> IngestAccepted:
+    """Ingest up to ``max_ingest_batch`` items; route the new ones (``wait``) or queue
+    their routing in the same transaction, and answer with each item's state.
 
     A batch with a bad row is refused whole (422, per-row errors, nothing stored) unless
     ``partial=true``, which stores the valid rows and lists the bad ones.
@@ -44,12 +49,16 @@ def ingest_items(
     if not result.stored:
         raise ValidationFailed(f"{len(result.errors)} error(s) in the batch; nothing was stored",
                                details=result.model_dump(mode="json"))
-    route_items(session=session, item_ids=created, now=now, settings=settings)
+    routed = get_job_settings().ingest_wait if wait is None else wait
+    dispatch.accept(session=session, item_ids=created, now=now, settings=settings, wait=routed)
+    background.add_task(dispatch.after_commit)
     audit(session=session, user=user, action="items.ingest",
           details={"received": result.received, "created": result.created,
                    "updated": result.updated, "rejected": result.rejected})
     response.status_code = 207 if result.errors else 200
-    return result
+    states = service.states(session=session, item_ids=result.item_ids)
+    return IngestAccepted(**result.model_dump(), routed=routed,
+                          states=[states.get(i) for i in result.item_ids])
 
 
 def _detail(session: SessionDep, item_id: int) -> ItemDetail:

@@ -199,3 +199,14 @@ class ItemRead(BaseModel):
 class ItemDetail(ItemRead):
     status: StatusRead | None
     history: list[DecisionRead]
+
+
+class IngestAccepted(IngestResult):
+    """``POST /api/v1/items``: what was stored, and where each item stands now."""
+
+    states: list[str | None] = Field(
+        default_factory=list,
+        description="each row's item state in row order: received (routing queued), queued "
+                    "(waiting for people), decided; null if rejected")
+    routed: bool = Field(description="True when routing finished inside the request "
+                                     "(wait=true); False when it was queued")

@@ -152,7 +152,7 @@ def ingest(
             # Core inserts (no ORM unit of work): the column is named ``metadata``
             ids = insert_returning_ids(session, items_table, [v for _, v in to_insert])
             session.execute(insert(status_table), [
-                {"item_id": i, "state": "new", "is_human": False, "updated_at": now}
+                {"item_id": i, "state": "received", "is_human": False, "updated_at": now}
                 for i in ids
             ])
             for (n, _), item_id in zip(to_insert, ids, strict=True):
@@ -163,6 +163,16 @@ def ingest(
             session.execute(update(Item), to_update)
     session.flush()
     return result, created_ids
+
+
+def states(*, session: Session, item_ids: Sequence[int]) -> dict[int, str]:
+    """Item id -> its state (``received``, ``queued``, ``decided``)."""
+    ids = sorted({i for i in item_ids if i})
+    out: dict[int, str] = {}
+    for start in range(0, len(ids), 1000):
+        out.update(session.execute(select(ItemStatus.item_id, ItemStatus.state).where(
+            ItemStatus.item_id.in_(ids[start:start + 1000]))).tuples().all())
+    return out
 
 
 def get_item(*, session: Session, item_id: int) -> Item:

@@ -112,7 +112,7 @@ def enqueue(*, session: Session, kind: str, item_ids: Sequence[int], now: dateti
             session.execute(
                 update(ItemStatus)
                 .where(ItemStatus.item_id.in_(queued[start:start + 500]),
-                       ItemStatus.state == "new")
+                       ItemStatus.state == "received")
                 .values(state="queued", queue_kind=kind, updated_at=now))
     session.flush()
     return new_ids

@@ -21,7 +21,7 @@ from rich.console import Console
 from sqlalchemy import create_engine, inspect, text
 
 from backend.db import Base
-from backend.migrate import downgrade, script_directory, upgrade
+from backend.migrate import downgrade, include_name, script_directory, upgrade
 
 #: Every revision, newest first; downgrading to each and back covers each downgrade.
 REVISIONS = [s.revision for s in script_directory().walk_revisions()]
@@ -352,7 +352,9 @@ def test_models_match_migrations(db_url):
 
     engine = create_engine(db_url)
     with engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+        diff = compare_metadata(
+            MigrationContext.configure(conn, opts={"include_name": include_name}),
+            Base.metadata)
     engine.dispose()
     assert diff == []
 
