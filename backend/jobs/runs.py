@@ -10,13 +10,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.db import transaction, utcnow
+from backend.errors import Conflict
 from backend.jobs.models import JobRun
 
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
@@ -43,13 +44,34 @@ class RunRecord:
     timed_out: bool = False
 
 
+class AlreadyRunning(Conflict):
+    """Another run of the same task and key is in progress (and within its timeout)."""
+
+
 @contextmanager
 def track(*, sessions: sessionmaker[Session], name: str, key: str = "",
-          timeout_s: float) -> Iterator[RunRecord]:
+          timeout_s: float, exclusive: bool = True) -> Iterator[RunRecord]:
     """Record one run of ``name``: ``ok`` when the block returns, ``timeout`` when it set
-    ``timed_out``, ``failed`` (with the error) when it raises; the error propagates."""
+    ``timed_out``, ``failed`` (with the error) when it raises; the error propagates.
+
+    ``exclusive``: refuse (``AlreadyRunning``) while another run of ``(name, key)``
+    started less than ``timeout_s`` ago is still ``running``, whoever started it (a
+    worker, a second API process's thread, a person typing ``quorum crowd sync``). The
+    check and the new row are one transaction: PostgreSQL serialises it with an advisory
+    lock on the name and key, SQLite with its write lock. A run whose process died stops
+    counting once its timeout has passed."""
     with transaction(sessions) as session:
-        run = JobRun(name=name, key=key, outcome="running", worker=WORKER, started_at=utcnow())
+        now = utcnow()
+        if exclusive:
+            if session.get_bind().dialect.name == "postgresql":
+                session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
+                                {"k": f"quorum.run:{name}:{key}"})
+            busy = session.scalar(select(JobRun.id).where(
+                JobRun.name == name, JobRun.key == key, JobRun.outcome == "running",
+                JobRun.started_at > now - timedelta(seconds=timeout_s)).limit(1))
+            if busy is not None:
+                raise AlreadyRunning(f"{name} {key} is already running (run {busy})".strip())
+        run = JobRun(name=name, key=key, outcome="running", worker=WORKER, started_at=now)
         session.add(run)
         session.flush()
         record = RunRecord(run_id=run.id, deadline=Deadline(timeout_s))

@@ -21,7 +21,7 @@ from typing import Any
 
 from backend.db import get_sessionmaker, session_scope, utcnow
 from backend.jobs import stages
-from backend.jobs.runs import track
+from backend.jobs.runs import AlreadyRunning, track
 from backend.jobs.settings import JobSettings, get_job_settings
 from backend.settings import get_settings
 
@@ -88,12 +88,16 @@ def _open_crowd():  # noqa: ANN202 - a context manager of crowdwork.runtime.Crow
 
 
 def crowd_pull(*, pool_id: int) -> dict[str, Any]:
-    """One pull round of one pool, recorded as a run keyed by the pool."""
+    """One pull round of one pool, recorded as a run keyed by the pool; skipped while
+    another pull of the same pool runs (never two pulls of one pool at once)."""
     sessions = get_sessionmaker()
-    with track(sessions=sessions, name="crowd_pull", key=f"pool:{pool_id}",
-               timeout_s=_timeout()) as run, _open_crowd() as c:
-        run.detail = stages.crowd_pull(rt=c.runtime, pool_id=pool_id)
-        return run.detail
+    try:
+        with track(sessions=sessions, name="crowd_pull", key=f"pool:{pool_id}",
+                   timeout_s=_timeout()) as run, _open_crowd() as c:
+            run.detail = stages.crowd_pull(rt=c.runtime, pool_id=pool_id)
+            return run.detail
+    except AlreadyRunning as exc:
+        return {"pool": pool_id, "skipped": exc.message}
 
 
 def crowd_sync(*, pull: Callable[[int], None] | None = None) -> dict[str, Any]:
