@@ -239,7 +239,8 @@ def deliver_due(*, sessions: sessionmaker[Session], cfg: DeliverySettings,
         if claimed:
             session.execute(update(WebhookDelivery)
                             .where(WebhookDelivery.id.in_([c[0] for c in claimed]))
-                            .values(next_attempt_at=now + timedelta(seconds=cfg.claim_seconds)))
+                            .values(next_attempt_at=utcnow() + timedelta(
+                                seconds=cfg.claim_seconds)))
     result.claimed = len(claimed)
     if not claimed:
         return result
@@ -286,14 +287,16 @@ def deliver_due(*, sessions: sessionmaker[Session], cfg: DeliverySettings,
 
 def run_deliveries(*, sessions: sessionmaker[Session], cfg: DeliverySettings,
                    policy_version: int, deadline: Any = None) -> dict[str, int]:
-    """The periodic delivery task: sequence the feed, then send until nothing is due."""
+    """The periodic delivery task: sequence the feed, then send what was due when the pass
+    began (a delivery that fails now waits for a later pass, after its backoff)."""
+    started = utcnow()
     with transaction(sessions) as session:
-        fed = sequence_feed(session=session, now=utcnow(), policy_version=policy_version,
+        fed = sequence_feed(session=session, now=started, policy_version=policy_version,
                             horizon_seconds=cfg.feed_horizon_seconds)
     total = DeliveryPass()
     with httpx.Client(timeout=cfg.timeout_seconds, follow_redirects=False) as client:
         while deadline is None or not deadline.expired:
-            p = deliver_due(sessions=sessions, cfg=cfg, client=client)
+            p = deliver_due(sessions=sessions, cfg=cfg, client=client, now=started)
             total.claimed += p.claimed
             total.delivered += p.delivered
             total.failed += p.failed
