@@ -4,8 +4,10 @@
 #           web UI with uvicorn, $QUORUM_WEB_WORKERS worker processes (default 4).
 #           QUORUM_MIGRATE_ON_START=0 skips the migration (compose runs it once, in
 #           the "migrate" service, before any API container starts).
-#   worker  the batch loop (docker/worker.sh): $QUORUM_WORKER_COMMANDS every
-#           $QUORUM_WORKER_INTERVAL seconds.
+#   worker  a job worker (quorum worker: procrastinate on PostgreSQL) working the queues
+#           in $QUORUM_WORKER_QUEUES (comma-separated; default all: embed, periodic,
+#           crowd, deliver); more arguments go to quorum worker. Scale with
+#           docker compose up --scale worker=N.
 #   *       anything else runs as given: quorum db upgrade, quorum users add ..., sh
 set -eu
 
@@ -20,7 +22,11 @@ case "${1:-api}" in
       --proxy-headers --forwarded-allow-ips "${FORWARDED_ALLOW_IPS:-127.0.0.1}"
     ;;
   worker)
-    exec sh "$(dirname "$0")/worker.sh"
+    shift
+    if [ -n "${QUORUM_WORKER_QUEUES:-}" ]; then
+      exec quorum worker --queues "${QUORUM_WORKER_QUEUES}" "$@"
+    fi
+    exec quorum worker "$@"
     ;;
   *)
     exec "$@"

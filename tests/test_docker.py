@@ -5,8 +5,10 @@
 - what an operator would check: health checks and start order, restart policies, the
   database URL, every ``QUORUM_*`` variable being a real setting or a container knob;
 - the Dockerfile: non-root, dependency layer before the code, health check, entrypoint;
-- ``docker/entrypoint.sh`` and ``docker/worker.sh`` run for real, with ``quorum`` and
-  ``uvicorn`` replaced by stubs that record their arguments.
+- ``docker/entrypoint.sh`` runs for real, with ``quorum`` and ``uvicorn`` replaced by
+  stubs that record their arguments;
+- the job workers: a ``worker`` service that scales (``--scale worker=N``) and a ``gpu``
+  profile reserving NVIDIA devices for the embed queue.
 """
 
 from __future__ import annotations
@@ -173,10 +175,33 @@ def test_healthz_is_a_route_of_the_app():
 def test_worker_healthcheck_reads_the_heartbeat_the_worker_writes(compose):
     worker = compose["services"]["worker"]
     assert worker["command"] == ["worker"]
-    default = re.search(r'QUORUM_WORKER_HEARTBEAT:-([^}"]+)', (DOCKER / "worker.sh").read_text())
-    assert default and default.group(1) in " ".join(worker["healthcheck"]["test"])
-    commands = _interpolate(worker["environment"]["QUORUM_WORKER_COMMANDS"])
-    assert "expire-leases" in commands
+    beat = worker["environment"]["QUORUM_JOBS_HEARTBEAT_FILE"]
+    assert beat in " ".join(worker["healthcheck"]["test"])
+    from backend.jobs.settings import JobSettings
+
+    assert "heartbeat_file" in JobSettings.model_fields  # a setting the worker reads
+
+
+def test_worker_service_scales_out(compose):
+    """``--scale worker=N`` needs a service with nothing unique per replica."""
+    worker = compose["services"]["worker"]
+    for unique in ("container_name", "ports", "hostname"):
+        assert unique not in worker, f"worker: {unique} would stop it from scaling"
+    assert worker["stop_grace_period"]  # SIGTERM lets running jobs finish
+    queues = _interpolate(worker["environment"]["QUORUM_WORKER_QUEUES"])
+    assert queues == ""  # every queue by default
+
+
+def test_gpu_worker_is_an_optional_profile_reserving_nvidia_devices(compose):
+    gpu = compose["services"]["worker-gpu"]
+    assert gpu["profiles"] == ["gpu"]  # not started unless asked for
+    [device] = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+    assert gpu["environment"]["QUORUM_WORKER_QUEUES"] == "embed"
+    assert "cu1" in gpu["build"]["args"]["TORCH_INDEX_URL"]
+    assert gpu["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert gpu["healthcheck"] == compose["services"]["worker"]["healthcheck"]
+    assert not (DOCKER / "worker.sh").exists()  # the shell loop is gone
 
 
 def _app_environment(compose: dict[str, Any], service: str) -> dict[str, str]:
@@ -291,7 +316,7 @@ def test_dockerfile_healthcheck_and_entrypoint():
     entrypoint = ins[_index(ins, "ENTRYPOINT", "")][1]
     assert entrypoint == '["/app/docker/entrypoint.sh"]'
     copies = " ".join(r for w, r in ins if w == "COPY")
-    assert "docker/entrypoint.sh" in copies and "docker/worker.sh" in copies
+    assert "docker/entrypoint.sh" in copies and "worker.sh" not in copies
 
 
 def _ignored(path: str, patterns: list[str]) -> bool:
@@ -344,15 +369,13 @@ def stubs(tmp_path):
 
     def run(script: str, *args: str, **env: str) -> tuple[int, list[str]]:
         base = {k: v for k, v in os.environ.items() if not k.startswith("QUORUM_")}
-        full_env = {**base, "PATH": f"{bin_dir}:{os.environ['PATH']}",
-                    "QUORUM_WORKER_HEARTBEAT": str(tmp_path / "heartbeat"), **env}
+        full_env = {**base, "PATH": f"{bin_dir}:{os.environ['PATH']}", **env}
         r = subprocess.run([SH, str(DOCKER / script), *args], env=full_env,
                            capture_output=True, text=True, timeout=30)
         calls = log.read_text().splitlines() if log.exists() else []
         log.unlink(missing_ok=True)
         return r.returncode, calls
 
-    run.heartbeat = tmp_path / "heartbeat"  # type: ignore[attr-defined]
     return run
 
 
@@ -378,17 +401,11 @@ def test_entrypoint_can_skip_the_migration_and_run_anything(stubs):
     assert rc == 0 and calls == ["quorum users add ana --role analyst"]
 
 
-def test_worker_runs_each_command_and_survives_failures(stubs):
-    rc, calls = stubs("entrypoint.sh", "worker", QUORUM_WORKER_ONCE="1",
-                      QUORUM_WORKER_COMMANDS=" expire-leases; crowd sync --limit 5;;embed;"
-                                             " users grant bob *",
-                      QUORUM_STUB_FAIL="crowd")
-    assert calls == ["quorum expire-leases", "quorum crowd sync --limit 5", "quorum embed",
-                     "quorum users grant bob *"]
-    assert rc == 1  # one command failed; the others still ran
-    assert stubs.heartbeat.exists()
-
-
-def test_worker_default_is_expire_leases(stubs):
-    rc, calls = stubs("worker.sh", QUORUM_WORKER_ONCE="1")
-    assert (rc, calls) == (0, ["quorum expire-leases"])
+def test_entrypoint_worker_runs_the_job_worker_on_its_queues(stubs):
+    rc, calls = stubs("entrypoint.sh", "worker")
+    assert (rc, calls) == (0, ["quorum worker"])
+    rc, calls = stubs("entrypoint.sh", "worker", "--concurrency", "4",
+                      QUORUM_WORKER_QUEUES="embed,crowd")
+    assert (rc, calls) == (0, ["quorum worker --queues embed,crowd --concurrency 4"])
+    rc, calls = stubs("entrypoint.sh", "worker", QUORUM_STUB_FAIL="worker")
+    assert rc == 6  # its exit status is the container's (compose restarts it)

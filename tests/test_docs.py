@@ -110,7 +110,7 @@ def docker_script_variables() -> set[str]:
 
 
 #: Compose-level variables (interpolated in docker/compose.yaml, never seen by the app).
-COMPOSE_ONLY_VARIABLES = {"QUORUM_IMAGE"}
+COMPOSE_ONLY_VARIABLES = {"QUORUM_IMAGE", "QUORUM_GPU_IMAGE", "QUORUM_GPU_COUNT"}
 
 
 def documented_quorum_variables(text: str) -> set[str]:
@@ -186,7 +186,7 @@ def test_configuration_doc_names_only_real_variables():
 
 def test_container_variables_are_documented_and_are_not_settings():
     script_vars = docker_script_variables()
-    assert "QUORUM_WEB_WORKERS" in script_vars and "QUORUM_WORKER_COMMANDS" in script_vars
+    assert "QUORUM_WEB_WORKERS" in script_vars and "QUORUM_WORKER_QUEUES" in script_vars
     clash = sorted(script_vars & set(settings_env_vars()))
     assert not clash, f"container variables clash with settings: {clash}"
     doc = _read("configuration.md") + _read("deploy.md")

@@ -12,9 +12,11 @@ machine) back in the queue.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import procrastinate
@@ -117,9 +119,27 @@ def run_worker(*, url: str, queues: Sequence[str] | None, concurrency: int,
                name: str | None = None) -> None:
     """Run a worker until SIGINT/SIGTERM (then it finishes its running jobs)."""
     js = get_job_settings()
-    get_app(url).run_worker(queues=list(queues) if queues else None, concurrency=concurrency,
-                            name=name, update_heartbeat_interval=js.heartbeat_seconds,
-                            stalled_worker_timeout=js.stalled_seconds, wait=True)
+    app = get_app(url)
+
+    async def beat(path: Path) -> None:
+        while True:
+            path.touch()
+            await asyncio.sleep(js.heartbeat_seconds)
+
+    async def main() -> None:
+        async with app.open_async():
+            beating = asyncio.create_task(beat(Path(js.heartbeat_file))) \
+                if js.heartbeat_file else None
+            try:
+                await app.run_worker_async(
+                    queues=list(queues) if queues else None, concurrency=concurrency,
+                    name=name, update_heartbeat_interval=js.heartbeat_seconds,
+                    stalled_worker_timeout=js.stalled_seconds, wait=True)
+            finally:
+                if beating is not None:
+                    beating.cancel()
+
+    asyncio.run(main())
 
 
 def job_counts(*, session: Session) -> list[dict[str, Any]]:

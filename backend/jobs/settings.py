@@ -41,8 +41,20 @@ class JobSettings(BaseSettings):
     crowd_sync_enabled: bool = False
     #: A crowd queue is pushed once it holds this many pending tasks.
     crowd_push_min_tasks: int = Field(1, ge=1)
-    #: Days of finished jobs kept in ``procrastinate_jobs``.
+    #: Hours finished jobs are kept in ``procrastinate_jobs``.
     keep_finished_hours: int = Field(72, ge=1)
+    #: A file the worker touches every ``heartbeat_seconds`` from its event loop (a stuck
+    #: worker stops touching it): the container health check reads it. Empty: none.
+    heartbeat_file: str = ""
+
+
+class AutoApplySettings(BaseSettings):
+    """``QUORUM_CALIBRATION_AUTO_APPLY``: the scheduled calibration applies a backed
+    proposal itself (audited as ``thresholds.auto_apply``); off, it only proposes."""
+
+    model_config = SettingsConfigDict(env_prefix="QUORUM_CALIBRATION_", extra="ignore")
+
+    auto_apply: bool = False
 
 
 @lru_cache

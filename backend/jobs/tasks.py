@@ -14,7 +14,6 @@ these same functions; only the dispatch differs.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -48,8 +47,9 @@ def expire_leases() -> dict[str, Any]:
 
 
 def auto_apply_enabled() -> bool:
-    return os.environ.get("QUORUM_CALIBRATION_AUTO_APPLY", "").strip().lower() in (
-        "1", "true", "yes", "on")
+    from backend.jobs.settings import AutoApplySettings
+
+    return AutoApplySettings().auto_apply
 
 
 def propose_thresholds() -> dict[str, Any]:

@@ -59,6 +59,13 @@ MATRIX: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/v1/decisions/{event_id}/statement"): ALL,
     ("GET", "/api/v1/statements"): STAFF,
     ("POST", "/api/v1/imports/verdicts"): STAFF,
+    ("GET", "/api/v1/decisions"): ALL,
+    ("POST", "/api/v1/webhooks"): ADMIN,
+    ("GET", "/api/v1/webhooks"): ADMIN,
+    ("DELETE", "/api/v1/webhooks/{subscription_id}"): ADMIN,
+    ("GET", "/api/v1/webhooks/dead"): ADMIN,
+    ("POST", "/api/v1/webhooks/dead/replay"): ADMIN,
+    ("GET", "/api/v1/jobs"): ADMIN,
 }
 
 

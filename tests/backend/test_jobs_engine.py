@@ -40,7 +40,8 @@ def _worker(url: str, tmp_path: Path, name: str) -> subprocess.Popen:
     env = {**os.environ, "QUORUM_DATABASE_URL": url, "PYTHONPATH": str(ROOT),
            "QUORUM_DATA_DIR": str(tmp_path / "var"), "QUORUM_ML_ENABLED": "false",
            "QUORUM_JOBS_WORKER_CONCURRENCY": "1", "QUORUM_JOBS_HEARTBEAT_SECONDS": "1",
-           "QUORUM_JOBS_STALLED_SECONDS": "4", "QUORUM_JOBS_STALLED_CRON": "* * * * * */2"}
+           "QUORUM_JOBS_STALLED_SECONDS": "4", "QUORUM_JOBS_STALLED_CRON": "* * * * * */2",
+           "QUORUM_JOBS_HEARTBEAT_FILE": str(tmp_path / f"{name}.beat")}
     log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
     return subprocess.Popen([sys.executable, "-m", "backend.cli", "worker", "--name", name],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -99,6 +100,7 @@ def test_two_workers_one_killed_mid_batch_route_every_item_exactly_once(
 
         _wait_for(drained, 60, "the backlog to drain after the kill")
         assert time.monotonic() - killed_at < 60
+        assert (tmp_path / "b.beat").exists()  # what the container health check reads
     finally:
         for p in (a, b):
             if p is not None and p.poll() is None:
