@@ -153,6 +153,19 @@ def insert_returning_ids(session: Session, table: Table,
             session.execute(insert(table), [{**r, pk.key: i} for r, i in zip(rows, ids,
                                                                                strict=True)])
             return ids
+    if session.get_bind().dialect.name == "postgresql" and pk.autoincrement is not False:
+        # Take the ids from the column's sequence in one statement, then insert with them
+        # as a plain executemany: psycopg pipelines one short, cached statement. A batched
+        # INSERT ... VALUES (...), (...) RETURNING is one statement with ~20 placeholders a
+        # row, which psycopg re-parses on every call (too long to cache): at 1,000 rows
+        # that parsing was ~45% of an ingest call.
+        seq = session.scalar(select(func.pg_get_serial_sequence(table.name, pk.name)))
+        if seq is not None:
+            ids = sorted(session.scalars(
+                select(func.nextval(seq)).select_from(func.generate_series(1, len(rows)))))
+            session.execute(insert(table), [{**r, pk.key: i} for r, i in zip(rows, ids,
+                                                                               strict=True)])
+            return ids
     return list(session.execute(insert(table).returning(pk, sort_by_parameter_order=True),
                                 list(rows)).scalars())
 

@@ -19,7 +19,8 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import insert, select, update
+from sqlalchemy import Integer, String, any_, bindparam, insert, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, selectinload
 
 from backend.db import insert_returning_ids, utcnow
@@ -85,6 +86,15 @@ def _dump(item: ItemCreate) -> tuple[dict[str, Any], str]:
     return values, values["content_hash"]
 
 
+def _in(session: Session, column: Any, values: Sequence[Any], item_type: Any) -> Any:
+    """``column IN values``; on PostgreSQL ``column = ANY(:array)``: one array parameter
+    instead of one placeholder per value, so psycopg parses (and caches) a short query
+    instead of re-parsing a long one on every batch."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=ARRAY(item_type)))
+    return column.in_(values)
+
+
 def _existing(session: Session, keys: Sequence[tuple[str, str]]
               ) -> dict[tuple[str, str], tuple[int, str]]:
     """``(source, external_id) -> (id, content_hash)`` for the stored ones among ``keys``.
@@ -99,7 +109,7 @@ def _existing(session: Session, keys: Sequence[tuple[str, str]]
     for source, ext_ids in by_source.items():
         for r in session.execute(
             select(Item.id, Item.external_id, Item.content_hash).where(
-                Item.source == source, Item.external_id.in_(ext_ids))
+                Item.source == source, _in(session, Item.external_id, ext_ids, String))
         ):
             found[(source, r.external_id)] = (r.id, r.content_hash)
     return found
@@ -171,7 +181,7 @@ def states(*, session: Session, item_ids: Sequence[int]) -> dict[int, str]:
     out: dict[int, str] = {}
     for start in range(0, len(ids), 1000):
         out.update(session.execute(select(ItemStatus.item_id, ItemStatus.state).where(
-            ItemStatus.item_id.in_(ids[start:start + 1000]))).tuples().all())
+            _in(session, ItemStatus.item_id, ids[start:start + 1000], Integer))).tuples().all())
     return out
 
 

@@ -1,0 +1,163 @@
+"""Ingest acceptance and end-to-end routing through the job engine, PostgreSQL, ML on.
+
+    .venv/bin/python bench/ingest_accept.py [--items 20000] [--e2e-items 2000]
+                                            [--batch 1000] [--workers 1,2]
+                                            [--encoder minilm]
+
+1. **Acceptance**: ``POST /api/v1/items`` (in-process ASGI client, batches of
+   ``--batch``, ``wait=false``) with ML on: each call validates, stores the items
+   ``received`` and defers their ``route`` jobs in its transaction, and answers before
+   anything is embedded. Prints items/s accepted.
+2. **End to end**, for each worker count in ``--workers``: a fresh database, N
+   ``quorum worker --queues embed --concurrency 1`` processes (warmed up on a first
+   small batch: torch and the encoder loaded), then ``--e2e-items`` accepted at once
+   and the time until every item is routed (embedded, scored, decided or queued).
+   Prints items/s and its ratio to the **bare encoder** on the same items (this process,
+   ``encoder.encode`` in ``QUORUM_ML_BATCH_SIZE`` batches, one thread per worker's share
+   of the cores not pinned).
+
+Each run uses a database of its own (``bench/common.py``). Figures are from a shared
+machine unless it is quiet: compare ratios, not absolutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from bench.common import bench_database, use_database  # noqa: E402
+
+
+def rows(n: int, start: int = 0) -> list[dict]:
+    words = ["lamp", "phone", "sofa", "bike", "watch", "shoes", "camera", "desk", "kettle"]
+    return [{"source": "bench", "external_id": f"B{start + i}",
+             "title": f"{words[i % len(words)]} {i} in good condition",
+             "description": f"second-hand {words[(i * 7) % len(words)]}, model {i % 97}",
+             "price": 5.0 + (i % 300), "currency": "USD", "seller_id": f"S{i % 211}",
+             "category": "home", "is_new": bool(i % 3)} for i in range(n)]
+
+
+def client_and_token(url: str):  # noqa: ANN201
+    from fastapi.testclient import TestClient
+
+    from backend.app import create_app
+    from backend.db import session_scope
+    from backend.users.service import create_user, issue_token
+
+    with session_scope(url) as s:
+        token = issue_token(session=s, user=create_user(session=s, username="bench",
+                                                        role="analyst"))
+    return TestClient(create_app(database_url=url)), {"Authorization": f"Bearer {token}"}
+
+
+def accept(client, headers: dict, items: list[dict], batch: int) -> float:  # noqa: ANN001
+    t0 = time.perf_counter()
+    for start in range(0, len(items), batch):
+        r = client.post("/api/v1/items?wait=false", json=items[start:start + batch],
+                        headers=headers)
+        assert r.status_code == 200 and not r.json()["routed"], r.text
+    return time.perf_counter() - t0
+
+
+def received(url: str) -> int:
+    from sqlalchemy import func, select
+
+    from backend.db import session_scope
+    from backend.decisions.models import ItemStatus
+
+    with session_scope(url) as s:
+        return s.scalar(select(func.count()).select_from(ItemStatus)
+                        .where(ItemStatus.state == "received")) or 0
+
+
+def wait_routed(url: str, timeout: float = 3600) -> None:
+    deadline = time.monotonic() + timeout
+    while received(url):
+        if time.monotonic() > deadline:
+            raise SystemExit("timed out waiting for the workers")
+        time.sleep(0.2)
+
+
+def bare_encoder_rate(items: list[dict]) -> float:
+    from backend.ml_adapter.service import get_encoder, item_inputs
+    from backend.ml_adapter.settings import get_ml_settings
+
+    ml = get_ml_settings()
+    enc = get_encoder(ml)
+    inputs = item_inputs(items)
+    enc.encode(inputs[:ml.batch_size], batch_size=ml.batch_size)  # warm-up
+    t0 = time.perf_counter()
+    enc.encode(inputs, batch_size=ml.batch_size)
+    return len(items) / (time.perf_counter() - t0)
+
+
+def end_to_end(n_workers: int, n_items: int, batch: int, tmp: Path) -> float:
+    with bench_database("postgres") as url:
+        use_database(url, tmp / f"var{n_workers}")
+        client, headers = client_and_token(url)
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "QUORUM_DATABASE_URL": url,
+               "QUORUM_DATA_DIR": str(tmp / f"var{n_workers}")}
+        procs = [subprocess.Popen([sys.executable, "-m", "backend.cli", "worker", "--queues",
+                                   "embed", "--concurrency", "1", "--name", f"bench{i}"],
+                                  cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL) for i in range(n_workers)]
+        try:
+            accept(client, headers, rows(20 * n_workers, start=10**7), 20)  # warm-up
+            wait_routed(url)
+            t0 = time.perf_counter()
+            accept(client, headers, rows(n_items), batch)
+            wait_routed(url)
+            took = time.perf_counter() - t0
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.wait(60)
+            client.close()
+    return n_items / took
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--items", type=int, default=20_000)
+    ap.add_argument("--e2e-items", type=int, default=2_000)
+    ap.add_argument("--batch", type=int, default=1_000)
+    ap.add_argument("--workers", default="1,2")
+    ap.add_argument("--encoder", default="minilm")
+    args = ap.parse_args()
+    os.environ.update({"QUORUM_ML_ENABLED": "true", "QUORUM_ML_ENCODER": args.encoder,
+                       "QUORUM_ML_INDEX_KIND": "exact", "QUORUM_JOBS_INGEST_WAIT": "false"})
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="quorum-bench-") as tmpdir:
+        tmp = Path(tmpdir)
+        with bench_database("postgres") as url:
+            use_database(url, tmp / "var")
+            client, headers = client_and_token(url)
+            accept(client, headers, rows(args.batch, start=10**8), args.batch)  # warm-up
+            took = accept(client, headers, rows(args.items), args.batch)
+            client.close()
+            waiting = received(url)
+        print(f"acceptance (PostgreSQL, ML on, {args.batch}/call): {args.items} items in "
+              f"{took:.2f} s = {args.items / took:,.0f} items/s accepted; {waiting:,} "
+              "received, none embedded before the answer")
+        bare = bare_encoder_rate(rows(args.e2e_items))
+        print(f"bare encoder ({args.encoder}, this process): {bare:,.1f} items/s")
+        for n in (int(w) for w in args.workers.split(",") if w):
+            rate = end_to_end(n, args.e2e_items, args.batch, tmp)
+            print(f"end to end, {n} worker(s): {args.e2e_items} items in "
+                  f"{args.e2e_items / rate:.1f} s = {rate:,.1f} items/s "
+                  f"({rate / bare:.2f} × the bare encoder)")
+
+
+if __name__ == "__main__":
+    main()
