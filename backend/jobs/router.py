@@ -54,11 +54,16 @@ def jobs_overview(session: SessionDep, user: AdminUser) -> JobsRead:
 
 
 try:  # the admin page needs the web UI (its templates, its session login)
-    from backend.web.router import WebUser, _admin, render
-
-    @router.get("/admin/jobs", include_in_schema=False)
-    def jobs_page(request: Request, session: SessionDep, user: WebUser) -> HTMLResponse:
-        _admin(user)
-        return render(request, "jobs.html", overview=_overview(session))
+    from backend.web.router import WebRoute, WebUser, _admin, render
 except ModuleNotFoundError:  # pragma: no cover
     pass
+else:
+    pages = APIRouter(include_in_schema=False, route_class=WebRoute)
+
+    @pages.get("/admin/jobs")
+    def jobs_page(request: Request, session: SessionDep, user: WebUser) -> HTMLResponse:
+        """The periodic tasks' last runs and the job queue, for admins."""
+        _admin(user)
+        return render(request, "jobs.html", overview=_overview(session))
+
+    router.include_router(pages)

@@ -268,3 +268,37 @@ def test_engine_queues_one_pull_per_pool(settings):
         n = s.scalar(text("SELECT count(*) FROM procrastinate_jobs WHERE task_name = :t"),
                      {"t": CROWD_PULL})
     assert n == 2
+
+
+def test_admin_jobs_page_shows_the_last_runs(settings, client, make_user):
+    from tests.web.test_web import login
+
+    tasks.expire_leases()
+    make_user("root", "admin", password="pw-root-123456")
+    make_user("ana", "analyst", password="pw-ana-1234567")
+    login(client, "ana", "pw-ana-1234567")
+    assert client.get("/admin/jobs").status_code == 403
+    client.cookies.clear()
+    login(client, "root", "pw-root-123456")
+    page = client.get("/admin/jobs")
+    assert page.status_code == 200 and "expire_leases" in page.text and ">ok<" in page.text
+
+
+def test_the_in_process_worker_thread_routes_what_the_api_accepted(settings, client,
+                                                                   make_user, no_wait):
+    if not settings.resolved_database_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL routes through the job engine's workers")
+    import time
+
+    _, token = make_user("ana", "analyst")
+    worker = InlineWorker(periodic=False).start()
+    try:
+        r = client.post("/api/v1/items", json=[item_row(i) for i in range(15)],
+                        headers=auth(token))
+        assert r.json()["routed"] is False
+        deadline = time.monotonic() + 30
+        while _states().get("received") and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        worker.stop()
+    assert _states() == {"queued": 15}
