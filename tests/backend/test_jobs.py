@@ -302,3 +302,18 @@ def test_the_in_process_worker_thread_routes_what_the_api_accepted(settings, cli
     finally:
         worker.stop()
     assert _states() == {"queued": 15}
+
+
+def test_the_demo_is_composed_from_services_not_from_the_cli():
+    """``backend.cli`` imports the demo; the demo must not import ``backend.cli`` back."""
+    import ast
+    from pathlib import Path
+
+    demo = Path(__file__).resolve().parents[2] / "backend" / "demo"
+    offenders = []
+    for path in sorted(demo.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{path.name}: {n}" for n in names if n == "backend.cli"]
+    assert not offenders
