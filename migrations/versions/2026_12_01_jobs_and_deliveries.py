@@ -10,10 +10,11 @@
 - ``webhook_subscriptions`` and ``webhook_deliveries`` (pending / delivered / dead).
 - item states: ``new`` becomes ``received`` (ingested, routing not finished yet).
 
-Downgrade keeps the job runs, the feed, the subscriptions and the deliveries in stash
-tables (the upgrade puts them back), renames ``received`` back to ``new``, and drops
-procrastinate's schema: jobs not run yet are lost (drain the workers first); their items
-stay, ``new`` (not routed).
+Downgrade keeps the job runs, the feed, the subscriptions, the deliveries and the jobs
+not finished yet (``todo`` / ``doing``) in stash tables, which the upgrade puts back (the
+jobs as ``todo``: their workers are gone); renames ``received`` back to ``new``; and drops
+procrastinate's schema with the history of finished jobs (which it prunes after
+``QUORUM_JOBS_KEEP_FINISHED_HOURS`` anyway).
 
 Revision ID: 0008
 Revises: 0011
@@ -33,9 +34,10 @@ revision: str = "0008"
 down_revision: str | Sequence[str] | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
-downgrade_drops: str | None = (
-    "the job engine's queue (PostgreSQL: procrastinate_jobs, its events and workers): "
-    "jobs not run yet are lost; their items stay, not routed")
+downgrade_drops: str | None = None  # stashed and restored; finished jobs' history aside
+
+JOBS_STASH = "_stash_0008_procrastinate_jobs"
+JOB_COLUMNS = "queue_name, task_name, priority, lock, queueing_lock, args, scheduled_at, attempts"
 
 #: Tables this revision makes, parents first, and their columns (stashed on downgrade).
 KEPT = {
@@ -64,6 +66,13 @@ def upgrade() -> None:
 
         # psycopg runs a parameterless multi-statement string as is
         op.get_bind().connection.driver_connection.execute(SchemaManager.get_schema())
+        if sa.inspect(op.get_bind()).has_table(JOBS_STASH):
+            # one waiting job per queueing lock (the engine allows no more)
+            op.execute(f"INSERT INTO procrastinate_jobs ({JOB_COLUMNS}, status) "
+                       f"SELECT DISTINCT ON (coalesce(queueing_lock, job_id::text)) "
+                       f"{JOB_COLUMNS}, 'todo' FROM {JOBS_STASH} "
+                       "ORDER BY coalesce(queueing_lock, job_id::text), job_id")
+            op.execute(f"DROP TABLE {JOBS_STASH}")
 
     op.create_table(
         "job_runs",
@@ -153,6 +162,9 @@ def downgrade() -> None:
         batch_op.drop_index("ix_job_runs_name_started_at")
     op.drop_table("job_runs")
     if _is_pg():
+        op.execute(f"DROP TABLE IF EXISTS {JOBS_STASH}")
+        op.execute(f"CREATE TABLE {JOBS_STASH} AS SELECT id AS job_id, {JOB_COLUMNS} "
+                   "FROM procrastinate_jobs WHERE status IN ('todo', 'doing')")
         # every object procrastinate's schema.sql made: tables, then functions, then types
         op.execute("DROP TABLE IF EXISTS procrastinate_events, procrastinate_periodic_defers, "
                    "procrastinate_jobs, procrastinate_workers, procrastinate_version CASCADE")

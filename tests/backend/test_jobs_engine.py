@@ -125,3 +125,31 @@ def test_two_workers_one_killed_mid_batch_route_every_item_exactly_once(
         assert s.scalar(select(func.count()).select_from(ItemStatus)
                         .where(ItemStatus.state == "received")) == 0
     assert worker_a is not None
+
+
+def test_a_downgrade_keeps_the_jobs_not_run_yet(pg, settings, policy, tmp_path):
+    from backend.migrate import downgrade, upgrade
+    from tests.pg import create_database, drop_database, server_url
+
+    server = server_url()
+    url = create_database(server, prefix="quorum_mig")
+    plain = url.replace("postgresql+psycopg://", "postgresql://", 1)
+    try:
+        upgrade(url)
+        with session_scope(url) as s:
+            _, ids = ingest(session=s, rows=[item_row(i) for i in range(30)], policy=policy,
+                            now=utcnow())
+            accept(session=s, item_ids=ids, now=utcnow(), settings=settings, wait=False)
+        downgrade(url, "0004")
+        upgrade(url)
+        with psycopg.connect(plain) as conn:
+            jobs = conn.execute("SELECT args, status::text FROM procrastinate_jobs "
+                                "WHERE task_name = 'quorum.route'").fetchall()
+            states = conn.execute("SELECT DISTINCT state FROM item_status").fetchall()
+        assert sorted(i for args, _ in jobs for i in args["item_ids"]) == sorted(ids)
+        assert {st for _, st in jobs} == {"todo"} and states == [("received",)]
+    finally:
+        from backend.db import dispose_engines
+
+        dispose_engines()
+        drop_database(server, url)
