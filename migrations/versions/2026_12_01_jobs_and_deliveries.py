@@ -17,7 +17,7 @@ procrastinate's schema with the history of finished jobs (which it prunes after
 ``QUORUM_JOBS_KEEP_FINISHED_HOURS`` anyway).
 
 Revision ID: 0008
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-01
 """
 
@@ -31,7 +31,7 @@ import backend.types
 from backend.migrate import keep_table, restore_table
 
 revision: str = "0008"
-down_revision: str | Sequence[str] | None = "0005"
+down_revision: str | Sequence[str] | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 downgrade_drops: str | None = None  # stashed and restored; finished jobs' history aside
