@@ -9,6 +9,7 @@ from backend.deliveries.models import FeedEntry, WebhookDelivery, WebhookSubscri
 from backend.items.models import Item, ItemEmbedding, ItemScore, ItemTag
 from backend.jobs.models import JobRun
 from backend.queues.models import Queue, Task, TaskSkip
+from backend.routing.models import ShadowOutcome
 from backend.rules.models import Rule, RuleHit, RuleVersion
 from backend.users.models import (
     ApiToken,
@@ -23,6 +24,6 @@ __all__ = [
     "Appeal", "ApiToken", "AuditEntry", "Base", "CalibrationRun", "CrowdPool", "CrowdTask",
     "DecisionEvent", "FeedEntry", "Item", "ItemEmbedding", "ItemScore", "ItemStatus", "ItemTag",
     "JobRun", "Judgment", "ModelArtifact", "Queue", "QueueGrant", "RateLimitCounter", "Rule",
-    "RuleHit", "RuleVersion", "Task", "TaskSkip", "ThresholdSet", "User", "WebSession",
-    "WebhookDelivery", "WebhookSubscription",
+    "RuleHit", "RuleVersion", "ShadowOutcome", "Task", "TaskSkip", "ThresholdSet", "User",
+    "WebSession", "WebhookDelivery", "WebhookSubscription",
 ]

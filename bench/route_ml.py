@@ -47,7 +47,8 @@ def main() -> None:
     from backend.items.models import Item
     from backend.items.service import ingest
     from backend.migrate import upgrade
-    from backend.ml_adapter.service import MLHooks, ensure_embeddings, get_encoder, train
+    from backend.ml_adapter.hooks import MLHooks
+    from backend.ml_adapter.service import ensure_embeddings, get_encoder, train
     from backend.policy import get_policy
     from backend.routing.pipeline import RoutingSummary, route_items
     from backend.rules.service import load_rules_file

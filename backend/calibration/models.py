@@ -19,6 +19,12 @@ class ThresholdSet(Base):
     ``{"OK": {"auto": 0.99, "good": 0.9}, "Prohibited": {"high": 0.9, "middle": 0.6}}``.
     ``reuse_distance``: the similarity reuse threshold (cosine distance).
     ``auto_decide``: which bands may decide automatically (others only route).
+    ``model_id`` / ``encoder_id``: the classifier and the encoder the set was calibrated
+    for; its bands decide only for that model, its reuse distance only for that encoder.
+    ``backing``: per deciding cut-off (``"<label>.<cut>"``) and ``"reuse_distance"``, the
+    calibration evidence behind the value (threshold, one-sided lower bound, labels, run,
+    model / encoder). A cut-off without backing at its current value runs in shadow
+    (``calibration/thresholds.py: band_states``).
     """
 
     __tablename__ = "threshold_sets"
@@ -29,6 +35,9 @@ class ThresholdSet(Base):
     bands: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     reuse_distance: Mapped[float | None] = mapped_column(Float)
     auto_decide: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    model_id: Mapped[str | None] = mapped_column(String(200))
+    encoder_id: Mapped[str | None] = mapped_column(String(200))
+    backing: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     calibration_run_id: Mapped[int | None] = mapped_column(
         ForeignKey("calibration_runs.id", ondelete="SET NULL")
     )

@@ -219,6 +219,13 @@ def _scores(session: Session, *, ids: list[int], labels: list[str], cal: Calibra
     return proba, classes, model_id, True
 
 
+def _encoder_id() -> str:
+    from backend.ml_adapter.service import get_encoder
+    from backend.ml_adapter.settings import get_ml_settings
+
+    return str(get_encoder(get_ml_settings()).encoder_id)
+
+
 def _refit_folds(model: Any, *, X: np.ndarray, y: np.ndarray, sig: pd.DataFrame,
                  order: np.ndarray, folds: int, classes: list[str], proba: np.ndarray,
                  texts: list[str]) -> None:
@@ -270,9 +277,13 @@ def _calibrate_classifier(session: Session, *, run: CalibrationRun, cal: Calibra
     ids, labels = [i for i, _ in pairs], [lab for _, lab in pairs]
     proba, classes, model_id, oof = _scores(session, ids=ids, labels=labels, cal=cal,
                                             policy=policy)
-    result.update(model_id=model_id, out_of_fold=oof, classes=classes)
+    encoder_id = _encoder_id()
+    result.update(model_id=model_id, encoder_id=encoder_id, out_of_fold=oof, classes=classes)
     kinds = thresholds.class_kinds(policy)
     bands = {lab: dict(cuts) for lab, cuts in base.bands.items()}
+    # evidence carried from the base set (the reuse distance, labels this model lacks);
+    # every deciding cut-off this model scores is assessed afresh below
+    backing = dict(base.backing or {})
     backed = False
     curves, totals = [], {}
     for label in classes:
@@ -294,10 +305,15 @@ def _calibrate_classifier(session: Session, *, run: CalibrationRun, cal: Calibra
         new[lower] = min(new[lower], new[upper])
         backed |= up.threshold is not None or low.threshold is not None
         bands[label] = new
+        evidence = thresholds.assess(curve=curve, value=new[upper],
+                                     target=cal.target_precision, confidence=cal.confidence,
+                                     method=cal.bound_method, run_id=run.id,
+                                     model_id=model_id, encoder_id=encoder_id)
+        backing[f"{label}.{upper}"] = evidence
         result["labels"][label] = {
             "kind": kinds[label], "cuts": [upper, lower], "bands": [upper_band, lower_band],
             "current": current, "proposed": new, "n_true": int(curve.attrs["n_positive"]),
-            upper: _choice_dict(up), lower: _choice_dict(low)}
+            "backing": evidence, upper: _choice_dict(up), lower: _choice_dict(low)}
         for cut, choice in ((upper, up), (lower, low)):
             if choice.threshold is None:
                 result["labels_needed"][f"{label}.{cut}"] = choice.labels_needed
@@ -321,7 +337,8 @@ def _calibrate_classifier(session: Session, *, run: CalibrationRun, cal: Calibra
         ts = thresholds.propose(session=session, policy=policy, bands=bands,
                                 reuse_distance=base.reuse_distance,
                                 auto_decide=list(base.auto_decide), calibration_run_id=run.id,
-                                note=f"classifier calibration run {run.id}", user_id=user_id)
+                                note=f"classifier calibration run {run.id}", user_id=user_id,
+                                model_id=model_id, encoder_id=encoder_id, backing=backing)
         result["proposed_version"] = ts.version
         run.message = f"proposed threshold set v{ts.version}"
     else:
@@ -451,7 +468,8 @@ def record_pair_answer(*, session: Session, task_id: int, answer: str, worker_id
 def pair_votes(*, session: Session, cal: CalibrationSettings,
                as_of: datetime | None = None) -> pd.DataFrame:
     """Aggregated pair answers: ``pair_id`` (task id), ``item_id``, ``other_item_id``,
-    ``distance``, ``n_votes``, ``n_same``, ``same`` (strict majority; a tie is not same).
+    ``distance``, ``n_votes``, ``n_same``, ``same`` (strict majority; a tie is not same),
+    ``encoder_id`` (the encoder that measured the distance; None if not recorded).
 
     Every judgment on a pair task is a vote, whoever gave it — moderators and crowd
     workers alike (workers keyed by kind, so a crowd id never merges with a username) —
@@ -460,7 +478,8 @@ def pair_votes(*, session: Session, cal: CalibrationSettings,
     from ml.calibration import aggregate_pair_votes
 
     tasks = {t.id: t for t in pair_tasks(session, cal=cal)}
-    columns = ["pair_id", "item_id", "other_item_id", "distance", "n_votes", "n_same", "same"]
+    columns = ["pair_id", "item_id", "other_item_id", "distance", "n_votes", "n_same", "same",
+               "encoder_id"]
     if not tasks:
         return pd.DataFrame(columns=columns)
     ids = list(tasks)
@@ -486,6 +505,7 @@ def pair_votes(*, session: Session, cal: CalibrationSettings,
     out["other_item_id"] = [int((tasks[int(p)].payload or {})["other_item_id"])
                             for p in out["pair_id"]]
     out["distance"] = [float((tasks[int(p)].payload or {})["distance"]) for p in out["pair_id"]]
+    out["encoder_id"] = [(tasks[int(p)].payload or {}).get("encoder_id") for p in out["pair_id"]]
     return out[columns]
 
 
@@ -507,6 +527,14 @@ def _calibrate_similarity(session: Session, *, run: CalibrationRun, cal: Calibra
                        "and let people answer them")
         result["messages"].append(run.message)
         return result
+    encoders = [e for e in pairs["encoder_id"].tolist() if e]
+    encoder_id = encoders[-1] if encoders else None  # the newest pair task's encoder
+    if encoder_id is not None and len(set(encoders)) > 1:
+        keep = pairs["encoder_id"] == encoder_id
+        result["messages"].append(f"{int((~keep).sum())} pair(s) measured with another "
+                                  f"encoder left out; calibrating for {encoder_id}")
+        pairs = pairs[keep].reset_index(drop=True)
+    result["encoder_id"] = encoder_id
     curve = similarity_curve(pairs[["distance", "same"]])
     result["curve_totals"] = {"reuse_distance": dict(curve.attrs)}
     choice = choose_reuse_distance(pairs[["distance", "same"]],
@@ -527,10 +555,19 @@ def _calibrate_similarity(session: Session, *, run: CalibrationRun, cal: Calibra
                 f"reuse distance {chosen:.4f} capped at QUORUM_CALIBRATION_MAX_REUSE_DISTANCE "
                 f"{cal.max_reuse_distance}")
             chosen = cal.max_reuse_distance
+        chosen = round(chosen, 6)
+        evidence = thresholds.assess(curve=curve, value=chosen,
+                                     target=cal.reuse_target_precision,
+                                     confidence=cal.confidence, method=cal.bound_method,
+                                     run_id=run.id, encoder_id=encoder_id)
+        result["backing"] = evidence
         ts = thresholds.propose(session=session, policy=policy, bands=dict(base.bands),
-                                reuse_distance=round(chosen, 6),
+                                reuse_distance=chosen,
                                 auto_decide=list(base.auto_decide), calibration_run_id=run.id,
-                                note=f"similarity calibration run {run.id}", user_id=user_id)
+                                note=f"similarity calibration run {run.id}", user_id=user_id,
+                                model_id=base.model_id, encoder_id=encoder_id or base.encoder_id,
+                                backing={**(base.backing or {}),
+                                         thresholds.REUSE_KEY: evidence})
         result["proposed_version"] = ts.version
         run.message = f"proposed threshold set v{ts.version}"
     return result

@@ -55,6 +55,11 @@ class DecisionEvent(Base):
     confidence: Mapped[float | None] = mapped_column(Float)
     comment: Mapped[str | None] = mapped_column(Text)
     details: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    #: Replay provenance of automatic decisions: the item's content hash when decided, the
+    #: policy (``name:version``) and the inputs that decided it (scores, neighbours).
+    content_hash: Mapped[str | None] = mapped_column(String(64))
+    policy_version: Mapped[str | None] = mapped_column(String(120))
+    inputs: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     #: The decision this one overrides (the item's previous current decision).
     supersedes_id: Mapped[int | None] = mapped_column(
         ForeignKey("decision_events.id", ondelete="SET NULL")

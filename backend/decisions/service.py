@@ -47,6 +47,10 @@ class NewDecision:
     confidence: float | None = None
     comment: str | None = None
     details: dict[str, Any] | None = field(default=None)
+    #: replay provenance (automatic decisions): content hash, policy, deciding inputs
+    content_hash: str | None = None
+    policy_version: str | None = None
+    inputs: dict[str, Any] | None = None
 
     @property
     def is_human(self) -> bool:
@@ -112,6 +116,8 @@ def record_decisions(
                 "crowd_pool_id": d.crowd_pool_id,
                 "aggregation_method": d.aggregation_method, "confidence": d.confidence,
                 "comment": d.comment, "details": details or None,
+                "content_hash": d.content_hash, "policy_version": d.policy_version,
+                "inputs": d.inputs,
                 "supersedes_id": prev_event if eff else None, "created_at": now,
             })
             effective.append(eff)

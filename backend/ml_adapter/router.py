@@ -24,6 +24,25 @@ class Neighbour(BaseModel):
     image: str | None
 
 
+class BandStateRead(BaseModel):
+    """Whether a deciding band (or the reuse distance) decides: ``live`` (backed at its
+    target), ``shadow`` (recorded, routed to people) or ``off``; the bound behind it."""
+
+    key: str
+    label: str | None
+    band: str
+    value: float | None
+    state: str
+    reason: str
+    lower: float | None
+    precision: float | None
+    n_auto: int | None
+    n_labelled: int | None
+    target: float | None
+    run_id: int | None
+    bound_to: str | None
+
+
 class ThresholdSetRead(BaseModel):
     version: int
     state: str
@@ -32,12 +51,18 @@ class ThresholdSetRead(BaseModel):
     auto_decide: list[str]
     calibration_run_id: int | None
     note: str | None
+    model_id: str | None
+    encoder_id: str | None
+    band_states: list[BandStateRead]
 
 
-def ts_read(ts: Any) -> ThresholdSetRead:
+def ts_read(ts: Any, policy: Any) -> ThresholdSetRead:
     return ThresholdSetRead(version=ts.version, state=ts.state, bands=ts.bands,
                             reuse_distance=ts.reuse_distance, auto_decide=ts.auto_decide,
-                            calibration_run_id=ts.calibration_run_id, note=ts.note)
+                            calibration_run_id=ts.calibration_run_id, note=ts.note,
+                            model_id=ts.model_id, encoder_id=ts.encoder_id,
+                            band_states=[BandStateRead(**s.to_dict()) for s in
+                                         thresholds.band_states(ts, policy=policy)])
 
 
 @router.get("/items/{item_id}/neighbours", response_model=list[Neighbour])
@@ -52,7 +77,7 @@ def item_neighbours(item_id: IdPath, session: SessionDep, user: CurrentUser,
 def list_thresholds(session: SessionDep, policy: PolicyDep,
                     user: AnalystUser) -> list[ThresholdSetRead]:
     thresholds.active_threshold_set(session=session, policy=policy)
-    return [ts_read(t) for t in thresholds.list_sets(session=session)]
+    return [ts_read(t, policy) for t in thresholds.list_sets(session=session)]
 
 
 @router.post("/thresholds/{version}/apply", response_model=ThresholdSetRead)
@@ -63,4 +88,4 @@ def apply_thresholds(version: IdPath, session: SessionDep, policy: PolicyDep,
     ts = thresholds.apply(session=session, version=version, user_id=user.id, now=utcnow())
     audit(session=session, user=user, action="thresholds.apply", target_type="threshold_set",
           target_id=version)
-    return ts_read(ts)
+    return ts_read(ts, policy)

@@ -1,5 +1,5 @@
 """The backend side of ``ml/``: encoder, stored embeddings, the neighbour index,
-the active classifier, training, and the pipeline hooks.
+the active classifier, training. The pipeline hooks are in ``hooks.py``.
 
 Embeddings are stored per ``(item, encoder_id)`` so vectors of different encoders never
 mix. The in-process index (embedded default) holds the vectors of items with a final
@@ -21,17 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from backend.calibration.models import ModelArtifact
-from backend.calibration.thresholds import active_threshold_set, class_kinds
 from backend.decisions.models import DecisionEvent, ItemStatus
 from backend.errors import ValidationFailed
-from backend.items.models import Item, ItemEmbedding, ItemScore
+from backend.items.models import Item, ItemEmbedding
 from backend.ml_adapter.settings import MLSettings, get_ml_settings
 from backend.policy import Policy, get_policy
-from backend.routing.hooks import ClassifierOutcome, SimilarityOutcome
 from backend.settings import Settings, get_settings
 
 log = logging.getLogger("quorum.ml")
@@ -276,6 +274,31 @@ def active_classifier(*, session: Session, encoder: Any, policy: Policy) -> tupl
         return _classifiers[key], f"classifier-v{art.version}"
 
 
+def classifier_by_id(*, session: Session, encoder: Any, policy: Policy,
+                     model_id: str) -> Any | None:
+    """The classifier a threshold set was calibrated for (``classifier-v<N>`` or the
+    zero-shot start of this encoder and policy), or None when it cannot be loaded here
+    (another encoder, a missing file)."""
+    from ml.classifier import load_classifier
+
+    if model_id.startswith("zero-shot:"):
+        model, key = zero_shot(encoder, policy)
+        return model if key == model_id else None
+    match = re.fullmatch(r"classifier-v(\d+)", model_id)
+    if match is None:
+        return None
+    art = session.scalar(select(ModelArtifact).where(
+        ModelArtifact.version == int(match.group(1)),
+        ModelArtifact.encoder_id == encoder.encoder_id))
+    if art is None or not Path(art.path).exists():
+        return None
+    key = f"classifier:v{art.version}:{art.path}"
+    with _lock:
+        if key not in _classifiers:
+            _classifiers[key] = load_classifier(art.path, encoder_id=encoder.encoder_id)
+        return _classifiers[key]
+
+
 def signal_frame(rows: Sequence[dict[str, Any]]) -> Any:
     import pandas as pd
 
@@ -365,106 +388,6 @@ def train(*, session: Session, settings: Settings | None = None, ml: MLSettings 
     session.add(art)
     session.flush()
     return art
-
-
-# ------------------------------------------------------------------ hooks
-class MLHooks:
-    """The pipeline's similarity and classifier hooks backed by ``ml/``."""
-
-    def __init__(self, *, settings: Settings | None = None, ml: MLSettings | None = None,
-                 policy: Policy | None = None) -> None:
-        self.settings = settings or get_settings()
-        self.ml = ml or get_ml_settings()
-        self.policy = policy or get_policy()
-        self._vectors: dict[int, np.ndarray] = {}
-
-    def enrich(self, *, session: Session, items: Sequence[dict[str, Any]],
-               now: datetime) -> None:
-        """Image-safety score (NudeNet, ``QUORUM_ML_SAFETY``) for items with a local image
-        and no score yet: stored on the item and visible to the rules as
-        ``item.safety_score`` and to the classifier as a signal."""
-        if not self.ml.safety:
-            return
-        todo = [r for r in items if r.get("safety_score") is None and r.get("image")
-                and Path(str(r["image"])).exists()]
-        if not todo:
-            return
-        scores = get_safety_scorer().score([str(r["image"]) for r in todo])
-        updates = []
-        for r, sc in zip(todo, scores, strict=True):
-            if np.isfinite(sc):
-                r["safety_score"] = float(sc)
-                updates.append({"id": r["id"], "safety_score": float(sc)})
-        if updates:
-            session.execute(update(Item), updates)
-
-    def _embed(self, session: Session, items: Sequence[dict[str, Any]]) -> np.ndarray:
-        encoder = get_encoder(self.ml)
-        todo = [r for r in items if r["id"] not in self._vectors]
-        if todo:
-            vecs = ensure_embeddings(session=session, rows=todo, encoder=encoder,
-                                     batch_size=self.ml.batch_size)
-            self._vectors.update({r["id"]: v for r, v in zip(todo, vecs, strict=True)})
-        return np.stack([self._vectors[r["id"]] for r in items])
-
-    def similarity(self, *, session: Session, items: Sequence[dict[str, Any]],
-                   now: datetime) -> dict[int, SimilarityOutcome]:
-        from ml.similarity import decide_reuse
-
-        self._vectors.clear()
-        ts = active_threshold_set(session=session, policy=self.policy)
-        vecs = self._embed(session, items)
-        if ts.reuse_distance is None:
-            return {}
-        encoder = get_encoder(self.ml)
-        store = get_store(encoder=encoder, settings=self.settings, ml=self.ml, session=session)
-        sync_index(session=session, encoder=encoder, store=store, batch_size=self.ml.batch_size)
-        if len(store) == 0:
-            return {}
-        ids, dists = store.search(vecs, self.ml.neighbours)
-        labels = human_labels(session, np.unique(ids).tolist())
-        out: dict[int, SimilarityOutcome] = {}
-        for row, nid, nd in zip(items, ids, dists, strict=True):
-            d = decide_reuse(nid, nd, labels, reuse_distance=ts.reuse_distance)
-            if d.kind == "none":
-                continue
-            out[row["id"]] = SimilarityOutcome(
-                kind=d.kind, label=d.label, neighbour_id=d.neighbour_id, distance=d.distance,
-                threshold_set_version=ts.version,
-                details={"encoder_id": encoder.encoder_id, "neighbours": [
-                    {"id": n.id, "distance": round(n.distance, 4), "label": n.label}
-                    for n in d.neighbours[:5]]})
-        return out
-
-    def classifier(self, *, session: Session, items: Sequence[dict[str, Any]],
-                   now: datetime) -> dict[int, ClassifierOutcome]:
-        from ml.bands import assign_bands
-
-        ts = active_threshold_set(session=session, policy=self.policy)
-        encoder = get_encoder(self.ml)
-        model, model_id = active_classifier(session=session, encoder=encoder,
-                                            policy=self.policy)
-        vecs = self._embed(session, items)
-        proba = model.predict_proba(vecs, signal_frame(items), texts=item_texts(items))
-        labels = list(model.labels_)
-        kinds = class_kinds(self.policy)
-        results = assign_bands(proba, labels, bands=ts.bands,
-                               policy_kinds={k: kinds[k] for k in labels},
-                               auto_decide=ts.auto_decide, groups=self.policy.group_members)
-        out: dict[int, ClassifierOutcome] = {}
-        score_rows = []
-        for row, p, res in zip(items, proba, results, strict=True):
-            scores = {lab: round(float(v), 5) for lab, v in zip(labels, p, strict=True)}
-            out[row["id"]] = ClassifierOutcome(
-                band=res.band, label=res.label, probability=res.probability,
-                decides=res.decides, model_id=model_id, threshold_set_version=ts.version,
-                scores=scores)
-            score_rows.append({"item_id": row["id"], "model_id": model_id,
-                               "threshold_set_version": ts.version, "scores": scores,
-                               "band": res.band, "created_at": now})
-        if score_rows:
-            session.execute(insert(ItemScore), score_rows)
-        return out
 
 
 def neighbours_for_item(*, session: Session, item_id: int, k: int = 5,

@@ -10,8 +10,11 @@ Precedence for an item:
 2. the first active ``decide`` rule decides; ``tag`` rules tag; the first active
    ``route`` rule picks the queue (and then no automatic ML decision is taken);
 3. similarity: a close, unanimous past verdict is reused; disagreeing neighbours send
-   the item to ``SIMILAR_CONFLICT``;
-4. the classifier's band decides (bands allowed to) or routes (``ML_*`` queues);
+   the item to ``SIMILAR_CONFLICT``; while the reuse distance is not backed by
+   calibration (shadow) neither happens: what it would have reused is recorded
+   (``ShadowOutcome``) and the item goes on to the classifier;
+4. the classifier's band decides (bands that are live: allowed to and backed) or routes
+   (``ML_*`` queues); a band in shadow records what it would have decided and routes;
 5. otherwise the signals pick the queue: ``GMV``, ``EXP_V``, ``NEW_PRODUCTS``, ``MANUAL``;
 6. a share of the automatic decisions is also queued in ``SPOT_CHECK`` for people
    (``routing/spot_checks.py``).
@@ -32,6 +35,7 @@ from backend.decisions.service import NewDecision, record_decisions
 from backend.items.models import Item, ItemTag
 from backend.queues import service as queues
 from backend.routing.hooks import PipelineHooks, get_pipeline_hooks
+from backend.routing.models import ShadowOutcome
 from backend.routing.spot_checks import sample_spot_checks
 from backend.rules import service as rules
 from backend.rules.engine import CompiledRule, item_context
@@ -39,7 +43,7 @@ from backend.settings import Settings
 
 ITEM_COLUMNS = ("id", "source", "external_id", "title", "description", "image", "url", "price",
                 "currency", "seller_id", "category", "gmv", "exposure", "is_new", "is_golden",
-                "golden_label", "safety_score", "metadata_")
+                "golden_label", "safety_score", "content_hash", "metadata_")
 
 
 @dataclass
@@ -50,12 +54,15 @@ class RoutingSummary:
     queued: Counter[str] = field(default_factory=Counter)  # by queue kind
     rule_hits: Counter[str] = field(default_factory=Counter)
     shadow_hits: Counter[str] = field(default_factory=Counter)
+    #: automatic decisions not taken because their threshold runs in shadow, by source
+    shadow_outcomes: Counter[str] = field(default_factory=Counter)
     spot_checks: int = 0
 
     def merge(self, other: RoutingSummary) -> None:
         self.items += other.items
         self.spot_checks += other.spot_checks
-        for name in ("decided", "labels", "queued", "rule_hits", "shadow_hits"):
+        for name in ("decided", "labels", "queued", "rule_hits", "shadow_hits",
+                     "shadow_outcomes"):
             getattr(self, name).update(getattr(other, name))
 
 
@@ -72,19 +79,25 @@ def signal_queue(row: dict[str, Any], settings: Settings) -> str:
 def route_items(*, session: Session, item_ids: Sequence[int], now: datetime,
                 settings: Settings, hooks: PipelineHooks | None = None,
                 batch_size: int = 2000) -> RoutingSummary:
+    from backend.policy import get_policy
+
     hooks = hooks or get_pipeline_hooks()
     ruleset = rules.compiled_rule_set(session=session)
+    policy = getattr(hooks, "policy", None) or get_policy()
+    policy_version = f"{policy.name}:{policy.version}"
     summary = RoutingSummary()
     ids = list(item_ids)
     for start in range(0, len(ids), batch_size):
         summary.merge(_route_batch(session=session, ids=ids[start:start + batch_size], now=now,
-                                   settings=settings, hooks=hooks, ruleset=ruleset))
+                                   settings=settings, hooks=hooks, ruleset=ruleset,
+                                   policy_version=policy_version))
     rules.switch_off_over_budget(session=session, ruleset=ruleset)  # rules over the budget
     return summary
 
 
 def _route_batch(*, session: Session, ids: list[int], now: datetime, settings: Settings,
-                 hooks: PipelineHooks, ruleset: rules.RuleSet) -> RoutingSummary:
+                 hooks: PipelineHooks, ruleset: rules.RuleSet,
+                 policy_version: str | None = None) -> RoutingSummary:
     summary = RoutingSummary(items=len(ids))
     cols = [getattr(Item, c) for c in ITEM_COLUMNS]
     rows = [dict(zip(ITEM_COLUMNS, r, strict=True))
@@ -106,6 +119,8 @@ def _route_batch(*, session: Session, ids: list[int], now: datetime, settings: S
     new_tags: list[dict[str, Any]] = []
     undecided: list[dict[str, Any]] = []
     rule_routed: dict[int, CompiledRule] = {}
+    shadows: list[ShadowOutcome] = []
+    hashes = {row["id"]: row.get("content_hash") for row in rows}
 
     for row in rows:
         outcome = ruleset.evaluate(item_context(row, existing_tags.get(row["id"], ())))
@@ -124,7 +139,8 @@ def _route_batch(*, session: Session, ids: list[int], now: datetime, settings: S
             rule = outcome.decision
             decisions.append(NewDecision(item_id=row["id"], label=rule.label or "",
                                          source="rule", rule_id=rule.id,
-                                         rule_version=rule.version))
+                                         rule_version=rule.version,
+                                         inputs={"rule": rule.name}))
             continue
         if outcome.route is not None:
             rule_routed[row["id"]] = outcome.route
@@ -137,11 +153,24 @@ def _route_batch(*, session: Session, ids: list[int], now: datetime, settings: S
         if row["id"] in rule_routed or s is None:
             rest.append(row)
             continue
+        if not s.live:  # shadow: record what it would have reused, go on to the classifier
+            if s.kind == "reuse" and s.label:
+                shadows.append(ShadowOutcome(
+                    item_id=row["id"], source="similarity", label=s.label, band="reuse",
+                    distance=s.distance, similar_item_id=s.neighbour_id,
+                    encoder_id=s.encoder_id, threshold_set_version=s.threshold_set_version,
+                    reason=s.reason or "the reuse distance is not backed",
+                    details=s.details or None, created_at=now))
+            rest.append(row)
+            continue
         if s.kind == "reuse" and s.label:
             decisions.append(NewDecision(
                 item_id=row["id"], label=s.label, source="similarity",
                 similar_item_id=s.neighbour_id, distance=s.distance,
-                threshold_set_version=s.threshold_set_version, details=s.details or None))
+                threshold_set_version=s.threshold_set_version, details=s.details or None,
+                inputs={"neighbours": (s.details or {}).get("neighbours"),
+                        "reuse_distance": (s.details or {}).get("reuse_distance"),
+                        "encoder_id": s.encoder_id}))
         else:
             routes["SIMILAR_CONFLICT"].append(row["id"])
 
@@ -154,11 +183,20 @@ def _route_batch(*, session: Session, ids: list[int], now: datetime, settings: S
                 route_priority[rule.queue_kind or "MANUAL"] = rule.priority
             continue
         c = clf.get(row["id"])
+        if c is not None and c.shadow:
+            shadows.append(ShadowOutcome(
+                item_id=row["id"], source="classifier", label=c.label, band=c.shadow,
+                probability=c.probability, model_id=c.model_id, encoder_id=c.encoder_id,
+                threshold_set_version=c.threshold_set_version,
+                reason=c.reason or "the band is not backed",
+                details={"scores": c.scores, "cut": c.cut}, created_at=now))
         if c is not None and c.decides:
             decisions.append(NewDecision(
                 item_id=row["id"], label=c.label, source="classifier", model_id=c.model_id,
                 threshold_set_version=c.threshold_set_version, confidence=c.probability,
-                details={"band": c.band}))
+                details={"band": c.band},
+                inputs={"scores": c.scores, "band": c.band, "cut": c.cut,
+                        "encoder_id": c.encoder_id}))
         elif c is not None and c.band:
             routes[c.band].append(row["id"])
         else:
@@ -167,7 +205,16 @@ def _route_batch(*, session: Session, ids: list[int], now: datetime, settings: S
     if new_tags:
         session.execute(insert(ItemTag.__table__), new_tags)
     rules.record_hits(session=session, hits=hits, now=now)
+    for d in decisions:
+        d.content_hash = hashes.get(d.item_id)
+        d.policy_version = policy_version
     event_ids = record_decisions(session=session, decisions=decisions, now=now)
+    if shadows:
+        queue_of = {item_id: kind for kind, item_ids in routes.items() for item_id in item_ids}
+        for sh in shadows:
+            sh.routed_to = queue_of.get(sh.item_id)
+            summary.shadow_outcomes[sh.source] += 1
+        session.add_all(shadows)
     summary.spot_checks += sample_spot_checks(session=session, decisions=decisions,
                                               event_ids=event_ids, now=now, settings=settings)
     for d in decisions:

@@ -6,11 +6,14 @@ from sqlalchemy import select
 
 from backend.decisions.models import DecisionEvent, ItemStatus
 from backend.items.models import ItemEmbedding, ItemScore
+from tests.backend.calibrated import calibrate_reuse
 from tests.backend.conftest import human_verdict, route_rows
 from tests.conftest import auth, item_row
 
 
 def test_near_duplicate_reuses_a_past_verdict(session, settings, policy, ml_on):
+    run = calibrate_reuse(session, settings, policy)  # the reuse distance must be backed
+    version = run.result["proposed_version"]
     [a], _ = route_rows(session, settings, policy, [item_row(1, title="Vintage leather handbag "
                                                         "with gold buckle", is_new=False)])
     human_verdict(session, a, "restricted")
@@ -19,7 +22,7 @@ def test_near_duplicate_reuses_a_past_verdict(session, settings, policy, ml_on):
     assert summary.decided["similarity"] == 1
     ev = session.scalar(select(DecisionEvent).where(DecisionEvent.item_id == b))
     assert (ev.source, ev.label, ev.similar_item_id) == ("similarity", "restricted", a)
-    assert 0 <= ev.distance <= 0.1 and ev.threshold_set_version == 1
+    assert 0 <= ev.distance <= 0.1 and ev.threshold_set_version == version
     assert ev.details["encoder_id"].startswith("hashing:")
     # an unrelated item is not decided by similarity
     [c], summary = route_rows(session, settings, policy, [item_row(3, title="Garden hose 20 m")])
@@ -27,6 +30,7 @@ def test_near_duplicate_reuses_a_past_verdict(session, settings, policy, ml_on):
 
 
 def test_disagreeing_neighbours_go_to_a_person(session, settings, policy, ml_on):
+    calibrate_reuse(session, settings, policy)
     ids, _ = route_rows(session, settings, policy, [
         item_row(1, title="Hunting knife with wooden handle"),
         item_row(2, title="Hunting knife with wooden handle."),
@@ -40,6 +44,7 @@ def test_disagreeing_neighbours_go_to_a_person(session, settings, policy, ml_on)
 
 
 def test_corrected_verdict_is_reused_as_corrected(session, settings, policy, ml_on):
+    calibrate_reuse(session, settings, policy)
     [a], _ = route_rows(session, settings, policy, [item_row(1, title="Silver ring with stone")])
     human_verdict(session, a, "ok")
     human_verdict(session, a, "fraud")  # a later human decision supersedes
@@ -84,22 +89,21 @@ def test_training_refuses_with_too_few_verdicts(session, settings, policy, ml_on
         train(session=session)
 
 
-def test_bands_route_or_decide_by_threshold_set(session, settings, policy, ml_on):
+def test_bands_route_by_threshold_set_and_never_decide_unbacked(session, settings, policy,
+                                                                 ml_on):
     from backend.calibration import thresholds
 
-    ts = thresholds.active_threshold_set(session=session, policy=policy)
-    # everything the classifier is even slightly sure of is "bad high" and decides
+    # everything the classifier is even slightly sure of is "bad high": a set proposed by
+    # hand has no calibration behind it, so its bands route (shadow) and decide nothing
     low = {k: {"high": 0.0, "middle": 0.0} if v != "ok" else {"auto": 0.0, "good": 0.0}
            for k, v in thresholds.class_kinds(policy).items()}
     new = thresholds.propose(session=session, policy=policy, bands=low, reuse_distance=None,
                              auto_decide=["ML_BAD_HIGH", "auto_ok"])
     thresholds.apply(session=session, version=new.version)
     [a], summary = route_rows(session, settings, policy, [item_row(1, title="Brass knuckles")])
-    ev = session.scalar(select(DecisionEvent).where(DecisionEvent.item_id == a))
-    assert ev.source == "classifier" and ev.threshold_set_version == new.version
-    assert ev.model_id.startswith("zero-shot")
-    # restore the previous set: nothing decides at the strict defaults
-    thresholds.apply(session=session, version=ts.version)
+    assert session.scalar(select(DecisionEvent).where(DecisionEvent.item_id == a)) is None
+    assert summary.shadow_outcomes["classifier"] == 1
+    assert sum(summary.queued[k] for k in ("ML_BAD_HIGH", "ML_GOOD")) == 1
     strict = {k: {"high": 1.0, "middle": 1.0} if v != "ok" else {"auto": 1.0, "good": 1.0}
               for k, v in thresholds.class_kinds(policy).items()}
     third = thresholds.propose(session=session, policy=policy, bands=strict,
@@ -108,6 +112,7 @@ def test_bands_route_or_decide_by_threshold_set(session, settings, policy, ml_on
     [b], summary = route_rows(session, settings, policy, [item_row(2, title="Brass knuckles",
                                                                 is_new=True)])
     assert summary.decided["classifier"] == 0 and summary.queued["NEW_PRODUCTS"] == 1
+    assert summary.shadow_outcomes["classifier"] == 0  # no band would decide: no shadow
 
 
 def test_golden_items_are_never_decided_automatically(session, settings, policy, ml_on):
