@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -306,17 +306,21 @@ def embed(
 
 
 @app.command()
-def train() -> None:
-    """Train the classifier on final human verdicts and make it active."""
+def train(refit: Annotated[bool, typer.Option(
+        "--refit", help="after the held-out evaluation, fit the deployed model on all "
+        "labels")] = False) -> None:
+    """Train the classifier on final human verdicts and make it the newest model (it
+    decides once a calibration run backs a threshold set for it and that set is applied)."""
     from backend.db import session_scope
     from backend.ml_adapter.service import train as train_model
 
     _ensure_schema()
     with session_scope() as session:
-        art = train_model(session=session)
+        art = train_model(session=session, refit=refit)
         m = art.metrics
     console.print(f"classifier v{art.version} ({art.encoder_id}) trained on {art.train_size} "
-                  f"items; held-out {m.get('held_out')}: accuracy {m.get('accuracy', 0):.3f}, "
+                  f"items{' (refit on all labels)' if refit else ''}; held-out "
+                  f"{m.get('held_out')}: accuracy {m.get('accuracy', 0):.3f}, "
                   f"macro-F1 {m.get('macro_f1', 0):.3f}; saved to {art.path}")
     fam = m.get("family_selection") or {}
     if fam:
@@ -324,6 +328,9 @@ def train() -> None:
                       f"{fam['target_precision']:.0%}: " + ", ".join(
                           f"{k} {v['auto_share']:.1%}" for k, v in fam["families"].items()
                           if "auto_share" in v))
+    console.print(f"classifier-v{art.version} scores in shadow until a threshold set "
+                  "calibrated for it is applied: run `quorum calibrate classifier`, then "
+                  "`quorum thresholds apply`")
 
 
 @thresholds_app.command("list")
@@ -334,17 +341,83 @@ def thresholds_list() -> None:
     from backend.policy import get_policy
 
     _ensure_schema()
+    policy = get_policy()
     table = Table(title="Threshold sets")
-    for col in ("version", "state", "reuse distance", "auto-decide", "bands", "note"):
+    for col in ("version", "state", "calibrated for", "reuse distance", "auto-decide", "bands",
+                "note"):
         table.add_column(col)
+    states = Table(title="Deciding bands of the active set (live decides; shadow records "
+                         "what it would decide and routes to people)")
+    for col in ("band", "value", "state", "lower bound", "labels", "why"):
+        states.add_column(col)
     with session_scope() as session:
-        thresholds.active_threshold_set(session=session, policy=get_policy())
+        active = thresholds.active_threshold_set(session=session, policy=policy)
         for ts in thresholds.list_sets(session=session):
             bands = "; ".join(f"{k} " + "/".join(f"{v:g}" for v in cuts.values())
                               for k, cuts in ts.bands.items())
-            table.add_row(str(ts.version), ts.state, f"{ts.reuse_distance}",
-                          ", ".join(ts.auto_decide), bands, ts.note or "")
+            live = [s.key for s in thresholds.band_states(ts, policy=policy)
+                    if s.state == "live"]
+            table.add_row(str(ts.version), ts.state, ts.model_id or "nothing (defaults)",
+                          f"{ts.reuse_distance}", ", ".join(ts.auto_decide), bands,
+                          (ts.note or "") + f" [live: {', '.join(live) or 'none'}]")
+        for st in thresholds.band_states(active, policy=policy):
+            states.add_row(st.key, "off" if st.value is None else f"{st.value:g}", st.state,
+                           "–" if st.lower is None else f"{st.lower:.2%}",
+                           "–" if st.n_auto is None else f"{st.n_auto} of {st.n_labelled}",
+                           st.reason)
     console.print(table)
+    console.print(states)
+
+
+@thresholds_app.command("edit")
+def thresholds_edit(
+    version: int,
+    cut: Annotated[list[str] | None, typer.Option(
+        "--cut", help="LABEL.CUT=VALUE, e.g. ok.auto=0.99 (repeatable)")] = None,
+    reuse_distance: Annotated[str | None, typer.Option(
+        "--reuse-distance", help="cosine distance, or 'off'")] = None,
+    auto_decide: Annotated[str | None, typer.Option(
+        "--auto-decide", help="comma-separated bands that may decide (e.g. "
+        "auto_ok,ML_BAD_HIGH); '' for none")] = None,
+    note: Annotated[str | None, typer.Option("--note")] = None,
+) -> None:
+    """Propose a new threshold set edited from VERSION (validated; a changed cut-off stays
+    backed only where its calibration curve backs the new value; audited)."""
+    from backend.calibration import thresholds
+    from backend.calibration.editing import edit_set
+    from backend.db import session_scope
+    from backend.errors import ValidationFailed
+    from backend.policy import get_policy
+    from backend.users.service import audit
+
+    _ensure_schema()
+    cuts: dict[str, float] = {}
+    for item in cut or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValidationFailed(f"--cut {item!r}: expected LABEL.CUT=VALUE")
+        try:
+            cuts[key.strip()] = float(value)
+        except ValueError as exc:
+            raise ValidationFailed(f"--cut {item!r}: {value!r} is not a number") from exc
+    extra: dict[str, Any] = {}
+    if reuse_distance is not None:
+        extra["reuse_distance"] = None if reuse_distance.lower() == "off" else reuse_distance
+    if auto_decide is not None:
+        extra["auto_decide"] = [b.strip() for b in auto_decide.split(",") if b.strip()]
+    policy = get_policy()
+    with session_scope() as session:
+        thresholds.active_threshold_set(session=session, policy=policy)
+        ts = edit_set(session=session, policy=policy, version=version, cuts=cuts, note=note,
+                      **extra)
+        audit(session=session, user=None, action="thresholds.edit",
+              target_type="threshold_set", target_id=ts.version,
+              details={"from": version, "cuts": cuts, **extra, "via": "cli"})
+        shadow = [s.key for s in thresholds.band_states(ts, policy=policy)
+                  if s.state == "shadow"]
+    console.print(f"proposed threshold set v{ts.version} (edited from v{version}); in shadow: "
+                  f"{', '.join(shadow) or 'none'}; apply it with `quorum thresholds apply "
+                  f"{ts.version}`")
 
 
 @thresholds_app.command("apply")

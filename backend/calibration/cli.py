@@ -109,7 +109,7 @@ def calibrate_pairs(n: Annotated[int | None, typer.Option(
         "--n", help="pairs to sample (default QUORUM_CALIBRATION_PAIR_SAMPLE_SIZE)")] = None
                     ) -> None:
     """Queue pair tasks ("same decision?") around the current reuse distance."""
-    from backend.calibration.service import sample_pairs
+    from backend.calibration.service import sample_pair_tasks
     from backend.calibration.settings import get_calibration_settings
     from backend.cli import _ensure_schema
     from backend.db import session_scope, utcnow
@@ -117,9 +117,11 @@ def calibrate_pairs(n: Annotated[int | None, typer.Option(
     _ensure_schema()
     cal = get_calibration_settings()
     with session_scope() as session:
-        ids = sample_pairs(session=session, n=n, now=utcnow())
-    _console().print(f"queued {len(ids)} pair task(s) in {cal.pair_queue_kind} "
+        sample = sample_pair_tasks(session=session, n=n, now=utcnow())
+    _console().print(f"queued {len(sample.task_ids)} pair task(s) in {cal.pair_queue_kind} "
                      f"({cal.pair_audience}, {cal.pair_overlap} answers each)")
+    if sample.message:
+        _console().print(f"  {sample.message}")
 
 
 @calibrate_app.command("what-if")

@@ -25,6 +25,7 @@ import copy
 import logging
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -371,14 +372,48 @@ def enqueue_pairs(*, session: Session, pairs: Sequence[tuple[int, int, float]], 
     return ids
 
 
+@dataclass(frozen=True)
+class PairSample:
+    """What ``sample_pair_tasks`` queued, and why it may be fewer than asked."""
+
+    task_ids: list[int]
+    wanted: int
+    anchors: int  # items with a human verdict that could anchor a new pair task
+    near: int  # new candidate pairs within the reuse distance
+    far: int  # ... beyond it, up to the exploration limit
+    reuse_distance: float
+    far_limit: float
+
+    @property
+    def message(self) -> str | None:
+        """Why fewer than ``wanted`` were queued, in a sentence (None if all were)."""
+        if len(self.task_ids) >= self.wanted:
+            return None
+        return (f"queued {len(self.task_ids)} of {self.wanted}: {self.anchors} items with a "
+                f"human verdict can still anchor a pair (one pair task per item, a pair is "
+                f"never asked twice) and their neighbours give {self.near} new pairs within "
+                f"the reuse distance {self.reuse_distance:g} and {self.far} between it and "
+                f"{self.far_limit:g} (QUORUM_CALIBRATION_PAIR_MAX_DISTANCE_FACTOR, "
+                "..._MAX_REUSE_DISTANCE); more human verdicts give more pairs")
+
+
 def sample_pairs(*, session: Session, n: int | None = None, now: datetime | None = None,
                  settings: Settings | None = None, cal: CalibrationSettings | None = None,
                  policy: Policy | None = None, seed: int = 0) -> list[int]:
+    """``sample_pair_tasks``' new task ids."""
+    return sample_pair_tasks(session=session, n=n, now=now, settings=settings, cal=cal,
+                             policy=policy, seed=seed).task_ids
+
+
+def sample_pair_tasks(*, session: Session, n: int | None = None, now: datetime | None = None,
+                      settings: Settings | None = None, cal: CalibrationSettings | None = None,
+                      policy: Policy | None = None, seed: int = 0) -> PairSample:
     """Queue up to ``n`` pair tasks from neighbour lookups of items with human verdicts,
     half at distances up to the current reuse distance and half beyond it (up to
     ``pair_max_distance_factor`` times it, never past ``max_reuse_distance``), each half
-    spread over its range of neighbour distances. An item anchors one pair task ever
-    (one per item and queue), and a pair is never asked twice."""
+    spread over its range of neighbour distances; where one side has too few candidates
+    the other side fills the rest. An item anchors one pair task ever (one per item and
+    queue), and a pair is never asked twice."""
     from backend.ml_adapter.service import ensure_embeddings, get_encoder, get_store, sync_index
     from backend.ml_adapter.settings import get_ml_settings
 
@@ -397,15 +432,17 @@ def sample_pairs(*, session: Session, n: int | None = None, now: datetime | None
     anchors = [i for i in session.scalars(select(ItemStatus.item_id).where(
         ItemStatus.is_human.is_(True), ItemStatus.label.in_(policy.class_keys))) if i not in busy]
     random.Random(seed).shuffle(anchors)
+    n_anchors = len(anchors)
     anchors = anchors[:max(20 * n, 500)]
+    far_limit = min(reuse * cal.pair_max_distance_factor, cal.max_reuse_distance)
     if not anchors:
-        return []
+        return PairSample(task_ids=[], wanted=n, anchors=0, near=0, far=0,
+                          reuse_distance=reuse, far_limit=far_limit)
     rows = [r._asdict() for start in range(0, len(anchors), 500) for r in session.execute(
         select(Item.id, Item.title, Item.description, Item.image)
         .where(Item.id.in_(anchors[start:start + 500])))]
     vecs = ensure_embeddings(session=session, rows=rows, encoder=encoder, batch_size=ml.batch_size)
     nids, dists = store.search(vecs, cal.pair_neighbours + 1)
-    far_limit = min(reuse * cal.pair_max_distance_factor, cal.max_reuse_distance)
     near: list[tuple[float, int, int, float]] = []
     far: list[tuple[float, int, int, float]] = []
     for row, ids_row, d_row in zip(rows, nids, dists, strict=True):
@@ -419,10 +456,14 @@ def sample_pairs(*, session: Session, n: int | None = None, now: datetime | None
                 far.append((abs(d - reuse), a, int(b), float(d)))
     picked: list[tuple[int, int, float]] = []
     used: set[int] = set()
-    for group, quota in ((near, n // 2), (far, n - n // 2)):
-        # spread over the side's distances: walk the sorted candidates with a stride
+    fresh_sides = {}
+    for name, group in (("near", near), ("far", far)):
         group = sorted(group, key=lambda c: c[3])
-        fresh = [c for c in group if tuple(sorted((c[1], c[2]))) not in asked]
+        fresh_sides[name] = [c for c in group if tuple(sorted((c[1], c[2]))) not in asked]
+
+    def take(side: str, quota: int) -> int:
+        # spread over the side's distances: walk the sorted candidates with a stride
+        fresh = fresh_sides[side]
         stride = max(1, len(fresh) // max(quota, 1))
         taken = 0
         for offset in range(stride):
@@ -434,8 +475,18 @@ def sample_pairs(*, session: Session, n: int | None = None, now: datetime | None
                 used.add(a)
                 asked.add(key)
                 taken += 1
-    return enqueue_pairs(session=session, pairs=picked, now=now, settings=settings, cal=cal,
-                         encoder_id=encoder.encoder_id)
+        return taken
+
+    short = (n // 2) - take("near", n // 2)
+    short = (n - n // 2 + short) - take("far", n - n // 2 + short)
+    if short > 0:  # the far side ran short too: back to the near side for the rest
+        take("near", short)
+    ids = enqueue_pairs(session=session, pairs=picked, now=now, settings=settings, cal=cal,
+                        encoder_id=encoder.encoder_id)
+    return PairSample(task_ids=ids, wanted=n, anchors=n_anchors,
+                      near=len({(a, b) for _, a, b, _ in near}),
+                      far=len({(a, b) for _, a, b, _ in far}), reuse_distance=reuse,
+                      far_limit=far_limit)
 
 
 def record_pair_answer(*, session: Session, task_id: int, answer: str, worker_id: str,
@@ -609,8 +660,9 @@ def what_if(*, session: Session, version: int | None = None, run_id: int | None 
             policy: Policy | None = None) -> dict[str, Any]:
     """Tomorrow at threshold set ``version`` (default: the newest proposal, else the
     active set), from ``day``'s scores and a classifier run's curves (default: the
-    latest): expected items per band, automatic share, expected precision of automation
-    with its interval, crowd cost of what goes to people."""
+    latest): expected items per band, automatic share (live bands only: a band in shadow
+    decides nothing), expected precision of automation with its interval, crowd cost of
+    what goes to people."""
     from ml.calibration import proportion_bounds
     from ml.calibration import what_if as ml_what_if
 
@@ -635,6 +687,7 @@ def what_if(*, session: Session, version: int | None = None, run_id: int | None 
         out["message"] = "no classifier scores to project from"
         return out
     kinds = thresholds.class_kinds(policy)
+    live = thresholds.live_map(ts, policy=policy)
     labels = [c for c in scores.columns if c in kinds and c in (run.result or {}).get(
         "curve_totals", {})]
     matrix = scores[labels].to_numpy(dtype=np.float64)
@@ -645,7 +698,8 @@ def what_if(*, session: Session, version: int | None = None, run_id: int | None 
         (upper, upper_band), (lower, lower_band) = LADDERS[kinds[label]]
         cuts = ts.bands[label]
         s = np.where(top == j, matrix[:, j], -np.inf)
-        auto = [upper_band] if upper_band in ts.auto_decide else []
+        # only a live band decides: one in shadow routes its items to people
+        auto = [upper_band] if live[label].state == "live" else []
         w = ml_what_if(scores=s, curve=run_curve(run, label),
                        thresholds={upper_band: cuts[upper], lower_band: cuts[lower]},
                        auto_bands=auto, confidence=cal.confidence,

@@ -100,21 +100,26 @@ def _ingest_rows(ctx: DemoContext, rows: list[dict[str, Any]], label: str) -> No
     ctx.console.print(f"{label}: {len(rows)} items in {took:.1f} s "
                       f"({len(rows) / max(took, 1e-9):.0f} items/s)")
     ctx.console.print(f"  decided: {dict(total.decided)}; queued: {dict(total.queued)}")
+    if total.shadow_outcomes:
+        ctx.console.print(f"  in shadow (not backed: recorded, sent to people): "
+                          f"{dict(total.shadow_outcomes)}")
     ctx.console.print(f"  rule hits {dict(total.rule_hits)}; shadow hits "
                       f"{dict(total.shadow_hits)}")
 
 
 def step_ingest(ctx: DemoContext) -> None:
-    """Wave 1 (60% of the stream): no verdicts yet, so rules and zero-shot bands only."""
+    """Wave 1 (50% of the stream): a fresh install, nothing calibrated: only rules decide;
+    similarity and the zero-shot bands run in shadow and route."""
     from backend.demo.generator import generate
 
     data = generate(ctx.n_items, seed=ctx.seed,
                     photo_dir=ctx.settings.data_dir / "demo" / "images")
     ctx.truth = data.truth
     ctx.notes["duplicates"] = len(data.duplicates_of)
-    cut = int(len(data.rows) * 0.6)
-    ctx.notes["wave2"] = data.rows[cut:]
-    _ingest_rows(ctx, data.rows[:cut], "wave 1 ingest + route")
+    one, two = int(len(data.rows) * 0.5), int(len(data.rows) * 0.7)
+    ctx.notes["wave2"] = data.rows[one:two]
+    ctx.notes["wave3"] = data.rows[two:]
+    _ingest_rows(ctx, data.rows[:one], "wave 1 ingest + route")
 
 
 def step_train(ctx: DemoContext) -> None:
@@ -141,8 +146,15 @@ def step_train(ctx: DemoContext) -> None:
 
 
 def step_wave2(ctx: DemoContext) -> None:
-    """Wave 2: similarity reuses past verdicts, the trained classifier bands the rest."""
+    """Wave 2 (20%): the trained classifier scores, but no set is calibrated for it yet:
+    its bands route, and what they (and similarity) would decide is recorded in shadow."""
     _ingest_rows(ctx, ctx.notes.pop("wave2", []), "wave 2 ingest + route")
+
+
+def step_wave3(ctx: DemoContext) -> None:
+    """Wave 3 (30%), after calibration: the bands and the reuse distance that calibration
+    backed decide; the others stay in shadow."""
+    _ingest_rows(ctx, ctx.notes.pop("wave3", []), "wave 3 ingest + route")
 
 
 def step_moderate(ctx: DemoContext) -> None:
@@ -219,6 +231,21 @@ def step_summary(ctx: DemoContext) -> None:
     acc = ", ".join(f"{s} {correct[s] / total[s]:.1%} of {total[s]}" for s in sorted(total))
     ctx.console.print(f"item states: {states}")
     ctx.console.print(f"current decisions agreeing with the generator's truth: {acc}")
+    with session_scope() as session:
+        from backend.routing.models import ShadowOutcome
+
+        shadows = session.execute(select(ShadowOutcome.source, ShadowOutcome.label,
+                                         ShadowOutcome.item_id)).all()
+    if shadows:
+        right, seen = Counter(), Counter()
+        for src, lab, item_id in shadows:
+            true = ctx.truth.get(ext.get(item_id, ""))
+            if true is not None:
+                seen[src] += 1
+                right[src] += int(true == lab)
+        ctx.console.print("shadow outcomes (would have decided, went to people), agreeing "
+                          "with the truth: " + ", ".join(
+                              f"{s} {right[s] / seen[s]:.1%} of {seen[s]}" for s in sorted(seen)))
     ctx.console.print(queue_table(title="Today's queues"))
     ctx.console.print("time taken: " + ", ".join(f"{k} {v:.1f} s"
                                                  for k, v in ctx.timings.items()))
@@ -232,6 +259,7 @@ STEPS: list[tuple[str, Step]] = [
     ("moderators", step_moderate),
     ("crowd", step_crowd),
     ("calibration", step_calibrate),
+    ("wave 3: ingest", step_wave3),
 ]
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from backend.calibration import thresholds
 from backend.db import utcnow
@@ -78,6 +78,37 @@ def list_thresholds(session: SessionDep, policy: PolicyDep,
                     user: AnalystUser) -> list[ThresholdSetRead]:
     thresholds.active_threshold_set(session=session, policy=policy)
     return [ts_read(t, policy) for t in thresholds.list_sets(session=session)]
+
+
+class ThresholdSetEdit(BaseModel):
+    """Changes to a set; what is left out stays as in the source set."""
+
+    cuts: dict[str, float] = Field(default_factory=dict,
+                                   description='{"<label>.<cut>": value}, e.g. {"ok.auto": 0.99}')
+    reuse_distance: float | None = Field(None, ge=0, le=2)
+    reuse_off: bool = Field(False, description="switch similarity reuse off")
+    auto_decide: list[str] | None = None
+    note: str | None = Field(None, max_length=500)
+
+
+@router.post("/thresholds/{version}/edit", response_model=ThresholdSetRead, status_code=201)
+def edit_thresholds(version: int, body: ThresholdSetEdit, session: SessionDep,
+                    policy: PolicyDep, user: AnalystUser) -> ThresholdSetRead:
+    """Propose a new set edited from ``version`` (validated, audited). A changed cut-off
+    stays backed only where the calibration curve behind it backs the new value."""
+    from backend.calibration.editing import edit_set
+
+    thresholds.active_threshold_set(session=session, policy=policy)
+    extra: dict[str, Any] = {}
+    if body.reuse_off:
+        extra["reuse_distance"] = None
+    elif body.reuse_distance is not None:
+        extra["reuse_distance"] = body.reuse_distance
+    ts = edit_set(session=session, policy=policy, version=version, cuts=body.cuts,
+                  auto_decide=body.auto_decide, note=body.note, user_id=user.id, **extra)
+    audit(session=session, user=user, action="thresholds.edit", target_type="threshold_set",
+          target_id=ts.version, details={"from": version, **body.model_dump(exclude_none=True)})
+    return ts_read(ts, policy)
 
 
 @router.post("/thresholds/{version}/apply", response_model=ThresholdSetRead)

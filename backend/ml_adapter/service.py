@@ -316,14 +316,23 @@ def item_texts(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 def train(*, session: Session, settings: Settings | None = None, ml: MLSettings | None = None,
           policy: Policy | None = None, test_size: float = 0.2, seed: int = 0,
-          now: datetime | None = None, families: Sequence[str] | None = None) -> ModelArtifact:
+          now: datetime | None = None, families: Sequence[str] | None = None,
+          refit: bool = False) -> ModelArtifact:
     """Train the classifier on final human verdicts (+ golden items' known labels),
     evaluate it on a held-out share, save a versioned artifact and make it active.
 
     The classifier family (``ml.families``: ``embedding``, ``text_stack``) is picked on
     the training share by out-of-fold calibration: the one whose backed cut-offs (at the
     deciding target, per label and per policy label group) decide more wins; the
-    comparison is kept in the artifact's ``metrics["family_selection"]``."""
+    comparison is kept in the artifact's ``metrics["family_selection"]``.
+
+    ``refit``: after the held-out evaluation, fit the deployed model (the chosen family) on
+    *all* labels (the metrics stay those of the held-out share, measured before the refit).
+    Calibration scores a trained model out of fold with the same configuration, so a refit
+    model is calibrated as honestly as one fitted on 80 %, and it has seen every label.
+
+    A new model is a challenger: it decides only once a calibration run has backed a
+    threshold set for it and that set is applied (``ml_adapter/hooks.py``)."""
     from backend.calibration.settings import get_calibration_settings
     from ml.families import FAMILIES, create_family, select_family
 
@@ -376,13 +385,21 @@ def train(*, session: Session, settings: Settings | None = None, ml: MLSettings 
                              texts=[texts[i] for i in test])
     metrics["family_selection"] = selection.to_dict()
     metrics = json.loads(json.dumps(metrics, default=float))
+    train_size = len(fit_idx)
+    if refit:
+        model = create_family(selection.chosen, encoder_id=encoder.encoder_id,
+                              signal_names=SIGNALS, log_signals=SIGNALS)
+        with threadpool_limits(1):
+            model.fit(X, list(y_all), signals=sig, texts=texts)
+        train_size = len(ids)
+        metrics["refit_on_all"] = True
     version = (session.scalar(select(func.max(ModelArtifact.version))) or 0) + 1
     path = settings.data_dir / "models" / f"classifier-v{version}"
     model.save(path, metrics=metrics)
     for old in session.scalars(select(ModelArtifact).where(ModelArtifact.is_active.is_(True))):
         old.is_active = False
     art = ModelArtifact(version=version, kind=model.kind, encoder_id=encoder.encoder_id,
-                        labels=list(model.labels_), train_size=len(fit_idx),
+                        labels=list(model.labels_), train_size=train_size,
                         metrics={**metrics, "held_out": int(n_test)}, path=str(path),
                         is_active=True, **({"created_at": now} if now else {}))
     session.add(art)

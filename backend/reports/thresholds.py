@@ -135,6 +135,17 @@ def build_thresholds_report(*, session: Session, settings: Settings | None = Non
     ctx["set_rows"] = [{"label": lab, "current": active.bands.get(lab, {}),
                         "proposed": (proposed.bands.get(lab, {}) if proposed else None)}
                        for lab in labels]
+    ctx["band_states"] = [(f"v{active.version} (active)",
+                           thresholds.band_states(active, policy=policy))]
+    if proposed is not None:
+        ctx["band_states"].append((f"v{proposed.version} (proposed)",
+                                   thresholds.band_states(proposed, policy=policy)))
+    shadow = [st.key for st in ctx["band_states"][0][1] if st.state == "shadow"]
+    live = [st.key for st in ctx["band_states"][0][1] if st.state == "live"]
+    ctx["shadow_warning"] = (
+        f"Active set v{active.version}: {', '.join(shadow)} in shadow (not backed at the "
+        f"target); {'only ' + ', '.join(live) if live else 'nothing but rules'} decides "
+        "automatically.") if shadow else None
     ctx["what_if"] = calibration.what_if(session=session, settings=settings, cal=cal,
                                          policy=policy)
     checks = spot_checks(session=session, cal=cal)

@@ -670,7 +670,9 @@ def thresholds_page(request: Request, session: SessionDep, policy: PolicyDep,
     from backend.calibration import thresholds
 
     thresholds.active_threshold_set(session=session, policy=policy)
-    return render(request, "thresholds.html", sets=thresholds.list_sets(session=session))
+    sets = thresholds.list_sets(session=session)
+    return render(request, "thresholds.html", sets=sets, states={
+        ts.version: thresholds.band_states(ts, policy=policy) for ts in sets})
 
 
 @router.post("/admin/thresholds/{version}/apply")
