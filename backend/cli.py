@@ -434,6 +434,58 @@ def thresholds_apply(version: int) -> None:
     console.print(f"threshold set v{version} is active; routing uses it from the next item")
 
 
+@app.command()
+def replay(
+    since: Annotated[str, typer.Option("--since", help="items created from this day "
+                                       "(YYYY-MM-DD) or time (ISO 8601, UTC if naive)")],
+    thresholds_version: Annotated[int | None, typer.Option(
+        "--thresholds", help="threshold set version (default: the active set)")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="CSV of every replayed item (default DATA_DIR/reports/replay.csv)")]
+    = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="at most N items")] = None,
+) -> None:
+    """Re-run the pipeline on stored items (writes nothing) and print what would change:
+    outcomes flipped, and the precision of automatic outcomes against human verdicts."""
+    from datetime import UTC, datetime
+
+    from backend.db import session_scope, utcnow
+    from backend.routing.replay import replay as run_replay
+
+    _ensure_schema()
+    try:
+        when = datetime.fromisoformat(since)
+    except ValueError as exc:
+        raise QuorumError(f"--since must be YYYY-MM-DD or an ISO 8601 time, not {since!r}"
+                          ) from exc
+    when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    settings = _settings()
+    with session_scope() as session:
+        result = run_replay(session=session, since=when, settings=settings, now=utcnow(),
+                            thresholds_version=thresholds_version, limit=limit)
+    path = out or settings.data_dir / "reports" / "replay.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    result.rows.to_csv(path, index=False)
+    rows = result.rows
+    console.print(f"replayed {len(rows)} item(s) created since {when:%Y-%m-%d %H:%M} with "
+                  f"threshold set v{result.thresholds_version}: {int(rows['changed'].sum())} "
+                  "would change")
+    table = Table(title="What would change (before → after)")
+    for col in ("before", "after", "items"):
+        table.add_column(col)
+    for (b, a), n in result.changes.most_common(30):
+        table.add_row(str(b), str(a), str(n))
+    console.print(table)
+    for column in ("before", "after"):
+        right, judged = result.precision(column)
+        auto = int(rows[column].map(lambda o: bool(o) and not str(o).startswith("queue:"))
+                   .sum())
+        console.print(f"{column}: {auto} decided automatically; against {judged} human "
+                      f"verdicts: " + (f"{right / judged:.1%} right" if judged else
+                                       "nothing to compare"))
+    console.print(f"every item: {path}")
+
+
 # ---------------------------------------------------------------- demo
 @app.command()
 def demo(

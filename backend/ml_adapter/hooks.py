@@ -106,6 +106,7 @@ class MLHooks:
         labels = human_labels(session, np.unique(ids).tolist())
         out: dict[int, SimilarityOutcome] = {}
         for row, nid, nd in zip(items, ids, dists, strict=True):
+            nid = np.where(nid == row["id"], -1, nid)  # never reuse an item's own verdict
             d = decide_reuse(nid, nd, labels, reuse_distance=ts.reuse_distance)
             if d.kind == "none":
                 continue

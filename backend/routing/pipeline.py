@@ -57,10 +57,14 @@ class RoutingSummary:
     #: automatic decisions not taken because their threshold runs in shadow, by source
     shadow_outcomes: Counter[str] = field(default_factory=Counter)
     spot_checks: int = 0
+    #: per item, ``source:label`` of its automatic decision or ``queue:KIND`` (only with
+    #: ``route_items(..., record_outcomes=True)``, as replay uses it)
+    outcomes: dict[int, str] = field(default_factory=dict)
 
     def merge(self, other: RoutingSummary) -> None:
         self.items += other.items
         self.spot_checks += other.spot_checks
+        self.outcomes.update(other.outcomes)
         for name in ("decided", "labels", "queued", "rule_hits", "shadow_hits",
                      "shadow_outcomes"):
             getattr(self, name).update(getattr(other, name))
@@ -78,7 +82,7 @@ def signal_queue(row: dict[str, Any], settings: Settings) -> str:
 
 def route_items(*, session: Session, item_ids: Sequence[int], now: datetime,
                 settings: Settings, hooks: PipelineHooks | None = None,
-                batch_size: int = 2000) -> RoutingSummary:
+                batch_size: int = 2000, record_outcomes: bool = False) -> RoutingSummary:
     from backend.policy import get_policy
 
     hooks = hooks or get_pipeline_hooks()
@@ -90,14 +94,16 @@ def route_items(*, session: Session, item_ids: Sequence[int], now: datetime,
     for start in range(0, len(ids), batch_size):
         summary.merge(_route_batch(session=session, ids=ids[start:start + batch_size], now=now,
                                    settings=settings, hooks=hooks, ruleset=ruleset,
-                                   policy_version=policy_version))
+                                   policy_version=policy_version,
+                                   record_outcomes=record_outcomes))
     rules.switch_off_over_budget(session=session, ruleset=ruleset)  # rules over the budget
     return summary
 
 
 def _route_batch(*, session: Session, ids: list[int], now: datetime, settings: Settings,
                  hooks: PipelineHooks, ruleset: rules.RuleSet,
-                 policy_version: str | None = None) -> RoutingSummary:
+                 policy_version: str | None = None,
+                 record_outcomes: bool = False) -> RoutingSummary:
     summary = RoutingSummary(items=len(ids))
     cols = [getattr(Item, c) for c in ITEM_COLUMNS]
     rows = [dict(zip(ITEM_COLUMNS, r, strict=True))
@@ -220,6 +226,10 @@ def _route_batch(*, session: Session, ids: list[int], now: datetime, settings: S
     for d in decisions:
         summary.decided[d.source] += 1
         summary.labels[f"{d.source}:{d.label}"] += 1
+    if record_outcomes:
+        for kind, item_ids in routes.items():
+            summary.outcomes.update({i: f"queue:{kind}" for i in item_ids})
+        summary.outcomes.update({d.item_id: f"{d.source}:{d.label}" for d in decisions})
     for kind, item_ids in routes.items():
         queues.enqueue(session=session, kind=kind, item_ids=item_ids, now=now,
                        settings=settings, priority=route_priority.get(kind))

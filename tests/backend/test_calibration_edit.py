@@ -125,3 +125,23 @@ def test_pair_sampling_fills_a_short_side_and_says_why_it_queued_fewer(session, 
     assert len(big.task_ids) < 1000 and big.anchors == 20  # 60 anchors, 40 already used
     assert f"queued {len(big.task_ids)} of 1000" in big.message
     assert "one pair task per item" in big.message
+
+
+def test_cli_lists_band_states_and_edits_with_clear_errors(settings):
+    if not settings.resolved_database_url.startswith("sqlite"):
+        pytest.skip("the CLI is exercised once; the services it calls run on both backends")
+    from tests.backend.test_cli import quorum
+
+    r = quorum(settings, "thresholds", "list")
+    assert r.returncode == 0, r.stderr
+    assert "ok.auto" in r.stdout and "shadow" in r.stdout and "nothing (defaults)" in r.stdout
+    r = quorum(settings, "thresholds", "edit", "1", "--cut", "ok.auto=0.97",
+               "--reuse-distance", "off", "--auto-decide", "auto_ok")
+    assert r.returncode == 0, r.stderr
+    assert "proposed threshold set v2" in r.stdout and "ok.auto" in r.stdout
+    r = quorum(settings, "thresholds", "edit", "1", "--cut", "ok.auto=high")
+    assert r.returncode == 2 and "not a number" in r.stderr and "Traceback" not in r.stderr
+    r = quorum(settings, "thresholds", "edit", "1", "--cut", "nonsense.auto=0.5")
+    assert r.returncode == 2 and "not a policy label" in r.stderr
+    r = quorum(settings, "thresholds", "edit", "9", "--cut", "ok.auto=0.5")
+    assert r.returncode == 3
