@@ -509,11 +509,18 @@ def record_pair_answer(*, session: Session, task_id: int, answer: str, worker_id
                         user_id=user_id, worker_id=worker_id, label=answer, created_at=now)
     session.add(judgment)
     session.flush()
-    n = session.scalar(select(func.count()).select_from(Judgment)
-                       .where(Judgment.task_id == task.id)) or 0
-    if n >= cal.pair_overlap:
+    if pair_task_answered(session=session, task=task, cal=cal):
         queues.complete(session=session, task=task, now=now)
     return judgment
+
+
+def pair_task_answered(*, session: Session, task: Task,
+                       cal: CalibrationSettings | None = None) -> bool:
+    """Whether a pair task has its ``pair_overlap`` answers (then it is done)."""
+    cal = cal or get_calibration_settings()
+    n = session.scalar(select(func.count()).select_from(Judgment)
+                       .where(Judgment.task_id == task.id)) or 0
+    return n >= cal.pair_overlap
 
 
 def pair_votes(*, session: Session, cal: CalibrationSettings,

@@ -353,6 +353,24 @@ _FINISH = (
 )
 
 
+def reopen_for_others(*, session: Session, task: Task, user: User, now: datetime) -> None:
+    """Put a task ``user`` just finished back to ``pending`` for someone else (a pair task
+    that wants more answers): one conditional UPDATE on ``done``, and a skip row so the
+    lease never offers it to ``user`` again. The next lease is a new attempt."""
+    reopened = session.execute(
+        update(Task).where(Task.id == task.id, Task.state == "done")
+        .values(state="pending", lease_owner_id=None, leased_at=None, lease_expires_at=None,
+                done_at=None).execution_options(synchronize_session=False)).rowcount
+    if reopened != 1:
+        raise LeaseLost(f"task {task.id} changed while your answer was recorded; try again")
+    already = session.scalar(select(TaskSkip.id).where(TaskSkip.task_id == task.id,
+                                                       TaskSkip.user_id == user.id))
+    if already is None:
+        session.add(TaskSkip(task_id=task.id, user_id=user.id, created_at=now))
+    session.flush()
+    session.refresh(task)
+
+
 def finish_leased(*, session: Session, task: Task, user: User, now: datetime) -> int:
     """Mark ``task`` done for ``user``'s verdict, atomically; return the attempt number.
 

@@ -91,6 +91,13 @@ def submit_verdict(*, session: Session, task_id: int, user: User, label: str,
 
             resolve_from_verdict(session=session, task=task, event_id=event_id, label=label,
                                  user_id=user.id, comment=comment, now=now)
+    if task.task_type == "pair":
+        from backend.calibration.service import pair_task_answered
+
+        if not pair_task_answered(session=session, task=task):
+            # a pair wants QUORUM_CALIBRATION_PAIR_OVERLAP answers from different people:
+            # back to the queue (a new attempt for the next one), never again to this one
+            queues.reopen_for_others(session=session, task=task, user=user, now=now)
     return VerdictResult(task=task, judgment_id=judgment.id, event_id=event_id)
 
 

@@ -8,6 +8,7 @@ from sqlalchemy import select
 from backend.calibration import service as calibration
 from backend.calibration import thresholds
 from backend.calibration.editing import edit_set
+from backend.db import utcnow
 from backend.errors import ValidationFailed
 from backend.users.models import AuditEntry
 from tests.backend.conftest import human_verdict, route_rows
@@ -145,3 +146,45 @@ def test_cli_lists_band_states_and_edits_with_clear_errors(settings):
     assert r.returncode == 2 and "not a policy label" in r.stderr
     r = quorum(settings, "thresholds", "edit", "9", "--cut", "ok.auto=0.5")
     assert r.returncode == 3
+
+
+def test_a_pair_task_needs_its_overlap_of_answers_through_the_api(client, make_user,
+                                                                   settings, monkeypatch):
+    """One moderator's answer used to close a pair task whose overlap is 3."""
+    from backend.db import session_scope
+    from backend.items.service import ingest
+    from backend.policy import get_policy
+    from backend.queues.models import Task
+
+    monkeypatch.setattr(settings, "crowd_queue_kinds", [])  # every queue is the moderators'
+    monkeypatch.setenv("QUORUM_CALIBRATION_PAIR_AUDIENCE", "moderators")
+    from backend.calibration.settings import get_calibration_settings
+
+    get_calibration_settings.cache_clear()
+    mods = [make_user(name, "moderator", ["*"])[1] for name in ("m1", "m2", "m3", "m4")]
+    with session_scope(settings.resolved_database_url) as s:
+        _, ids = ingest(session=s, rows=[item_row(1), item_row(2)], policy=get_policy(),
+                        now=utcnow())
+        [task_id] = calibration.enqueue_pairs(session=s, pairs=[(ids[0], ids[1], 0.1)],
+                                              now=utcnow(), settings=settings)
+
+    def answer(token, label="same"):
+        task = client.post("/api/v1/tasks/lease", headers=auth(token)).json()["task"]
+        if task is None:
+            return None
+        assert task["id"] == task_id
+        r = client.post(f"/api/v1/tasks/{task_id}/verdict", json={"label": label},
+                        headers=auth(token))
+        assert r.status_code == 200, r.text
+        return r
+
+    def state():
+        with session_scope(settings.resolved_database_url) as s:
+            return s.get(Task, task_id).state
+
+    assert answer(mods[0]) is not None and state() == "pending"
+    assert answer(mods[0]) is None  # the same moderator never gets it twice
+    assert answer(mods[1], "different") is not None and state() == "pending"
+    assert answer(mods[2]) is not None and state() == "done"  # 3 answers = the overlap
+    assert answer(mods[3]) is None
+    get_calibration_settings.cache_clear()
