@@ -45,6 +45,7 @@ MATRIX: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/v1/items/{item_id}/neighbours"): ALL,
     ("GET", "/api/v1/thresholds"): STAFF,
     ("POST", "/api/v1/thresholds/{version}/apply"): STAFF,
+    ("POST", "/api/v1/thresholds/{version}/edit"): STAFF,
     ("POST", "/api/v1/calibration/runs"): STAFF,
     ("GET", "/api/v1/calibration/runs/{run_id}"): STAFF,
     ("GET", "/api/v1/calibration/what-if"): STAFF,
