@@ -632,20 +632,22 @@ def _calibrate_similarity(session: Session, *, run: CalibrationRun, cal: Calibra
 
 
 # ------------------------------------------------------------------ what-if
-def todays_scores(*, session: Session, day: Any = None,
-                  settings: Settings | None = None) -> tuple[pd.DataFrame, Any]:
+def todays_scores(*, session: Session, day: Any = None, settings: Settings | None = None,
+                  model_id: str | None = None) -> tuple[pd.DataFrame, Any]:
     """The newest ``ItemScore`` per item scored on ``day`` (default: the last day with
-    scores), one column per label: the day's score distribution."""
+    scores), one column per label: the day's score distribution. ``model_id``: that
+    model's scores only (a champion and a challenger both score every item)."""
     from backend.items.models import ItemScore
 
     settings = settings or get_settings()
-    last = session.scalar(select(func.max(ItemScore.created_at)))
+    of_model = [ItemScore.model_id == model_id] if model_id else []
+    last = session.scalar(select(func.max(ItemScore.created_at)).where(*of_model))
     if last is None:
         return pd.DataFrame(), day
     day = day or queues.queue_day(last, settings)
     start, end = day_bounds(day, settings)
     rows = session.execute(select(ItemScore.item_id, ItemScore.scores).where(
-        ItemScore.created_at >= start, ItemScore.created_at < end)
+        ItemScore.created_at >= start, ItemScore.created_at < end, *of_model)
         .order_by(ItemScore.item_id, ItemScore.id)).all()
     latest = {item_id: scores for item_id, scores in rows}
     return pd.DataFrame.from_dict(latest, orient="index").fillna(0.0), day
@@ -684,11 +686,18 @@ def what_if(*, session: Session, version: int | None = None, run_id: int | None 
                            "n_routed": 0, "auto_precision": None, "auto_precision_lower": None,
                            "auto_precision_upper": None, "crowd_cost": 0.0,
                            "confidence": cal.confidence, "method": cal.bound_method,
-                           "message": None}
+                           "message": None, "note": None}
     if run is None or read_frame(run, "curves") is None:
         out["message"] = "no classifier calibration run with curves yet: run `quorum calibrate`"
         return out
-    scores, day = todays_scores(session=session, day=day, settings=settings)
+    # the run's model's scores: its curves say nothing about another model's
+    model_id = (run.result or {}).get("model_id")
+    scores, day = todays_scores(session=session, day=day, settings=settings,
+                                model_id=model_id)
+    if scores.empty and model_id:
+        scores, day = todays_scores(session=session, day=day, settings=settings)
+        out["note"] = (f"no item was scored by {model_id} yet: these are another model's "
+                       "scores read on its curves, a rough projection")
     out.update(run_id=run.id, day=str(day) if day else None)
     if scores.empty:
         out["message"] = "no classifier scores to project from"

@@ -101,13 +101,17 @@ def test_pgvector_store_finds_neighbours_with_its_hnsw_index(pg_session):
     assert store.index_name in plan
 
 
-def test_similarity_hook_reuses_through_pgvector(pg_session):
+def test_similarity_hook_reuses_through_pgvector(pg_session, monkeypatch, tmp_path):
     from backend.decisions.models import DecisionEvent
     from backend.policy import get_policy
     from backend.routing.pipeline import route_items
     from backend.settings import get_settings
+    from tests.backend.calibrated import calibrate_reuse
 
+    monkeypatch.setenv("QUORUM_DATA_DIR", str(tmp_path))
+    get_settings.cache_clear()
     policy = get_policy()
+    calibrate_reuse(pg_session, get_settings(), policy)  # reuse decides once it is backed
     _, [a] = ingest(session=pg_session, rows=[item_row(1, title="Vintage brass lamp")],
                     policy=policy)
     record_decisions(session=pg_session, decisions=[
