@@ -146,6 +146,9 @@ def build_thresholds_report(*, session: Session, settings: Settings | None = Non
         f"Active set v{active.version}: {', '.join(shadow)} in shadow (not backed at the "
         f"target); {'only ' + ', '.join(live) if live else 'nothing but rules'} decides "
         "automatically.") if shadow else None
+    from backend.routing.shadow import shadow_agreement
+
+    ctx["shadow"] = shadow_agreement(session=session).to_dict(orient="records")
     ctx["what_if"] = calibration.what_if(session=session, settings=settings, cal=cal,
                                          policy=policy)
     checks = spot_checks(session=session, cal=cal)

@@ -190,3 +190,23 @@ def test_thresholds_api_says_live_shadow_off(client, make_user, ml_on, cut):
     bands = {b["key"]: b for b in default["band_states"]}
     assert bands["ok.auto"]["state"] == "shadow" and bands["reuse_distance"]["state"] == "shadow"
     assert bands["ok.auto"]["band"] == "auto_ok" and "backed" in bands["ok.auto"]["reason"]
+
+
+def test_shadow_agreement_compares_shadow_outcomes_with_later_verdicts(session, settings,
+                                                                       policy, ml_on):
+    from backend.reports.thresholds import build_thresholds_report
+    from backend.routing.shadow import shadow_agreement
+
+    [a], _ = route_rows(session, settings, policy, [item_row(1, title="Silver ring with stone")])
+    human_verdict(session, a, "ok")
+    ids, summary = route_rows(session, settings, policy, [
+        item_row(2, title="Silver ring with stone."), item_row(3, title="Silver ring with "
+                                                               "stone!")])
+    assert summary.shadow_outcomes["similarity"] == 2
+    human_verdict(session, ids[0], "ok")  # agrees with the shadow
+    human_verdict(session, ids[1], "fraud")  # does not
+    table = shadow_agreement(session=session)
+    row = table[table["source"] == "similarity"].iloc[0]
+    assert (row["n"], row["judged"], row["agreed"], row["agreement"]) == (2, 2, 1, 0.5)
+    html = build_thresholds_report(session=session, settings=settings).html
+    assert "Shadow outcomes against the people" in html and "in shadow" in html
