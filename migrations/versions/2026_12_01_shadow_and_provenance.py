@@ -6,11 +6,13 @@ outcomes record what an unbacked stage would have decided. Decision events recor
 item's content hash, the policy version and the inputs that decided them (replay).
 
 Existing threshold sets get no backing, so after this upgrade they run in shadow until
-a calibration run backs them (safe by default); the downgrade drops the new columns and
-the shadow table and keeps every other row.
+a calibration run backs them (safe by default). The downgrade keeps the shadow outcomes and
+the new columns' values (the sets' model, encoder and backing, the events' content hash,
+policy version and inputs) in stash tables that the next upgrade puts back, so a round
+trip loses nothing; every other row stays.
 
 Revision ID: 0007
-Revises: 0004
+Revises: 0011
 Create Date: 2026-12-01
 """
 
@@ -22,11 +24,22 @@ from sqlalchemy import Text
 from sqlalchemy.dialects import postgresql
 
 import backend.types
+from backend.migrate import keep_columns, keep_table, restore_columns, restore_table
 
 revision: str = "0007"
-down_revision: str | Sequence[str] | None = "0004"
+down_revision: str | Sequence[str] | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+downgrade_drops: str | None = None  # rows and column values are stashed and restored
+
+
+COLUMNS = ["id", "item_id", "source", "label", "band", "probability", "distance",
+           "similar_item_id", "model_id", "encoder_id", "threshold_set_version", "reason",
+           "routed_to", "details", "created_at"]
+
+
+SET_COLUMNS = ["model_id", "encoder_id", "backing"]
+EVENT_COLUMNS = ["content_hash", "policy_version", "inputs"]
 
 
 def _json() -> sa.types.TypeEngine:
@@ -71,9 +84,22 @@ def upgrade() -> None:
     with op.batch_alter_table("shadow_outcomes") as batch:
         batch.create_index("ix_shadow_outcomes_item_id", ["item_id"], unique=False)
         batch.create_index("ix_shadow_outcomes_created_at", ["created_at"], unique=False)
+    restore_table(revision=revision, table="shadow_outcomes", columns=COLUMNS)
+    restore_columns(revision=revision, table="threshold_sets", columns=SET_COLUMNS,
+                    keys=("id", "version"))
+    restore_columns(revision=revision, table="decision_events", columns=EVENT_COLUMNS,
+                    keys=("id", "item_id"))
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("SELECT setval(pg_get_serial_sequence('shadow_outcomes', 'id'), "
+                   "COALESCE((SELECT max(id) FROM shadow_outcomes), 0) + 1, false)")
 
 
 def downgrade() -> None:
+    keep_table(revision=revision, table="shadow_outcomes")
+    keep_columns(revision=revision, table="threshold_sets", columns=SET_COLUMNS,
+                 keys=("id", "version"))
+    keep_columns(revision=revision, table="decision_events", columns=EVENT_COLUMNS,
+                 keys=("id", "item_id"))
     with op.batch_alter_table("shadow_outcomes") as batch:
         batch.drop_index("ix_shadow_outcomes_created_at")
         batch.drop_index("ix_shadow_outcomes_item_id")
