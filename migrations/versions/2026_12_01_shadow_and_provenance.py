@@ -12,7 +12,7 @@ policy version and inputs) in stash tables that the next upgrade puts back, so a
 trip loses nothing; every other row stays.
 
 Revision ID: 0007
-Revises: 0011
+Revises: 0008
 Create Date: 2026-12-01
 """
 
@@ -27,7 +27,7 @@ import backend.types
 from backend.migrate import keep_columns, keep_table, restore_columns, restore_table
 
 revision: str = "0007"
-down_revision: str | Sequence[str] | None = "0011"
+down_revision: str | Sequence[str] | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 downgrade_drops: str | None = None  # rows and column values are stashed and restored
