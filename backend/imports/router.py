@@ -8,7 +8,10 @@ from fastapi import APIRouter, Body, Query, Response
 
 from backend.db import utcnow
 from backend.deps import AnalystUser, PolicyDep, SessionDep, SettingsDep
-from backend.errors import ValidationFailed
+from backend.errors import (
+    ErrorBody,  # noqa: E402
+    ValidationFailed,
+)
 from backend.imports.service import ImportResult, import_verdicts
 from backend.users.service import audit
 
@@ -19,7 +22,8 @@ router = APIRouter(prefix="/api/v1/imports", tags=["imports"])
              responses={207: {"description": "partial=true: the good rows were stored, the "
                                             "bad ones are listed in errors",
                               "model": ImportResult},
-                        422: {"description": "bad rows, or a batch over the limit"}})
+                        422: {"description": "bad rows, or a batch over the limit",
+                              "model": ErrorBody}})
 def import_verdicts_route(
     session: SessionDep, settings: SettingsDep, policy: PolicyDep, user: AnalystUser,
     response: Response,
