@@ -22,10 +22,15 @@ from backend.policy import Policy
 
 def calibrate_groups(*, proba: np.ndarray, labels: list[str], classes: list[str],
                      policy: Policy, cal: Any, bands: dict[str, dict[str, Any]],
-                     choose: Callable[..., Any], as_dict: Callable[[Any], dict[str, Any]]
+                     choose: Callable[..., Any], as_dict: Callable[[Any], dict[str, Any]],
+                     backing: dict[str, Any] | None = None,
+                     assess: Callable[..., dict[str, Any]] | None = None
                      ) -> tuple[dict[str, Any], list[pd.DataFrame], bool]:
     """Per group: the choices (for ``run.result["groups"]``), its curve, and whether
-    anything was backed; ``bands`` gets the backed cut-offs in place."""
+    anything was backed; ``bands`` gets the backed cut-offs in place. With ``backing`` and
+    ``assess``, the deciding (``high``) cut-off's evidence goes to
+    ``backing["group:<name>.high"]``, so the group band is live only while it holds for
+    the model it was calibrated for (``backend.calibration.thresholds.band_states``)."""
     from ml.bands import group_key
     from ml.families import group_curve
 
@@ -54,6 +59,8 @@ def calibrate_groups(*, proba: np.ndarray, labels: list[str], classes: list[str]
         backed |= up.threshold is not None or low.threshold is not None
         if new.get("high") is not None or new.get("middle") is not None:
             bands[key] = new
+        if backing is not None and assess is not None and new.get("high") is not None:
+            backing[f"{key}.high"] = assess(curve=curve, value=new["high"])
         out[group.name] = {"members": members, "score": group.score, "current": current,
                            "proposed": new, "n_true": int(curve.attrs["n_positive"]),
                            "high": as_dict(up), "middle": as_dict(low)}

@@ -324,7 +324,11 @@ def _calibrate_classifier(session: Session, *, run: CalibrationRun, cal: Calibra
 
         result["groups"], group_curves, group_backed = calibrate_groups(
             proba=proba, labels=labels, classes=classes, policy=policy, cal=cal, bands=bands,
-            choose=_choose, as_dict=_choice_dict)
+            choose=_choose, as_dict=_choice_dict, backing=backing,
+            assess=lambda curve, value: thresholds.assess(
+                curve=curve, value=value, target=cal.target_precision,
+                confidence=cal.confidence, method=cal.bound_method, run_id=run.id,
+                model_id=model_id, encoder_id=encoder_id))
         curves += group_curves
         backed |= group_backed
     result["curve_totals"] = totals

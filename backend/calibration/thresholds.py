@@ -117,6 +117,16 @@ def band_states(ts: ThresholdSet, *, policy: Policy, model_id: str | None = None
                           enabled=band in (ts.auto_decide or []), backing=backing.get(key),
                           bound=model_id, bound_name="model_id",
                           off_reason=f"{band} is not in the set's auto-decide list"))
+    for group in getattr(policy, "groups", ()) or ():  # label groups decide as ML_BAD_HIGH
+        key = f"group:{group.name}"
+        value = (ts.bands.get(key) or {}).get("high")
+        if value is None:
+            continue
+        out.append(_state(key=f"{key}.high", label=key, band="ML_BAD_HIGH", value=value,
+                          enabled="ML_BAD_HIGH" in (ts.auto_decide or []),
+                          backing=backing.get(f"{key}.high"), bound=model_id,
+                          bound_name="model_id",
+                          off_reason="ML_BAD_HIGH is not in the set's auto-decide list"))
     out.append(_state(key=REUSE_KEY, label=None, band="reuse", value=ts.reuse_distance,
                       enabled=ts.reuse_distance is not None, backing=backing.get(REUSE_KEY),
                       bound=encoder_id, bound_name="encoder_id",

@@ -168,7 +168,9 @@ class MLHooks:
         score_rows = []
         for row, p, res in zip(items, proba, results, strict=True):
             scores = {lab: round(float(v), 5) for lab, v in zip(labels, p, strict=True)}
-            state = states.get(res.label)
+            # a label group's band is backed (or not) as the group, not as its member label
+            state = states.get(f"group:{res.group}" if getattr(res, "group", None)
+                               else res.label)
             band, shadow, reason = res.band, None, None
             if res.decides and (state is None or state.state != "live"):
                 shadow = res.band

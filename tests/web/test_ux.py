@@ -110,7 +110,7 @@ def test_focus_ring_contrast_and_work_view_heading(ux_db: str) -> None:
     with serve(ux_db) as base, browser_page() as page:
         _login(page, base, "mia")
         page.goto(f"{base}/queues")
-        page.keyboard.press("Enter")  # "Start" has the focus
+        page.click("#start")
         page.wait_for_url(f"{base}/work/*")
         assert page.locator("h1").count() == 1
         assert "Work" in page.locator("h1").inner_text()

@@ -104,7 +104,7 @@ def test_lost_lease_moves_on_and_signed_out_answer_is_kept(lease_db: str) -> Non
         page.goto(f"{base}/queues")
         _login(page, base)
         page.wait_for_url(f"{base}/queues")
-        page.keyboard.press("Enter")
+        page.click("#start")
         page.wait_for_url(f"{base}/work/*")
         first = page.locator("#work").get_attribute("data-task-id")
         assert "reserved for you" in page.inner_text("#lease")
@@ -191,7 +191,7 @@ def test_cluster_keys_and_undo_key_in_a_browser(lease_db: str) -> None:
         assert all(r[1] is not None and r[1] > 0 for r in rows)
         # the work view: answer, then U brings the item back
         page.goto(f"{base}/queues")
-        page.keyboard.press("Enter")
+        page.click("#start")
         page.wait_for_url(f"{base}/work/*")
         first = page.locator("#work").get_attribute("data-task-id")
         page.keyboard.press("4")
