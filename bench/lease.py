@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -80,6 +81,8 @@ def prefill(url: str, n_tasks: int, n_users: int) -> list[str]:
 
 def start_server(url: str, port: int, workers: int) -> subprocess.Popen[bytes]:
     env = dict(os.environ, QUORUM_DATABASE_URL=url, QUORUM_ML_ENABLED="false")
+    # the server refuses to start without a sound key: a throwaway one for this run
+    env.setdefault("QUORUM_SECRET_KEY", secrets.token_hex(32))
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "backend.asgi:app",
          "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
