@@ -71,8 +71,7 @@ def audit_page(*, session: Session, filters: AuditFilter, before: int | None = N
     if before is not None:
         stmt = stmt.where(AuditEntry.id < before)
     if filters.action:
-        escaped = filters.action.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        stmt = stmt.where(AuditEntry.action.like(escaped + "%", escape="\\"))
+        stmt = stmt.where(AuditEntry.action.startswith(filters.action, autoescape=True))
     if filters.who:
         stmt = stmt.where(User.username == filters.who)
     if filters.target_type:

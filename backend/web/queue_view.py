@@ -68,12 +68,11 @@ def queue_contents(*, session: Session, queue: Queue, q: str = "", state: str = 
     if state:
         stmt = stmt.where(Task.state == state)
     text = q.strip()
-    if text:
-        escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        pattern = f"%{escaped.lower()}%"
-        stmt = stmt.where(or_(func.lower(Item.title).like(pattern, escape="\\"),
-                              func.lower(Item.external_id).like(pattern, escape="\\"),
-                              func.lower(Item.seller_id).like(pattern, escape="\\")))
+    if text:  # autoescape: % and _ are plain characters
+        needle = text.lower()
+        stmt = stmt.where(or_(func.lower(Item.title).contains(needle, autoescape=True),
+                              func.lower(Item.external_id).contains(needle, autoescape=True),
+                              func.lower(Item.seller_id).contains(needle, autoescape=True)))
     rows = session.execute(stmt).all()
     more = len(rows) > limit
     rows = rows[:limit]

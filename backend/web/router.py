@@ -413,6 +413,13 @@ def _next_card(request: Request, session: SessionDep, settings: SettingsDep, pol
             return RedirectResponse("/queues?notice=empty", status_code=303)
         suffix = f"?queue={quote(scope)}" if scope else ""
         return RedirectResponse(f"/work/{task.id}{suffix}", status_code=303)
+    return _card_json(request, session, settings, policy, user, task, now)
+
+
+def _card_json(request: Request, session: Any, settings: Any, policy: Any, user: User,
+               task: Task | None, now: datetime, **extra: Any) -> JSONResponse:
+    """The work view's answer: the card of ``task`` (or the empty card), today's count and
+    the lease by the server's clock."""
     card = web.work_card(session=session, task=task) if task else None
     stats = web.moderator_stats(session=session, user=user, now=now, settings=settings)
     return JSONResponse({"task_id": task.id if task else None,
@@ -420,7 +427,7 @@ def _next_card(request: Request, session: SessionDep, settings: SettingsDep, pol
                          "items_today": stats.items_today,
                          "lease_expires_at": _iso(task.lease_expires_at) if task else None,
                          "lease_left_s": _left(task.lease_expires_at, now) if task else None,
-                         "lease_seconds": settings.lease_seconds})
+                         "lease_seconds": settings.lease_seconds, **extra})
 
 
 def _left(deadline: datetime | None, now: datetime) -> float | None:
@@ -569,13 +576,8 @@ def undo_last(request: Request, session: SessionDep, settings: SettingsDep,
         suffix = f"?queue={quote(scope)}" if scope else ""
         return RedirectResponse(f"/work/{task.id}{suffix}" if task else "/queues",
                                 status_code=303)
-    card = web.work_card(session=session, task=task) if task else None
-    stats = web.moderator_stats(session=session, user=user, now=now, settings=settings)
-    return JSONResponse({"task_id": task.id if task else None,
-                         "html": _card_html(request, card, policy),
-                         "items_today": stats.items_today, "undone_label": done.label,
-                         "lease_left_s": _left(task.lease_expires_at, now) if task else None,
-                         "lease_seconds": settings.lease_seconds})
+    return _card_json(request, session, settings, policy, user, task, now,
+                      undone_label=done.label)
 
 
 # --- analysts and admins ----------------------------------------------------------------------
