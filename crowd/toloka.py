@@ -185,7 +185,10 @@ def build_pool(
     training_id: str | None = None,
     now: dt.datetime | None = None,
 ) -> tc.Pool:
-    """A pool with the quality rules of `CrowdConfig` (golden set, fast answers, skips)."""
+    """A pool with the quality rules of `CrowdConfig` that Toloka enforces: skipped suites in
+    a row always; golden accuracy and fast answers when ``config.quality_control`` is
+    ``"toloka"`` (the golden one only without ``golden_ban_confidence``); else Quorum's
+    review enforces those (never both)."""
     now = now or dt.datetime.now(dt.UTC)
     restrict = dict(scope="PROJECT", duration=config.ban_days, duration_unit="DAYS")
     pool = tc.Pool(
@@ -209,24 +212,23 @@ def build_pool(
         training_tasks_count=0,
     )
     qc = pool.quality_control
-    qc.add_action(
-        collector=collectors.GoldenSet(history_size=max(config.golden_min_answers * 3, 10)),
-        conditions=[
-            conditions.GoldenSetCorrectAnswersRate < round(100 * config.golden_min_accuracy),
-            conditions.GoldenSetAnswersCount >= config.golden_min_answers,
-        ],
-        action=actions.RestrictionV2(**restrict, private_comment="golden accuracy"),
-    )
-    qc.add_action(
-        collector=collectors.AssignmentSubmitTime(
-            history_size=10,
-            fast_submit_threshold_seconds=round(
-                config.fast_seconds_per_task * config.tasks_per_suite
+    if config.toloka_bans_golden:
+        qc.add_action(
+            collector=collectors.GoldenSet(history_size=max(config.golden_min_answers * 3, 10)),
+            conditions=[
+                conditions.GoldenSetCorrectAnswersRate < round(100 * config.golden_min_accuracy),
+                conditions.GoldenSetAnswersCount >= config.golden_min_answers,
+            ],
+            action=actions.RestrictionV2(**restrict, private_comment="golden accuracy"),
+        )
+    if config.toloka_bans_fast:
+        qc.add_action(
+            collector=collectors.AssignmentSubmitTime(
+                history_size=10, fast_submit_threshold_seconds=config.fast_suite_seconds
             ),
-        ),
-        conditions=[conditions.FastSubmittedCount >= config.fast_max_count],
-        action=actions.RestrictionV2(**restrict, private_comment="fast answers"),
-    )
+            conditions=[conditions.FastSubmittedCount >= config.fast_max_count],
+            action=actions.RestrictionV2(**restrict, private_comment="fast answers"),
+        )
     qc.add_action(
         collector=collectors.SkippedInRowAssignments(),
         conditions=[conditions.SkippedInRowCount >= config.skipped_in_row],
