@@ -47,7 +47,8 @@ class Realism:
 
     def __post_init__(self) -> None:
         shares = (self.active, self.expired, self.skipped, self.too_many_requests)
-        if any(not 0.0 <= s < 1.0 for s in shares) or self.active + self.expired + self.skipped >= 1:
+        fates = self.active + self.expired + self.skipped
+        if any(not 0.0 <= s < 1.0 for s in shares) or fates >= 1:
             raise ValueError("realism shares are probabilities under 1 (suite fates sum under 1)")
         if self.pending_polls < 0 or self.retry_after_s < 0:
             raise ValueError("pending_polls and retry_after_s are >= 0")
