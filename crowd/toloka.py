@@ -48,13 +48,22 @@ def make_client(
     retries: int = 5,
     timeout: float = 10.0,
     backoff: float = 0.05,
+    retry_quotas: str | list[str] | None = TolokaRetry.Unit.MIN,
 ) -> tc.TolokaClient:
     """A `TolokaClient` pointed at ``url`` (the emulator or Toloka) retrying 408/429/5xx and
-    time-outs ``retries`` times with exponential ``backoff`` seconds."""
+    time-outs ``retries`` times with exponential ``backoff`` seconds.
+
+    The retries are toloka-kit's own (`TolokaRetry`, what ``TolokaClient(retries=...,
+    retry_quotas=...)`` builds, over urllib3's ``Retry``), given through
+    ``retryer_factory`` only to set the backoff (toloka-kit's default factor of 2 s is
+    for scripts): a 429 waits its ``Retry-After`` (else the backoff, or a minute when
+    the minute quota named in Toloka's body is in ``retry_quotas``); an hour or day quota
+    is not waited for unless listed. Out of retries, toloka-kit raises
+    ``TooManyRequestsApiError``, which the CLI turns into a sentence."""
 
     def retryer() -> TolokaRetry:
         return TolokaRetry(
-            retry_quotas=TolokaRetry.Unit.MIN,
+            retry_quotas=retry_quotas,
             total=retries,
             status_forcelist=list(STATUSES_TO_RETRY),
             allowed_methods=["HEAD", "GET", "PUT", "DELETE", "OPTIONS", "TRACE", "POST", "PATCH"],

@@ -81,3 +81,18 @@ def test_a_pool_closed_with_lapsed_suites_hands_its_tasks_back(settings, policy)
     assert [e.pool_id for e in expired] == [pushed.pool_id] and expired[0].returned == 8
     assert _queue_states(queue) == {"pending": 8}  # back in Quorum's queue, none lost
     assert pull_pool(rt=rt, pool_id=pushed.pool_id).state == "expired"
+
+
+def test_cli_says_rate_limited_or_operation_unfinished_in_a_sentence():
+    import pytest
+
+    from backend.crowdwork.cli import TolokaUnreachable, toloka_errors
+    from crowd.emulator import Fault
+    from crowd.toloka import make_client
+
+    with Emulator(seed=0, workers=1, faults=[Fault("GET /api/v1/requester", kind="429")]) as emu:
+        client = make_client(url=emu.url, retries=2, backoff=0.01)
+        with pytest.raises(TolokaUnreachable, match="rate-limits"), toloka_errors(emu.url):
+            client.get_requester()
+    with pytest.raises(TolokaUnreachable, match="did not finish"), toloka_errors(None):
+        raise TimeoutError
