@@ -32,6 +32,7 @@ from toloka.client.exceptions import ConflictStateApiError
 from toloka.client.user_restriction import ProjectUserRestriction
 
 from crowd.config import CrowdConfig
+from crowd.toloka import SKIPPED_COMMENT
 
 
 @dataclass(frozen=True)
@@ -58,11 +59,13 @@ def accuracy_upper_bound(right: pd.Series, seen: pd.Series, *, confidence: float
 
 def toloka_restricted(client: tc.TolokaClient, *, project_id: str) -> dict[str, str]:
     """Workers under a user restriction on ``project_id`` (or all projects) now, with its
-    comment: what Toloka's pool rules (or anyone) decided."""
+    comment: what Toloka's pool rules (or anyone) decided. The skipped-suites pause is
+    left out: it says nothing of the worker's answers."""
     out: dict[str, str] = {}
     for request in ({"project_id": project_id}, {"scope": "ALL_PROJECTS"}):
         for r in client.get_user_restrictions(**request):
-            out.setdefault(str(r.user_id), r.private_comment or "restricted on Toloka")
+            if r.private_comment != SKIPPED_COMMENT:
+                out.setdefault(str(r.user_id), r.private_comment or "restricted on Toloka")
     return out
 
 

@@ -39,6 +39,9 @@ TaskKind = Literal["label", "pair"]
 NOT_FOUND = "not_found"
 MARKER = "quorum_key"
 ITEM_FIELDS = ("title", "description", "image", "price", "link")
+#: The comment of the pool rule's restriction after skipped suites: a pause, not a
+#: judgement of the worker's answers (review does not reject them for it).
+SKIPPED_COMMENT = "skipped suites"
 
 
 def make_client(
@@ -242,7 +245,7 @@ def build_pool(
         collector=collectors.SkippedInRowAssignments(),
         conditions=[conditions.SkippedInRowCount >= config.skipped_in_row],
         action=actions.RestrictionV2(
-            scope="PROJECT", duration=1, duration_unit="DAYS", private_comment="skipped suites"
+            scope="PROJECT", duration=1, duration_unit="DAYS", private_comment=SKIPPED_COMMENT
         ),
     )
     if training_id is not None:

@@ -234,7 +234,9 @@ def test_skipping_in_a_row_is_restricted_by_toloka(emulator_factory, client_for,
     emu = emulator_factory(seed=2, workers=HONEST,
                            realism=Realism(skipped=0.6, quality_control=True))
     client = client_for(emu)
-    pool_id = push(client, plan=plan, store=MemoryStore()).pool_id
+    cfg = dataclasses.replace(plan.config, quality_control="toloka")
+    pushed = push(client, plan=dataclasses.replace(plan, config=cfg), store=MemoryStore())
+    pool_id = pushed.pool_id
     emu.work(pool_id)
     fired = emu.simulator.quality.fired
     assert fired and {why for _, _, why in fired} == {"skipped suites"}
@@ -242,3 +244,7 @@ def test_skipping_in_a_row_is_restricted_by_toloka(emulator_factory, client_for,
     for record in emu.state.assignments.values():  # no suite after the ban
         if record["user_id"] in banned:
             assert record["status"] in ("SKIPPED", "SUBMITTED")
+    # a pause, not a verdict on the answers: review neither bans nor rejects for it
+    answers = pull(client, pool_id=pool_id).answers
+    result = review(client, answers=answers, project_id=pushed.project_id, config=cfg)
+    assert result.banned == [] and set(result.decisions["verdict"]) == {"ACCEPTED"}
