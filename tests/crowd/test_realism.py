@@ -248,3 +248,28 @@ def test_skipping_in_a_row_is_restricted_by_toloka(emulator_factory, client_for,
     answers = pull(client, pool_id=pool_id).answers
     result = review(client, answers=answers, project_id=pushed.project_id, config=cfg)
     assert result.banned == [] and set(result.decisions["verdict"]) == {"ACCEPTED"}
+
+
+def test_a_suite_submitted_while_pull_pages_is_not_skipped(emulator_factory, client_for, plan):
+    """An ACTIVE suite submitted between the pages and the end of a pull: the cursor must
+    not pass it (a probe for ACTIVE suites made only at the end would not see it)."""
+    emu = emulator_factory(seed=5, workers=HONEST, realism=Realism(active=0.4))
+    client = client_for(emu)
+    pool_id = push(client, plan=plan, store=MemoryStore()).pool_id
+    emu.work(pool_id)
+    was_active = {a for a, r in emu.state.assignments.items() if r["status"] == "ACTIVE"}
+    original = client.find_assignments
+
+    def pages_then_time_passes(**request):
+        page = original(**request)
+        if "ACTIVE" not in request["status"] and not page.has_more:
+            with emu.lock:
+                emu.simulator.resolve_active()  # the ACTIVE suites are submitted now
+        return page
+
+    client.find_assignments = pages_then_time_passes
+    first = pull(client, pool_id=pool_id)
+    client.find_assignments = original
+    later = pull(client, pool_id=pool_id, cursor=first.cursor)
+    seen = set(first.answers["assignment_id"]) | set(later.answers["assignment_id"])
+    assert was_active and was_active <= seen
