@@ -65,11 +65,17 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn):  # type: ignore[no-untyped-def]
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # a read-only session (``read_only``) starts a deferred transaction: in WAL
+            # mode it reads a snapshot without the write lock, so writers never wait on it
+            read = conn.get_execution_options().get(READ_ONLY_OPTION)
+            conn.exec_driver_sql("BEGIN DEFERRED" if read else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=20, max_overflow=20)
 
+
+#: Execution option of `read_only` sessions (SQLite: ``BEGIN DEFERRED``).
+READ_ONLY_OPTION = "quorum_read_only"
 
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
@@ -122,6 +128,24 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         session.rollback()
         raise
     finally:
+        session.close()
+
+
+@contextmanager
+def read_only(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A session for reading only; always rolled back, never commits.
+
+    On SQLite its transaction is deferred (every other one here is ``BEGIN IMMEDIATE``):
+    it holds no write lock, so work done while it is open (rule evaluation, encoding)
+    never makes a writer wait. Nothing read through it may be written back blindly: the
+    writing transaction re-checks what it relies on (``jobs.stages.route_staged``)."""
+    bind = factory.kw["bind"]
+    session = Session(bind=bind.execution_options(**{READ_ONLY_OPTION: True}),
+                      expire_on_commit=False)
+    try:
+        yield session
+    finally:
+        session.rollback()
         session.close()
 
 
