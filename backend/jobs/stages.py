@@ -55,13 +55,18 @@ def route_backlog(*, sessions: sessionmaker[Session], settings: Settings, batch_
                   max_batches: int | None = None) -> RoutingSummary:
     """Route every ``received`` item, ``batch_size`` per transaction (SQLite's dispatcher;
     on PostgreSQL the same work arrives as jobs)."""
+    from backend.media.images import prefetch, prefetched
+
     total = RoutingSummary()
     n = 0
     while max_batches is None or n < max_batches:
-        with transaction(sessions) as session:
+        with sessions() as session:
             ids = received_ids(session=session, limit=batch_size)
-            if not ids:
-                break
+        if not ids:
+            break
+        # http(s) images are downloaded outside the transaction (SQLite's write lock)
+        images = prefetch(sessions=sessions, item_ids=ids)
+        with prefetched(images), transaction(sessions) as session:
             total.merge(route_received(session=session, item_ids=ids, now=utcnow(),
                                        settings=settings))
         n += 1

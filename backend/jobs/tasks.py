@@ -27,8 +27,12 @@ from backend.settings import get_settings
 
 def route(*, item_ids: list[int]) -> dict[str, Any]:
     """The ``route`` job: one transaction over one batch of item ids."""
+    from backend.media.images import prefetch, prefetched
+
     settings = get_settings()
-    with session_scope() as session:
+    # http(s) images are downloaded before the transaction: no lock waits on a remote server
+    images = prefetch(sessions=get_sessionmaker(), item_ids=item_ids)
+    with prefetched(images), session_scope() as session:
         s = stages.route_received(session=session, item_ids=item_ids, now=utcnow(),
                                   settings=settings)
     return {"items": s.items, "decided": sum(s.decided.values()),
