@@ -59,9 +59,9 @@ class MediaSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="QUORUM_MEDIA_", extra="ignore")
 
     #: Where Quorum is reachable from outside (Toloka's workers' browsers), e.g.
-    #: ``https://quorum.example.com``; signed image URLs start with it. Empty: items with
-    #: an image cannot be pushed to the crowd (the push says so).
-    public_base_url: str = Field("", max_length=500)
+    #: ``https://quorum.example.com``; signed image URLs start with it. The default is
+    #: ``quorum serve``'s own address, which only the local emulator can use.
+    public_base_url: str = Field("http://127.0.0.1:8000", max_length=500)
     #: How long a signed image URL works, in seconds (a pool's lifetime, at least).
     signed_url_ttl_seconds: int = Field(7 * 86_400, ge=60, le=90 * 86_400)
 
