@@ -23,7 +23,8 @@ from backend.users.models import (
 
 __all__ = [
     "Appeal", "ApiToken", "AuditEntry", "Base", "CalibrationRun", "CrowdPool", "CrowdTask",
-    "DecisionEvent", "FeedEntry", "Item", "ItemEmbedding", "ItemImage", "ItemScore", "ItemStatus", "ItemTag",
+    "DecisionEvent", "FeedEntry", "Item", "ItemEmbedding", "ItemImage", "ItemScore",
+    "ItemStatus", "ItemTag",
     "JobRun", "Judgment", "ModelArtifact", "Queue", "QueueGrant", "RateLimitCounter", "Rule",
     "RuleHit", "RuleVersion", "ShadowOutcome", "Task", "TaskSkip", "ThresholdSet", "User",
     "WebSession", "WebhookDelivery", "WebhookSubscription",
