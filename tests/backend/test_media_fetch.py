@@ -179,15 +179,23 @@ def test_the_embed_stage_fetches_url_images_and_records_each_failure(
     assert "the limit is 60,000" in body["image_fetch"]["reason"]
     body = client.get(f"/api/v1/items/{ids[0]}", headers=auth(token)).json()
     assert body["image_fetch"]["state"] == "fetched" and len(body["image_fetch"]["pdq_hash"]) == 64
+    from tests.web.test_web import PASSWORD, login
+
+    make_user("mia", "moderator", ["MANUAL"], password=PASSWORD)
+    login(client, "mia")
+    page = client.get(f"/items/{ids[3]}").text
+    assert "not loaded: the URL is not an image (content type text/html) (routed on its " \
+        "text)" in page
 
 
+@pytest.mark.parametrize("runner", ["in-process worker", "route job"])
 def test_the_worker_fetches_before_its_routing_transaction(
-        session, settings, policy, fetch_on, photo_server, seen_images, monkeypatch):
-    """The in-process worker (and the ``route`` job) download first, then route: the
-    transaction only records what was fetched, and nothing is downloaded twice."""
+        session, settings, policy, fetch_on, photo_server, seen_images, monkeypatch, runner):
+    """The in-process worker and the engine's ``route`` job download first, then route:
+    the transaction only records what was fetched, and nothing is downloaded twice."""
     from backend.db import get_sessionmaker, utcnow
     from backend.items.service import ingest
-    from backend.jobs import stages
+    from backend.jobs import stages, tasks
     from backend.media import images
 
     base, good = photo_server
@@ -201,9 +209,12 @@ def test_the_worker_fetches_before_its_routing_transaction(
         return real_fetch(refs, cfg=cfg)
 
     monkeypatch.setattr(images, "fetch_remote", watched)
-    summary = stages.route_backlog(sessions=get_sessionmaker(), settings=settings,
-                                   batch_size=100)
-    assert summary.items == 7
+    if runner == "route job":
+        assert tasks.route(item_ids=ids)["items"] == 7
+    else:
+        summary = stages.route_backlog(sessions=get_sessionmaker(), settings=settings,
+                                       batch_size=100)
+        assert summary.items == 7
     assert in_txn[0] is False and set(in_txn[1:]) <= {True}
     assert sorted(_Server.seen) == ["/astronaut.jpg", "/coffee-big.jpg", "/listing.html",
                                     "/slow.jpg"]  # each URL once
