@@ -8,6 +8,7 @@ from backend.decisions.models import DecisionEvent, ItemStatus
 from backend.deliveries.models import FeedEntry, WebhookDelivery, WebhookSubscription
 from backend.items.models import Item, ItemEmbedding, ItemScore, ItemTag
 from backend.jobs.models import JobRun
+from backend.media.models import ItemImage
 from backend.queues.models import Queue, Task, TaskSkip
 from backend.routing.models import ShadowOutcome
 from backend.rules.models import Rule, RuleHit, RuleVersion
@@ -22,7 +23,8 @@ from backend.users.models import (
 
 __all__ = [
     "Appeal", "ApiToken", "AuditEntry", "Base", "CalibrationRun", "CrowdPool", "CrowdTask",
-    "DecisionEvent", "FeedEntry", "Item", "ItemEmbedding", "ItemScore", "ItemStatus", "ItemTag",
+    "DecisionEvent", "FeedEntry", "Item", "ItemEmbedding", "ItemImage", "ItemScore",
+    "ItemStatus", "ItemTag",
     "JobRun", "Judgment", "ModelArtifact", "Queue", "QueueGrant", "RateLimitCounter", "Rule",
     "RuleHit", "RuleVersion", "ShadowOutcome", "Task", "TaskSkip", "ThresholdSet", "User",
     "WebSession", "WebhookDelivery", "WebhookSubscription",

@@ -138,8 +138,30 @@ def _upload(
     return ids, created, len(wanted) - len(missing)
 
 
+def _images(frame: pd.DataFrame | None) -> Iterable[object]:
+    if frame is None or not len(frame):
+        return []
+    if "image" in frame:
+        return list(frame["image"])
+    return [card.get("image") for col in ("item_a", "item_b") if col in frame
+            for card in frame[col] if isinstance(card, Mapping)]
+
+
+def check_image_urls(plan: PushPlan) -> None:
+    """Refuse a plan whose task inputs carry an image that Toloka cannot open: anything but
+    an http(s) URL (a local path, a ``file:`` URL). Raises ``ValueError``."""
+    for frame in (plan.items, plan.golden, plan.training):
+        for image in _images(frame):
+            if image is None or (isinstance(image, float) and pd.isna(image)) or image == "":
+                continue
+            if not str(image).lower().startswith(("http://", "https://")):
+                raise ValueError(f"task inputs carry image URLs Toloka can open, not "
+                                 f"{str(image)[:80]!r}")
+
+
 def push(client: tc.TolokaClient, *, plan: PushPlan, store: Store) -> PushResult:
     """Create (or find) the project, training, pool and tasks of ``plan``, then open the pool."""
+    check_image_urls(plan)
     cfg, skey = plan.config, f"pool:{plan.key}"
     pkey = plan.project_store_key.split(":", 1)[1]
     project_id = _ensure(

@@ -20,10 +20,18 @@ with warnings.catch_warnings():
     from crowd.emulator.state import POOL_ID_START
 
 
-def item_card(item: Item) -> dict[str, Any]:
-    """What a worker sees of an item (``item_id`` + the card fields of `crowd.toloka`)."""
+def item_card(item: Item, *, signed_at: datetime | None = None) -> dict[str, Any]:
+    """What a worker sees of an item (``item_id`` + the card fields of `crowd.toloka`).
+
+    The image is a signed, expiring Quorum URL (``backend.media.signing``), valid
+    ``QUORUM_MEDIA_SIGNED_URL_TTL_SECONDS`` from ``signed_at`` (the pool's creation, so a
+    retried push builds the same tasks): never a file path or the item's own URL."""
+    from backend.db import utcnow
+    from backend.media.signing import signed_url
+
+    image = signed_url(item_id=item.id, now=signed_at or utcnow()) if item.image else None
     return {"item_id": str(item.id), "title": item.title or "",
-            "description": item.description or "", "image": item.image,
+            "description": item.description or "", "image": image,
             "price": item.price, "link": item.url}
 
 

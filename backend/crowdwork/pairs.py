@@ -147,10 +147,11 @@ def _other(task: Task) -> int:
     return int((task.payload or {}).get("other_item_id", -1))
 
 
-def _card(item: Item | None) -> dict[str, Any]:
+def _card(item: Item | None, at: datetime) -> dict[str, Any]:
     if item is None:
         return {}
-    return {k: v for k, v in item_card(item).items() if k != "item_id" and v is not None}
+    return {k: v for k, v in item_card(item, signed_at=at).items()
+            if k != "item_id" and v is not None}
 
 
 def build_pair_plan(*, session: Session, pool: CrowdPool, policy: Policy) -> PushPlan:
@@ -165,10 +166,11 @@ def build_pair_plan(*, session: Session, pool: CrowdPool, policy: Policy) -> Pus
     items = {it.id: it for start in range(0, len(ids), 500) for it in session.scalars(
         select(Item).where(Item.id.in_(ids[start:start + 500])))}
     cols = ["item_id", "item_a", "item_b"]
-    real_rows = [{"item_id": pair_key(a, b), "item_a": _card(items.get(a)),
-                  "item_b": _card(items.get(b))} for a, b in real]
-    gold_rows = [{"item_id": pair_key(a, b), "item_a": _card(items.get(a)),
-                  "item_b": _card(items.get(b)), "label": ans} for a, b, ans in control]
+    at = pool.created_at
+    real_rows = [{"item_id": pair_key(a, b), "item_a": _card(items.get(a), at),
+                  "item_b": _card(items.get(b), at)} for a, b in real]
+    gold_rows = [{"item_id": pair_key(a, b), "item_a": _card(items.get(a), at),
+                  "item_b": _card(items.get(b), at), "label": ans} for a, b, ans in control]
     return PushPlan(
         key=pool.config["key"],
         policy=[{"key": lab.key, "title": lab.title} for lab in policy.labels],

@@ -207,8 +207,10 @@ def build_plan(*, session: Session, pool: CrowdPool, policy: Policy) -> PushPlan
     rows = session.execute(
         select(CrowdTask.is_golden, Item).join(Item, Item.id == CrowdTask.item_id)
         .where(CrowdTask.pool_id == pool.id).order_by(CrowdTask.id)).all()
-    real = [item_card(item) for golden, item in rows if not golden]
-    gold = [{**item_card(item), "label": item.golden_label} for golden, item in rows if golden]
+    at = pool.created_at
+    real = [item_card(item, signed_at=at) for golden, item in rows if not golden]
+    gold = [{**item_card(item, signed_at=at), "label": item.golden_label}
+            for golden, item in rows if golden]
     cols = ["item_id", "title", "description", "image", "price", "link"]
     config = pool_config(pool)
     training = None
@@ -222,7 +224,7 @@ def build_plan(*, session: Session, pool: CrowdPool, policy: Policy) -> PushPlan
         if not train_items:
             raise ValidationFailed("a training pool needs golden items (is_golden + "
                                    "golden_label) beyond this pool's control tasks")
-        training = pd.DataFrame([{**item_card(it), "label": it.golden_label}
+        training = pd.DataFrame([{**item_card(it, signed_at=at), "label": it.golden_label}
                                  for it in train_items],
                                 columns=[*cols, "label"])
     return PushPlan(

@@ -8,7 +8,14 @@ from backend.db import utcnow
 from backend.deps import AnalystUser, CurrentUser, PolicyDep, SessionDep, SettingsDep
 from backend.errors import ErrorBody, ValidationFailed
 from backend.items import service
-from backend.items.schemas import DecisionRead, IngestAccepted, ItemDetail, ItemRead, StatusRead
+from backend.items.schemas import (
+    DecisionRead,
+    IngestAccepted,
+    ItemDetail,
+    ItemImageRead,
+    ItemRead,
+    StatusRead,
+)
 from backend.jobs import dispatch
 from backend.jobs.settings import get_job_settings
 from backend.limits import IdPath, Text
@@ -62,13 +69,17 @@ def ingest_items(
 
 
 def _detail(session: SessionDep, item_id: int) -> ItemDetail:
+    from backend.media.images import image_record
+
     item = service.get_item(session=session, item_id=item_id)
     base = ItemRead.model_validate(item).model_dump()
+    fetch = image_record(session=session, item_id=item.id)
     return ItemDetail(
         **base,
         status=StatusRead.model_validate(item.status) if item.status else None,
         history=[DecisionRead.model_validate(e)
                  for e in service.history(session=session, item_id=item_id)],
+        image_fetch=ItemImageRead.model_validate(fetch) if fetch is not None else None,
     )
 
 

@@ -196,9 +196,28 @@ class ItemRead(BaseModel):
         return [getattr(t, "tag", t) for t in v or []]
 
 
+class ItemImageRead(BaseModel):
+    """What the embed stage made of the item's image (``backend/media/images.py``)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    ref: str = Field(description="the image reference it was for (URL or file path)")
+    state: str = Field(description="fetched (downloaded by URL), local (read from a file) "
+                                   "or failed (not loaded: the item was embedded and routed "
+                                   "on its text)")
+    reason: str | None = Field(description="why it failed, in a sentence")
+    content_type: str | None
+    size: int | None = Field(description="bytes")
+    pdq_hash: str | None = Field(description="PDQ perceptual hash, 64 hex digits")
+    pdq_quality: int | None
+    fetched_at: datetime
+
+
 class ItemDetail(ItemRead):
     status: StatusRead | None
     history: list[DecisionRead]
+    image_fetch: ItemImageRead | None = Field(
+        default=None, description="set once the item's image went through the embed stage")
 
 
 class IngestAccepted(IngestResult):

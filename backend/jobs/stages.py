@@ -66,7 +66,11 @@ def route_staged(*, sessions: sessionmaker[Session], item_ids: Sequence[int] | N
        status rows on PostgreSQL) and routes those, reusing each rule outcome whose rule
        versions and item inputs are unchanged (anything else is evaluated again there).
 
-    The routing itself stays one atomic, idempotent transaction (`route_received`)."""
+    Between the two, the items' http(s) images are downloaded (``backend.media.images``),
+    also outside any transaction. The routing itself stays one atomic, idempotent
+    transaction (`route_received`)."""
+    from backend.media.images import prefetch, prefetched
+
     with read_only(sessions) as rs:
         if item_ids is None:
             ids = received_ids(session=rs, limit=limit)
@@ -75,7 +79,9 @@ def route_staged(*, sessions: sessionmaker[Session], item_ids: Sequence[int] | N
         if not ids:
             return RoutingSummary()
         pre = precompute_rules(session=rs, item_ids=ids)
-    with transaction(sessions) as session:
+    # http(s) images are downloaded outside any transaction (SQLite's write lock)
+    images = prefetch(sessions=sessions, item_ids=ids)
+    with prefetched(images), transaction(sessions) as session:
         return route_received(session=session, item_ids=ids, now=now or utcnow(),
                               settings=settings, precomputed=pre)
 
@@ -90,6 +96,7 @@ def route_backlog(*, sessions: sessionmaker[Session], settings: Settings, batch_
                   max_batches: int | None = None) -> RoutingSummary:
     """Route every ``received`` item, ``batch_size`` per transaction (SQLite's dispatcher;
     on PostgreSQL the same work arrives as jobs)."""
+
     total = RoutingSummary()
     n = 0
     while max_batches is None or n < max_batches:

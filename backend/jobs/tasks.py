@@ -26,7 +26,8 @@ from backend.settings import get_settings
 
 
 def route(*, item_ids: list[int]) -> dict[str, Any]:
-    """The ``route`` job: one transaction over one batch of item ids."""
+    """The ``route`` job: one batch of item ids (rules evaluated and http(s) images
+    downloaded before its routing transaction: ``stages.route_staged``)."""
     settings = get_settings()
     s = stages.route_staged(sessions=get_sessionmaker(), item_ids=item_ids, settings=settings)
     return {"items": s.items, "decided": sum(s.decided.values()),

@@ -62,6 +62,8 @@ class FetchPolicy:
     max_bytes: int = 5_000_000
     timeout_s: float = 5.0
     max_redirects: int = 3
+    #: The setting that holds the allow-list, named in refusals.
+    setting: str = "QUORUM_IMAGE_PROXY_HOSTS"
     names: frozenset[str] = field(init=False)
     suffixes: tuple[str, ...] = field(init=False)
     any_name: bool = field(init=False)
@@ -168,12 +170,12 @@ def check_url(url: str, *, policy: FetchPolicy,
                                    "link-local; only allow-listed networks may be fetched")
             if not policy.any_name:
                 raise FetchRefused(f"the image address {literal} is not on the allow-list "
-                                   "(QUORUM_IMAGE_PROXY_HOSTS)")
+                                   f"({policy.setting})")
         addresses = [literal]
     else:
         if not policy.name_listed(host):
             raise FetchRefused(f"the image host {host} is not on the allow-list "
-                               "(QUORUM_IMAGE_PROXY_HOSTS)")
+                               f"({policy.setting})")
         addresses = [ip for ip in (_ip(a) for a in resolver(host, port)) if ip is not None]
         if not addresses:
             raise FetchFailed(f"the image host {host} has no address")

@@ -32,6 +32,7 @@ from backend.ml_adapter.service import (
     get_store,
     human_labels,
     item_texts,
+    missing_embeddings,
     signal_frame,
     sync_index,
 )
@@ -55,18 +56,26 @@ class MLHooks:
         self.ml = ml or get_ml_settings()
         self.policy = policy or get_policy()
         self._vectors: dict[int, np.ndarray] = {}
+        self._images: dict[int, bytes | None] = {}
 
     def enrich(self, *, session: Session, items: Sequence[dict[str, Any]],
                now: datetime) -> None:
-        """Image-safety score (NudeNet, ``QUORUM_ML_SAFETY``) for items with a local image
-        and no score yet: stored on the item and visible to the rules as
-        ``item.safety_score`` and to the classifier as a signal."""
+        """The images of the items about to be embedded (``backend.media.images``: an
+        http(s) image fetched under ``QUORUM_IMAGE_FETCH_*``, a local file read; what
+        became of each recorded on the item with its PDQ hash), then the image-safety
+        score (NudeNet, ``QUORUM_ML_SAFETY``) for items with a loaded image and no score
+        yet: stored on the item and visible to the rules as ``item.safety_score`` and to
+        the classifier as a signal."""
+        self._images = self._load_images(session, items, now)
         if not self.ml.safety:
             return
-        todo = [r for r in items if self.changes_on_enrich(r)]
+        todo = [r for r in items if r.get("safety_score") is None and r.get("image")
+                and (self._images.get(r["id"]) is not None
+                     or (r["id"] not in self._images and Path(str(r["image"])).exists()))]
         if not todo:
             return
-        scores = get_safety_scorer().score([str(r["image"]) for r in todo])
+        scores = get_safety_scorer().score([self._images.get(r["id"]) or str(r["image"])
+                                            for r in todo])
         updates = []
         for r, sc in zip(todo, scores, strict=True):
             if np.isfinite(sc):
@@ -76,17 +85,34 @@ class MLHooks:
             session.execute(update(Item), updates)
 
     def changes_on_enrich(self, row: dict[str, Any]) -> bool:
-        """Would `enrich` change this item's rule inputs (a safety score still to compute)?
-        The pipeline evaluates such items' rules only after enriching them."""
-        return bool(self.ml.safety and row.get("safety_score") is None and row.get("image")
-                    and Path(str(row["image"])).exists())
+        """Could `enrich` change this item's rule inputs (a safety score still to compute
+        for a local or fetched image)? The pipeline evaluates such items' rules only after
+        enriching them (an outcome on stale inputs would be evaluated again anyway)."""
+        return bool(self.ml.safety and row.get("safety_score") is None and row.get("image"))
+
+    def _load_images(self, session: Session, items: Sequence[dict[str, Any]],
+                     now: datetime) -> dict[int, bytes | None]:
+        """Item id → image bytes (None: not loaded) for items with an image and no vector
+        yet for this encoder."""
+        from backend.media import images as media
+
+        with_image = [r for r in items if r.get("image")]
+        if not with_image:
+            return {}
+        encoder = get_encoder(self.ml)
+        todo = set(missing_embeddings(session=session, item_ids=[r["id"] for r in with_image],
+                                      encoder_id=encoder.encoder_id))
+        loaded = media.load_images([r for r in with_image if r["id"] in todo])
+        media.record(session=session, images=loaded.values(), now=now)
+        return {i: im.content for i, im in loaded.items()}
 
     def _embed(self, session: Session, items: Sequence[dict[str, Any]]) -> np.ndarray:
         encoder = get_encoder(self.ml)
         todo = [r for r in items if r["id"] not in self._vectors]
         if todo:
             vecs = ensure_embeddings(session=session, rows=todo, encoder=encoder,
-                                     batch_size=self.ml.batch_size)
+                                     batch_size=self.ml.batch_size,
+                                     images=getattr(self, "_images", None))
             self._vectors.update({r["id"]: v for r, v in zip(todo, vecs, strict=True)})
         return np.stack([self._vectors[r["id"]] for r in items])
 

@@ -15,7 +15,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -60,17 +60,38 @@ def get_encoder(ml: MLSettings | None = None) -> Any:
         return _encoders[key]
 
 
-def item_inputs(rows: Sequence[dict[str, Any]]) -> list[Any]:
+def item_inputs(rows: Sequence[dict[str, Any]],
+                images: Mapping[int, bytes | None] | None = None) -> list[Any]:
+    """``ml.inputs.ItemInput`` of each row. ``images`` (item id → bytes, or None for an
+    image that could not be loaded) comes from ``backend.media.images.load_images``; an
+    http(s) image not in it is left out (``ml/`` is never handed a URL to download)."""
     from ml.inputs import ItemInput
 
+    images = images or {}
     out = []
     for r in rows:
-        image = r.get("image")
-        if image and not str(image).startswith(("http://", "https://", "file://")):
+        image, item_id = r.get("image"), r.get("id")
+        if item_id is not None and int(item_id) in images:
+            image = images[int(item_id)]
+        elif image and str(image).lower().startswith(("http://", "https://")):
+            image = None
+        elif image and not str(image).startswith("file://"):
             image = image if Path(image).exists() else None
         out.append(ItemInput(title=r.get("title") or "", description=r.get("description") or "",
                              image=image or None))
     return out
+
+
+def missing_embeddings(*, session: Session, item_ids: Sequence[int], encoder_id: str
+                       ) -> list[int]:
+    """Those of ``item_ids`` without a stored vector for ``encoder_id``."""
+    ids = [int(i) for i in item_ids]
+    have: set[int] = set()
+    for start in range(0, len(ids), 500):
+        have.update(session.scalars(select(ItemEmbedding.item_id).where(
+            ItemEmbedding.encoder_id == encoder_id,
+            ItemEmbedding.item_id.in_(ids[start:start + 500]))))
+    return [i for i in ids if i not in have]
 
 
 def _rows_for(session: Session, item_ids: Sequence[int]) -> list[dict[str, Any]]:
@@ -81,9 +102,11 @@ def _rows_for(session: Session, item_ids: Sequence[int]) -> list[dict[str, Any]]
 
 
 def ensure_embeddings(*, session: Session, rows: Sequence[dict[str, Any]], encoder: Any,
-                      batch_size: int = 64, now: datetime | None = None) -> np.ndarray:
+                      batch_size: int = 64, now: datetime | None = None,
+                      images: Mapping[int, bytes | None] | None = None) -> np.ndarray:
     """Vectors for ``rows`` (dicts with ``id``, ``title``, ``description``, ``image``) in
-    order: stored ones are read, missing ones are encoded in batches and stored."""
+    order: stored ones are read, missing ones are encoded in batches and stored.
+    ``images``: the loaded images of rows (see `item_inputs`)."""
     ids = [int(r["id"]) for r in rows]
     have: dict[int, np.ndarray] = {}
     for start in range(0, len(ids), 500):
@@ -94,7 +117,7 @@ def ensure_embeddings(*, session: Session, rows: Sequence[dict[str, Any]], encod
             have[item_id] = np.frombuffer(blob, dtype=np.float32)
     missing = [r for r in rows if int(r["id"]) not in have]
     if missing:
-        vecs = encoder.encode(item_inputs(missing), batch_size=batch_size)
+        vecs = encoder.encode(item_inputs(missing, images), batch_size=batch_size)
         session.execute(insert(ItemEmbedding), [
             {"item_id": int(r["id"]), "encoder_id": encoder.encoder_id, "dim": int(v.shape[0]),
              "vector": np.ascontiguousarray(v, dtype=np.float32).tobytes(),

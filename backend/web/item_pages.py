@@ -24,8 +24,11 @@ def item_page(item_id: int, request: Request, session: SessionDep,
     decision with its provenance, every answer with its comment, rule hits, tasks)."""
     if not 1 <= item_id <= 2**63 - 1:  # beyond the database's integer range
         raise NotFound(f"no item with id {item_id}")
+    from backend.media.images import image_record
+
     data = history.item_history(session=session, item_id=item_id)
-    return render(request, "item.html", h=data, item=data.item)
+    return render(request, "item.html", h=data, item=data.item,
+                  image_fetch=image_record(session=session, item_id=item_id))
 
 
 @router.get("/items/{item_id}/thumb")

@@ -13,6 +13,9 @@ ALL = {"moderator", "analyst", "admin"}
 STAFF = {"analyst", "admin"}
 MODS = {"moderator", "admin"}
 ADMIN = {"admin"}
+#: Public routes whose authorization is a signature in the URL: no token is needed, and a
+#: token (any role's) opens nothing without a valid signature (403, never 401).
+SIGNED = {"signed-url"}
 
 MATRIX: dict[tuple[str, str], set[str]] = {
     ("POST", "/api/v1/items"): STAFF,
@@ -67,6 +70,7 @@ MATRIX: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/v1/webhooks/dead"): ADMIN,
     ("POST", "/api/v1/webhooks/dead/replay"): ADMIN,
     ("GET", "/api/v1/jobs"): ADMIN,
+    ("GET", "/api/v1/media/signed/{token}"): SIGNED,
 }
 
 
@@ -94,6 +98,14 @@ def test_matrix(client, make_user):
     failures = []
     for method, path in sorted(set(_api_routes(client.app))):
         url = _concrete(path)
+        if MATRIX.get((method, path)) is SIGNED:
+            for who, headers in [("no token", {}), ("a wrong token", auth("wrong")),
+                                 *((role, auth(t)) for role, t in tokens.items())]:
+                r = client.request(method, url, headers=headers)
+                if r.status_code != 403 or not r.json().get("message"):
+                    failures.append(f"{method} {path} unsigned, with {who} → {r.status_code} "
+                                    "(should be 403 with a sentence)")
+            continue
         r = client.request(method, url, json={})
         if r.status_code != 401:
             failures.append(f"{method} {path} without token → {r.status_code}")
