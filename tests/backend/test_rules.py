@@ -9,10 +9,10 @@ from backend.errors import ValidationFailed
 from backend.items.models import ItemTag
 from backend.items.service import ingest
 from backend.routing.pipeline import route_items
+from backend.rules import service
 from backend.rules.engine import ExpressionError, compile_condition
 from backend.rules.models import Rule, RuleHit, RuleVersion
 from backend.rules.schemas import RuleCreate, RuleUpdate
-from backend.rules import service
 from backend.rules.service import backtest, load_rules_file, update_rule
 from tests.conftest import auth, item_row
 
