@@ -10,7 +10,7 @@ from backend.items.models import Item, ItemEmbedding, ItemScore, ItemTag
 from backend.jobs.models import JobRun
 from backend.queues.models import Queue, Task, TaskSkip
 from backend.routing.models import ShadowOutcome
-from backend.rules.models import Rule, RuleHit, RuleVersion
+from backend.rules.models import Rule, RuleHit, RuleRun, RuleVersion
 from backend.users.models import (
     ApiToken,
     AuditEntry,
@@ -24,6 +24,6 @@ __all__ = [
     "Appeal", "ApiToken", "AuditEntry", "Base", "CalibrationRun", "CrowdPool", "CrowdTask",
     "DecisionEvent", "FeedEntry", "Item", "ItemEmbedding", "ItemScore", "ItemStatus", "ItemTag",
     "JobRun", "Judgment", "ModelArtifact", "Queue", "QueueGrant", "RateLimitCounter", "Rule",
-    "RuleHit", "RuleVersion", "ShadowOutcome", "Task", "TaskSkip", "ThresholdSet", "User",
-    "WebSession", "WebhookDelivery", "WebhookSubscription",
+    "RuleHit", "RuleRun", "RuleVersion", "ShadowOutcome", "Task", "TaskSkip", "ThresholdSet",
+    "User", "WebSession", "WebhookDelivery", "WebhookSubscription",
 ]
