@@ -119,3 +119,29 @@ def test_moderators_get_403_and_forms_need_csrf(client, make_user, settings):
     login(client, "mia")
     assert client.get(f"/admin/rules/{rule_id}").status_code == 403
     assert client.get("/admin/rules").status_code == 403
+
+
+def test_backtest_page_shows_the_interval_and_the_labels_it_rests_on(client, make_user,
+                                                                     settings):
+    from backend.decisions.service import NewDecision, record_decisions
+    from backend.items.models import Item
+
+    make_user("ana", "analyst", password=PASSWORD)
+    _items(settings, [item_row(1, price=1.0), item_row(2, price=2.0)])
+    with session_scope(settings.resolved_database_url) as s:
+        item_id = s.scalar(select(Item.id).where(Item.external_id == "X1"))
+        record_decisions(session=s, decisions=[
+            NewDecision(item_id=item_id, label="fraud", source="moderator")])
+    login(client, "ana")
+    csrf = _csrf(client.get("/admin/rules").text)
+    client.post("/admin/rules", data={"csrf": csrf, "name": "cheap", "action": "decide",
+                                      "target": "fraud", "mode": "shadow",
+                                      "expression": "has(item.price) && item.price < 5.0"})
+    rule_id = _rule_id(settings, "cheap")
+    r = client.post(f"/admin/rules/{rule_id}/backtest", data={"csrf": csrf})
+    assert r.status_code == 200  # followed the redirect to the stored run
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", r.text))
+    assert "Backtest of cheap v1" in text
+    assert "100.0% , 95% interval 20.7% – 100.0% (wilson)" in text
+    assert "resting on 1 labelled hit (1 agree, 0 disagree) · too few labels" in text
+    assert "Hits by current label: fraud 1 undecided 1" in text
