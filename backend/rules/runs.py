@@ -7,7 +7,7 @@
   Both are stored (``rule_runs``): a page shows one after a redirect, and a promotion
   names the run it rests on.
 * **Promotion** (``promote``) makes a draft, shadow or off rule live (``active``) only on a
-  run of its current version, made within ``QUORUM_RULE_DRY_RUN_MAX_AGE_MINUTES``; a
+  dry run of its current version, made within ``QUORUM_RULE_DRY_RUN_MAX_AGE_MINUTES``; a
   conditional UPDATE on ``(id, version)`` makes a concurrent edit lose cleanly.
 """
 
@@ -213,6 +213,9 @@ def promotable_run(*, session: Session, rule: Rule, run_id: int,
         raise NotFound(f"rule {rule.name!r} has no run {run_id}")
     if rule.mode == "active":
         raise Conflict(f"rule {rule.name!r} is live already (v{rule.version})")
+    if run.kind != "dry_run":
+        raise Conflict(f"run {run.id} is a backtest; a promotion rests on a dry run on the "
+                       "latest items: dry-run the rule")
     if run.rule_version != rule.version:
         raise Conflict(f"run {run.id} tried v{run.rule_version} of rule {rule.name!r}, which "
                        f"is at v{rule.version} now: dry-run the current version first")

@@ -166,5 +166,5 @@ class VersionHits(BaseModel):
 class PromoteRequest(NoNulModel):
     model_config = ConfigDict(extra="forbid")
 
-    run_id: int = Field(ge=1, le=2**31 - 1, description="the dry run (or backtest) of the "
-                        "rule's current version that the promotion rests on")
+    run_id: int = Field(ge=1, le=2**31 - 1, description="the dry run of the rule's current "
+                        "version that the promotion rests on")

@@ -149,6 +149,9 @@ def test_promotion_rests_on_a_fresh_dry_run_of_the_current_version(client, h, se
     other = client.post("/api/v1/rules/r2/dry-run", headers=h).json()["run_id"]
     r = client.post("/api/v1/rules/r1/promote", headers=h, json={"run_id": other})
     assert r.status_code == 404  # another rule's run
+    backtest = client.post("/api/v1/rules/r1/backtest", headers=h).json()["run_id"]
+    r = client.post("/api/v1/rules/r1/promote", headers=h, json={"run_id": backtest})
+    assert r.status_code == 409 and "dry run on the latest items" in r.json()["message"]
     client.patch("/api/v1/rules/r1", headers=h, json={"expression": "item.price < 4.0"})
     r = client.post("/api/v1/rules/r1/promote", headers=h, json={"run_id": run})
     assert r.status_code == 409 and "v1" in r.json()["message"] and "v2" in r.json()["message"]
