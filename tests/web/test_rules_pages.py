@@ -49,7 +49,7 @@ def test_create_dry_run_promote_with_redirects_and_audit(client, make_user, sett
     page = client.get(r.headers["location"])
     assert page.status_code == 200
     text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page.text))
-    assert "Dry run of cheap-rolex v1" in text and "1 hits" in text
+    assert "Dry run of cheap-rolex v1" in text and "2 items scanned (the latest) · 1 hit " in text
     assert 'item.text.contains("rolex") → true' in text.replace("&#34;", '"')
     assert "item.price = 2.0" in text
     assert "too few labels" in text  # no human verdict behind it
