@@ -228,3 +228,24 @@ def test_hits_are_counted_per_version_never_mixed(client, h):
     assert [(v["version"], v["mode"], v["hits"], v["shadow_hits"]) for v in versions] == [
         (2, "shadow", 0, 1), (1, "shadow", 0, 2)]
     assert versions[0]["expression"] == "has(item.price) && item.price < 1.5"
+
+
+def test_a_promotion_racing_an_edit_is_a_conflict_not_a_live_rule(session, policy):
+    """The promotion's UPDATE is conditional on the version the dry run tried: an edit that
+    lands between the check and the UPDATE (here: behind the ORM's back) wins cleanly."""
+    from backend.errors import Conflict
+    from backend.rules import runs
+    from backend.rules.models import Rule
+    from backend.rules.schemas import RuleCreate
+    from backend.rules.service import create_rule
+
+    rule = create_rule(session=session, policy=policy, data=RuleCreate(
+        name="racy", expression="true", action="tag", tag="t", mode="shadow"))
+    run = runs.run_rule(session=session, rule=rule, kind="dry_run")
+    session.execute(update(Rule).where(Rule.id == rule.id).values(
+        version=Rule.version + 1, expression="false").execution_options(
+        synchronize_session=False))  # another request's edit; this object is stale
+    with pytest.raises(Conflict, match="changed while it was being promoted"):
+        runs.promote(session=session, rule=rule, run_id=run.run_id)
+    session.expire_all()
+    assert session.get(Rule, rule.id).mode == "shadow"
