@@ -131,7 +131,7 @@ def _extra_routers() -> list:
     routers = []
     for mod in ("backend.ml_adapter.router", "backend.crowdwork.router",
                 "backend.calibration.router", "backend.reports.router", "backend.web.router",
-                "backend.web.item_pages", "backend.appeals.router",
+                "backend.web.item_pages", "backend.web.rules_pages", "backend.appeals.router",
                 "backend.imports.router", "backend.jobs.router", "backend.deliveries.router",
                 "backend.media.router"):
         try:

@@ -260,8 +260,14 @@ def rules_backtest(name: str, limit: Annotated[int | None, typer.Option()] = Non
                   + (f"{dict(sorted(res.human_labels.items()))}" if res.human_labels else ""))
     if res.agree is not None:
         prec = "undefined" if res.precision is None else f"{res.precision:.1%}"
+        if res.precision is not None and res.precision_lower is not None:
+            prec += (f" ({res.confidence:.0%} interval {res.precision_lower:.1%}–"
+                     f"{res.precision_upper:.1%}, {res.interval_method}, on {res.labelled} "
+                     "labelled hits)")
         console.print(f"agree with the rule's label: {res.agree}, disagree: {res.disagree}, "
                       f"precision: {prec}")
+    for warning in res.warnings:
+        console.print(f"warning: {warning}", markup=False)
 
 
 # ---------------------------------------------------------------- ml

@@ -11,7 +11,7 @@ from backend.jobs.models import JobRun
 from backend.media.models import ItemImage
 from backend.queues.models import Queue, Task, TaskSkip
 from backend.routing.models import ShadowOutcome
-from backend.rules.models import Rule, RuleHit, RuleVersion
+from backend.rules.models import Rule, RuleHit, RuleRun, RuleVersion
 from backend.users.models import (
     ApiToken,
     AuditEntry,
@@ -26,6 +26,6 @@ __all__ = [
     "DecisionEvent", "FeedEntry", "Item", "ItemEmbedding", "ItemImage", "ItemScore",
     "ItemStatus", "ItemTag",
     "JobRun", "Judgment", "ModelArtifact", "Queue", "QueueGrant", "RateLimitCounter", "Rule",
-    "RuleHit", "RuleVersion", "ShadowOutcome", "Task", "TaskSkip", "ThresholdSet", "User",
-    "WebSession", "WebhookDelivery", "WebhookSubscription",
+    "RuleHit", "RuleRun", "RuleVersion", "ShadowOutcome", "Task", "TaskSkip", "ThresholdSet",
+    "User", "WebSession", "WebhookDelivery", "WebhookSubscription",
 ]

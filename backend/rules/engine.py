@@ -183,7 +183,8 @@ class OverBudget:
 
 @dataclass
 class RuleSet:
-    """The rules in evaluation order (``position``, then name). ``off`` rules are left out.
+    """The rules in evaluation order (``position``, then name). ``draft`` and ``off`` rules
+    are left out.
 
     With ``budget_ms``, each rule's evaluation on each item is timed; a rule over the
     budget is listed in ``over_budget`` and skipped from the next item on (the caller
@@ -196,7 +197,7 @@ class RuleSet:
 
     @classmethod
     def build(cls, rules: Iterable[CompiledRule], *, budget_ms: float | None = None) -> RuleSet:
-        return cls(sorted((r for r in rules if r.mode != "off"),
+        return cls(sorted((r for r in rules if r.mode in ("active", "shadow")),
                           key=lambda r: (r.position, r.name)), budget_ms=budget_ms)
 
     def evaluate(self, ctx: Mapping[str, Any]) -> RuleOutcome:

@@ -9,7 +9,13 @@ from backend.db import Base, utcnow
 from backend.types import JSONType, TZDateTime
 
 ACTIONS = ("decide", "route", "tag")
-MODES = ("active", "shadow", "off")
+#: The life cycle: ``draft`` (never evaluated) → ``shadow`` (evaluated, hits recorded, never
+#: acts) → ``active`` (live: acts). ``off``: not evaluated. A rule reaches ``active`` only by
+#: promotion after a dry run of its current version (``service.promote``).
+MODES = ("draft", "shadow", "active", "off")
+#: The modes routing evaluates.
+EVALUATED_MODES = ("shadow", "active")
+RUN_KINDS = ("backtest", "dry_run")
 
 
 class Rule(Base):
@@ -61,4 +67,22 @@ class RuleHit(Base):
     rule_version: Mapped[int]
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), index=True)
     mode: Mapped[str] = mapped_column(String(10))
+    created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
+
+
+class RuleRun(Base):
+    """A backtest or a dry run of one version of a rule: what it would hit, stored so that a
+    page can show it after a redirect and a promotion can point at the dry run it rests on."""
+
+    __tablename__ = "rule_runs"
+    __table_args__ = (Index("ix_rule_runs_rule_id_created_at", "rule_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    rule_id: Mapped[int] = mapped_column(ForeignKey("rules.id", ondelete="CASCADE"))
+    rule_version: Mapped[int]
+    kind: Mapped[str] = mapped_column(String(10))
+    items_scanned: Mapped[int]
+    hits: Mapped[int]
+    result: Mapped[dict] = mapped_column(JSONType)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)

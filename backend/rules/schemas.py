@@ -26,7 +26,10 @@ class RuleBase(NoNulModel):
     queue_kind: str | None = Field(default=None, pattern=r"^[A-Z][A-Z0-9_]{0,63}$")
     priority: int | None = Field(default=None, ge=0, le=100)
     tag: str | None = Field(default=None, max_length=100)
-    mode: Literal["active", "shadow", "off"] = "active"
+    mode: Literal["draft", "shadow", "active", "off"] = Field(
+        "draft", description="draft (never evaluated) → shadow (evaluated, never acts) → "
+                             "active (live; only through POST …/promote after a dry run); "
+                             "off")
     position: Position = 100
 
     @model_validator(mode="after")
@@ -56,7 +59,8 @@ class RuleUpdate(NoNulModel):
     queue_kind: str | None = Field(default=None, pattern=r"^[A-Z][A-Z0-9_]{0,63}$")
     priority: int | None = Field(default=None, ge=0, le=100)
     tag: str | None = Field(default=None, max_length=100)
-    mode: Literal["active", "shadow", "off"] | None = None
+    mode: Literal["draft", "shadow", "active", "off"] | None = Field(
+        None, description="draft, shadow or off; active only through POST …/promote")
     position: Position | None = None
 
 
@@ -80,11 +84,37 @@ class RuleRead(BaseModel):
     last_hit_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    warnings: list[str] = Field(default_factory=list, description=(
+        "on create and update: what the save noticed but did not refuse (a metadata key no "
+        "recent item has; a live rule moved to shadow by an edit)"))
+
+
+class FieldPresence(BaseModel):
+    field: str = Field(description="an item field the condition reads (metadata.KEY for a "
+                                   "metadata key)")
+    present_on: int = Field(description="scanned items that have it")
+
+
+class SampleHit(BaseModel):
+    item_id: int
+    source: str
+    external_id: str
+    title: str | None
+    label: str | None = Field(description="the item's current label (None: undecided)")
+    is_human: bool = Field(description="whether that label is a person's")
+    why: dict = Field(description="`parts`: each top-level operand of the condition's "
+                                  "outermost &&/|| with its value; `fields`: each field it "
+                                  "read with its value on this item")
 
 
 class BacktestResult(BaseModel):
+    run_id: int | None = Field(None, description="the stored run (GET …/runs/{run_id}); a "
+                                                 "promotion names the dry run it rests on")
+    kind: Literal["backtest", "dry_run"] = "backtest"
     rule: str
     version: int
+    mode: str | None = Field(None, description="the rule's mode at that version")
+    created_at: datetime | None = None
     items_scanned: int
     hits: int
     hit_rate: float
@@ -93,4 +123,48 @@ class BacktestResult(BaseModel):
     disagree: int | None
     precision: float | None = Field(description="agree / with_human_verdict; None if undefined")
     human_labels: dict[str, int] = Field(description="human verdicts of the hit items")
+    current_labels: dict[str, int] = Field(
+        default_factory=dict, description="current labels of the hit items, any source "
+                                          "(`undecided`: none yet)")
     sample_item_ids: list[int]
+    labelled: int = Field(0, description="hits with a human verdict: what the precision "
+                                         "rests on")
+    precision_lower: float | None = Field(None, description="lower end of the two-sided "
+                                                            "interval on precision")
+    precision_upper: float | None = None
+    confidence: float | None = Field(None, description="the interval's level "
+                                                       "(QUORUM_CALIBRATION_CONFIDENCE)")
+    interval_method: str | None = Field(None, description="wilson or clopper-pearson "
+                                                          "(QUORUM_CALIBRATION_BOUND_METHOD)")
+    too_few_labels: bool = Field(False, description="labelled < QUORUM_RULE_MIN_LABELS")
+    fields_read: list[FieldPresence] = Field(default_factory=list)
+    samples: list[SampleHit] = Field(default_factory=list, description="hits with why "
+                                                                       "they matched")
+    warnings: list[str] = Field(default_factory=list, description="what to look at before "
+                                "trusting the run (0 hits, a field no item has, too few "
+                                "labels)")
+
+
+class RunSummary(BaseModel):
+    id: int
+    kind: str
+    version: int
+    items_scanned: int
+    hits: int
+    created_at: datetime
+
+
+class VersionHits(BaseModel):
+    version: int
+    mode: str | None = Field(description="the mode of that version")
+    expression: str | None
+    created_at: datetime | None
+    hits: int = Field(description="live hits recorded by routing for this version")
+    shadow_hits: int = Field(description="shadow hits recorded for this version")
+
+
+class PromoteRequest(NoNulModel):
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: int = Field(ge=1, le=2**31 - 1, description="the dry run of the rule's current "
+                        "version that the promotion rests on")

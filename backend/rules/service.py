@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -16,9 +15,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from backend.db import utcnow
-from backend.decisions.models import ItemStatus
 from backend.errors import Conflict, NotFound, ValidationFailed
-from backend.items.models import Item, ItemTag
 from backend.limits import DB_INT_MAX
 from backend.policy import Policy
 from backend.rules.engine import (
@@ -26,9 +23,9 @@ from backend.rules.engine import (
     ExpressionError,
     RuleSet,
     compile_condition,
-    item_context,
 )
-from backend.rules.models import Rule, RuleHit, RuleVersion
+from backend.rules.fields import check_known_fields
+from backend.rules.models import EVALUATED_MODES, Rule, RuleHit, RuleVersion
 from backend.rules.schemas import BacktestResult, RuleCreate, RuleUpdate
 from backend.rules.settings import get_rule_settings
 from backend.settings import Settings
@@ -45,9 +42,19 @@ def _definition(rule: Rule) -> dict[str, Any]:
     return {f: getattr(rule, f) for f in DEFINITION_FIELDS}
 
 
+#: Changing one of these changes what a rule matches or does: a live rule so edited goes
+#: back to shadow until it is promoted again (position and description do not).
+MATCHING_FIELDS = ("expression", "action", "label", "queue_kind", "priority", "tag")
+LIVE_ONLY_BY_PROMOTION = (
+    "a rule goes live only by promotion after a dry run of its current version "
+    "(POST /api/v1/rules/{name}/dry-run, then POST /api/v1/rules/{name}/promote with its "
+    "run_id; on the web: the rule's page); save it as draft or shadow")
+
+
 def _check(data: RuleCreate | dict[str, Any], policy: Policy) -> None:
     expr = data.expression if isinstance(data, RuleCreate) else data["expression"]
     compile_condition(expr)
+    check_known_fields(expr)
     label = data.label if isinstance(data, RuleCreate) else data.get("label")
     action = data.action if isinstance(data, RuleCreate) else data["action"]
     if action == "decide" and label not in policy.keys:
@@ -55,7 +62,12 @@ def _check(data: RuleCreate | dict[str, Any], policy: Policy) -> None:
 
 
 def create_rule(*, session: Session, data: RuleCreate, policy: Policy,
-                user_id: int | None = None) -> Rule:
+                user_id: int | None = None, allow_live: bool = False) -> Rule:
+    """A new rule, as draft or shadow (``active`` only with ``allow_live``: a rules file
+    loaded by an operator, see ``load_rules_file``)."""
+    if data.mode == "active" and not allow_live:
+        raise ValidationFailed(f"rule {data.name!r} cannot start live: "
+                               + LIVE_ONLY_BY_PROMOTION.format(name=data.name))
     _check(data, policy)
     if session.scalar(select(Rule.id).where(Rule.name == data.name)) is not None:
         raise Conflict(f"a rule named {data.name!r} exists; update it instead")
@@ -69,9 +81,23 @@ def create_rule(*, session: Session, data: RuleCreate, policy: Policy,
 
 
 def update_rule(*, session: Session, rule: Rule, data: RuleUpdate | Mapping[str, Any],
-                policy: Policy, user_id: int | None = None) -> Rule:
+                policy: Policy, user_id: int | None = None, allow_live: bool = False,
+                warnings: list[str] | None = None) -> Rule:
+    """Change a rule (a new version). Without ``allow_live`` a rule is never made live here
+    (that is ``runs.promote``), and a live rule whose matching changes goes back to shadow
+    (a sentence is appended to ``warnings``)."""
     changes = data.model_dump(exclude_unset=True) if isinstance(data, RuleUpdate) else dict(data)
-    merged = _definition(rule) | changes
+    if not allow_live and changes.get("mode") == "active" and rule.mode != "active":
+        raise ValidationFailed(LIVE_ONLY_BY_PROMOTION.format(name=rule.name))
+    current = _definition(rule)
+    if (not allow_live and rule.mode == "active" and changes.get("mode", "active") == "active"
+            and any(f in changes and changes[f] != current[f] for f in MATCHING_FIELDS)):
+        changes["mode"] = "shadow"
+        if warnings is not None:
+            warnings.append(f"rule {rule.name!r} was live; this change puts it in shadow (it "
+                            "is evaluated and its hits recorded, it decides nothing) until a "
+                            "dry run and a promotion make it live again")
+    merged = current | changes
     try:
         checked = RuleCreate(name=rule.name, **merged)
     except ValidationError as exc:
@@ -149,6 +175,8 @@ def load_rules_file(*, session: Session, path: Path, policy: Policy,
             continue
         if isinstance(name, str):
             first_at[name] = n
+        if isinstance(entry, dict):
+            entry = {"mode": "active", **entry}  # a rules file's default: live (see docs)
         try:
             rc = RuleCreate.model_validate(entry)
             _check(rc, policy)
@@ -164,12 +192,13 @@ def load_rules_file(*, session: Session, path: Path, policy: Policy,
     for rc in parsed:
         existing = session.scalar(select(Rule).where(Rule.name == rc.name))
         if existing is None:
-            create_rule(session=session, data=rc, policy=policy, user_id=user_id)
+            create_rule(session=session, data=rc, policy=policy, user_id=user_id,
+                        allow_live=True)
             report["created"].append(rc.name)
         else:
             before = existing.version
             update_rule(session=session, rule=existing, data=rc.model_dump(exclude={"name"}),
-                        policy=policy, user_id=user_id)
+                        policy=policy, user_id=user_id, allow_live=True)
             report["updated" if existing.version != before else "unchanged"].append(rc.name)
     return report
 
@@ -180,7 +209,7 @@ def compiled_rule_set(*, session: Session) -> RuleSet:
     A stored rule that no longer passes the checks (saved before a limit existed, or
     under a looser one) is switched off here, with an audit entry, rather than run."""
     compiled: list[CompiledRule] = []
-    for r in session.scalars(select(Rule).where(Rule.mode != "off")):
+    for r in session.scalars(select(Rule).where(Rule.mode.in_(EVALUATED_MODES))):
         key = r.expression
         program = _compiled.get(key)
         if program is None:
@@ -245,68 +274,12 @@ def record_hits(*, session: Session, hits: Sequence[tuple[CompiledRule, int]],
 
 
 def backtest(*, session: Session, rule: Rule, limit: int | None = None,
-             batch: int = 2000) -> BacktestResult:
-    """Run a rule's condition over stored items; compare hits with their human verdicts."""
-    program = compile_condition(rule.expression)
-    probe = CompiledRule(id=rule.id, name=rule.name, version=rule.version, position=0,
-                         action=rule.action, mode="active", program=program)
-    budget_ms = get_rule_settings().item_budget_ms
-    scanned = hits = 0
-    labels: Counter[str] = Counter()
-    sample: list[int] = []
-    last_id = 0
-    while True:
-        rows = session.execute(
-            select(Item, ItemStatus.label, ItemStatus.is_human)
-            .outerjoin(ItemStatus, ItemStatus.item_id == Item.id)
-            .where(Item.id > last_id).order_by(Item.id).limit(batch)
-        ).all()
-        if not rows:
-            break
-        ids = [it.id for it, _, _ in rows]
-        tags: dict[int, list[str]] = {}
-        for t in session.execute(select(ItemTag.item_id, ItemTag.tag)
-                                 .where(ItemTag.item_id.in_(ids))):
-            tags.setdefault(t.item_id, []).append(t.tag)
-        for item, label, is_human in rows:
-            scanned += 1
-            row = {c: getattr(item, c) for c in (
-                "source", "external_id", "title", "description", "image", "url", "price",
-                "currency", "seller_id", "category", "gmv", "exposure", "is_new", "is_golden",
-                "safety_score")}
-            row["metadata"] = item.metadata_
-            started = time.perf_counter()
-            hit = probe.matches(item_context(row, tags.get(item.id, ())))
-            elapsed = (time.perf_counter() - started) * 1000
-            if elapsed > budget_ms:
-                raise ValidationFailed(
-                    f"rule {rule.name!r} took {elapsed:.1f} ms on item {item.id}, over the "
-                    f"per-item budget of {budget_ms:g} ms (QUORUM_RULE_ITEM_BUDGET_MS); the "
-                    "backtest stopped", details={"items_scanned": scanned})
-            if hit:
-                hits += 1
-                if len(sample) < 20:
-                    sample.append(item.id)
-                if is_human and label:
-                    labels[label] += 1
-            if limit and scanned >= limit:
-                break
-        last_id = ids[-1]
-        session.expunge_all()
-        if limit and scanned >= limit:
-            break
-    with_human = sum(labels.values())
-    agree = disagree = None
-    precision = None
-    if rule.action == "decide":
-        agree = labels.get(rule.label or "", 0)
-        disagree = with_human - agree
-        precision = agree / with_human if with_human else None
-    return BacktestResult(
-        rule=rule.name, version=rule.version, items_scanned=scanned, hits=hits,
-        hit_rate=hits / scanned if scanned else 0.0, with_human_verdict=with_human,
-        agree=agree, disagree=disagree, precision=precision, human_labels=dict(labels),
-        sample_item_ids=sample)
+             user_id: int | None = None) -> BacktestResult:
+    """Run a rule's condition over stored items; compare hits with their human verdicts
+    (``runs.run_rule``: precision with an interval, sample hits with why they matched)."""
+    from backend.rules.runs import run_rule
+
+    return run_rule(session=session, rule=rule, kind="backtest", limit=limit, user_id=user_id)
 
 
 def hit_counts(*, session: Session) -> dict[int, int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -26,6 +27,14 @@ class RuleSettings(BaseSettings):
     #: Time one rule may take on one item, in milliseconds. A rule over it is switched off
     #: (mode ``off``, a new version, an audit entry) and skipped from the next item on.
     item_budget_ms: float = 50.0
+    #: Latest items a dry run evaluates a rule on (the evidence shown before promotion).
+    dry_run_items: int = Field(5000, ge=1, le=1_000_000)
+    #: A rule is promoted to live only on a dry run of its current version at most this
+    #: many minutes old.
+    dry_run_max_age_minutes: float = Field(60.0, gt=0)
+    #: A backtest's or dry run's precision resting on fewer human-labelled hits than this is
+    #: shown as "too few labels" (the interval is still given).
+    min_labels: int = Field(30, ge=1)
 
 
 @lru_cache

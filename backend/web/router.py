@@ -35,7 +35,6 @@ from backend.items.models import Item
 from backend.queues import service as queues
 from backend.queues import work
 from backend.queues.models import Task
-from backend.rules import service as rules
 from backend.users import service as users
 from backend.users import sessions as web_sessions
 from backend.users.models import User
@@ -585,58 +584,7 @@ def undo_last(request: Request, session: SessionDep, settings: SettingsDep,
 
 # --- analysts and admins ----------------------------------------------------------------------
 
-@router.get("/admin/rules")
-def rules_page(request: Request, session: SessionDep, user: WebUser) -> HTMLResponse:
-    _analyst(user)
-    return render(request, "rules.html", rules=rules.list_rules(session=session), backtest=None)
-
-
-@router.post("/admin/rules/{rule_id}/mode")
-def rule_mode(rule_id: int, session: SessionDep, policy: PolicyDep, user: PostUser,
-              mode: Annotated[str, Form()]) -> RedirectResponse:
-    _analyst(user)
-    rule = rules.get_rule(session=session, name_or_id=rule_id)
-    before = rule.mode
-    if mode not in ("active", "shadow", "off"):
-        raise ValidationFailed("mode must be active, shadow or off")
-    rules.update_rule(session=session, rule=rule, data={"mode": mode}, policy=policy,
-                      user_id=user.id)
-    users.audit(session=session, user=user, action="rule.mode", target_type="rule",
-                target_id=rule.id, details={"from": before, "to": mode, "version": rule.version})
-    return RedirectResponse("/admin/rules", status_code=303)
-
-
-@router.post("/admin/rules/{rule_id}/edit")
-def rule_edit(rule_id: int, session: SessionDep, policy: PolicyDep, user: PostUser,
-              expression: Annotated[str, Form()],
-              position: Annotated[int | None, Form()] = None) -> RedirectResponse:
-    """Change a rule's condition (checked like any rule: a bad one is refused with its
-    position) and order; a change makes a new version."""
-    _analyst(user)
-    rule = rules.get_rule(session=session, name_or_id=rule_id)
-    before = {"expression": rule.expression, "position": rule.position, "version": rule.version}
-    changes: dict[str, object] = {"expression": expression.strip()}
-    if position is not None:
-        changes["position"] = position
-    rules.update_rule(session=session, rule=rule, data=changes, policy=policy, user_id=user.id)
-    users.audit(session=session, user=user, action="rule.edit", target_type="rule",
-                target_id=rule.id, details={"from": before, "to": {
-                    "expression": rule.expression, "position": rule.position,
-                    "version": rule.version}})
-    return RedirectResponse("/admin/rules", status_code=303)
-
-
-@router.post("/admin/rules/{rule_id}/backtest")
-def rule_backtest(rule_id: int, request: Request, session: SessionDep, user: PostUser,
-                  limit: Annotated[int | None, Form()] = 20000) -> HTMLResponse:
-    _analyst(user)
-    rule = rules.get_rule(session=session, name_or_id=rule_id)
-    result = rules.backtest(session=session, rule=rule, limit=limit)
-    users.audit(session=session, user=user, action="rule.backtest", target_type="rule",
-                target_id=rule_id, details={"items_scanned": result.items_scanned,
-                                            "hits": result.hits})
-    return render(request, "rules.html", rules=rules.list_rules(session=session),
-                  backtest=result)
+# The rules pages (list, a rule's page, its life cycle): ``backend/web/rules_pages.py``.
 
 
 @router.get("/admin/audit")

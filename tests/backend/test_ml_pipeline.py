@@ -173,7 +173,7 @@ def test_image_safety_score_is_a_signal_rules_see(session, settings, policy, ml_
     Image.fromarray(data.coffee()).save(photo)
     create_rule(session=session, policy=policy, data=RuleCreate(
         name="safe-photo", expression="has(item.safety_score) && item.safety_score < 0.5",
-        action="tag", tag="safe-photo"))
+        action="tag", tag="safe-photo", mode="active"), allow_live=True)
     ids, _ = route_rows(session, settings, policy, [
         item_row(1, title="Coffee cup", image=str(photo)), item_row(2, title="No photo")])
     with_photo, without = (session.get(Item, i) for i in ids)

@@ -24,7 +24,7 @@ from tests.conftest import item_row
 
 def _setup(settings, policy, n: int = 3) -> list[int]:  # noqa: ANN001
     with session_scope(settings.resolved_database_url) as s:
-        create_rule(session=s, policy=policy, data=RuleCreate(
+        create_rule(session=s, policy=policy, allow_live=True, data=RuleCreate(
             name="knuckles", expression='item.text.contains("knuckles")', action="decide",
             label="prohibited", position=10, mode="active"))
         _, ids = ingest(session=s, rows=[

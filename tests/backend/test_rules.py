@@ -9,15 +9,23 @@ from backend.errors import ValidationFailed
 from backend.items.models import ItemTag
 from backend.items.service import ingest
 from backend.routing.pipeline import route_items
+from backend.rules import service
 from backend.rules.engine import ExpressionError, compile_condition
 from backend.rules.models import Rule, RuleHit, RuleVersion
 from backend.rules.schemas import RuleCreate, RuleUpdate
-from backend.rules.service import backtest, create_rule, load_rules_file, update_rule
+from backend.rules.service import backtest, load_rules_file, update_rule
 from tests.conftest import auth, item_row
 
 
-def _rule(name, expr, action="decide", position=100, **kw):
-    return RuleCreate(name=name, expression=expr, action=action, position=position, **kw)
+def create_rule(**kw):
+    """The rules of these tests are created as a reviewed rules file creates them (live)."""
+    return service.create_rule(allow_live=True, **kw)
+
+
+def _rule(name, expr, action="decide", position=100, mode="active", **kw):
+    """A rule as a reviewed rules file gives it: live unless it says otherwise."""
+    return RuleCreate(name=name, expression=expr, action=action, position=position, mode=mode,
+                      **kw)
 
 
 def _ingest_route(session, settings, policy, rows):

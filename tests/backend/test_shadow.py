@@ -36,7 +36,7 @@ def test_fresh_install_decides_nothing_but_by_rules(session, settings, policy, m
 
     create_rule(session=session, policy=policy, data=RuleCreate(
         name="weapons", expression='item.title.contains("knuckles")', action="decide",
-        label="prohibited"))
+        label="prohibited", mode="active"), allow_live=True)
     [a], _ = route_rows(session, settings, policy, [item_row(1, title="Vintage leather handbag "
                                                         "with gold buckle")])
     human_verdict(session, a, "restricted")

@@ -262,13 +262,16 @@ def test_analyst_changes_a_rule_mode_and_backtests_with_audit(client, make_user,
     csrf = _csrf(page.text)
     assert client.post(f"/admin/rules/{rule_id}/mode", data={"mode": "shadow", "csrf": csrf},
                        follow_redirects=False).status_code == 303
-    bt = client.post(f"/admin/rules/{rule_id}/backtest", data={"csrf": csrf})
-    assert bt.status_code == 200 and "Backtest of cheap v2" in bt.text
+    bt = client.post(f"/admin/rules/{rule_id}/backtest", data={"csrf": csrf},
+                     follow_redirects=False)
+    assert bt.status_code == 303 and "?run=" in bt.headers["location"]  # POST → redirect
+    page = client.get(bt.headers["location"])
+    assert page.status_code == 200 and "Backtest of cheap v2" in page.text
     assert client.get("/admin/users").status_code == 403  # admins only
     with session_scope(settings.resolved_database_url) as s:
         acts = [(a.action, a.details) for a in s.scalars(select(AuditEntry)
                                                          .order_by(AuditEntry.id))]
-    assert ("rule.mode", {"from": "active", "to": "shadow", "version": 2}) in acts
+    assert ("rule.mode", {"from": "draft", "to": "shadow", "version": 2}) in acts
     assert any(a == "rule.backtest" for a, _ in acts)
 
 
