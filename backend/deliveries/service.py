@@ -32,8 +32,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from sqlalchemy import insert, select, text, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import bindparam, insert, select, text, update
+from sqlalchemy.orm import Session, lazyload, sessionmaker
 
 from backend.db import transaction, utcnow
 from backend.decisions.models import DecisionEvent
@@ -126,6 +126,7 @@ def _fan_out(session: Session, *, event_ids: Sequence[int], now: datetime,
         chunk = session.execute(
             select(DecisionEvent, Item).join(Item, Item.id == DecisionEvent.item_id)
             .where(DecisionEvent.id.in_(event_ids[start:start + 1000]))
+            .options(lazyload(Item.status))  # not needed: no joined load of each status
             .order_by(DecisionEvent.id)).tuples().all()
         wanted = [(event, item, matching) for event, item in chunk
                   if (matching := [sub for sub in subs if _matches(sub, event, item)])]
@@ -151,7 +152,8 @@ def read_feed(*, session: Session, after: int, limit: int, policy: Policy) -> Fe
         select(FeedEntry.seq, DecisionEvent, Item)
         .join(DecisionEvent, DecisionEvent.id == FeedEntry.event_id)
         .join(Item, Item.id == DecisionEvent.item_id)
-        .where(FeedEntry.seq > after).order_by(FeedEntry.seq).limit(limit + 1)).tuples().all()
+        .where(FeedEntry.seq > after).options(lazyload(Item.status))
+        .order_by(FeedEntry.seq).limit(limit + 1)).tuples().all()
     more = len(rows) > limit
     rows = rows[:limit]
     events = [{"cursor": seq, **p} for (seq, _, _), p in
@@ -285,22 +287,25 @@ def deliver_due(*, sessions: sessionmaker[Session], cfg: DeliverySettings,
         if own:
             client.close()
     done_at = utcnow()
-    with transaction(sessions) as session:
-        for delivery_id, attempts, status, error in outcomes:
-            values: dict[str, Any] = {"attempts": attempts, "last_status": status,
-                                      "last_error": error}
-            if error is None:
-                values.update(state="delivered", delivered_at=done_at)
-                result.delivered += 1
-            elif attempts >= cfg.max_attempts:
-                values.update(state="dead")
-                result.dead += 1
-            else:
-                values.update(next_attempt_at=done_at + timedelta(
-                    seconds=backoff_seconds(attempts, cfg, rng)))
-                result.failed += 1
-            session.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery_id)
-                            .values(**values))
+    delivered, dead, retry = [], [], []
+    for delivery_id, attempts, status, error in outcomes:
+        values: dict[str, Any] = {"b_id": delivery_id, "attempts": attempts,
+                                  "last_status": status, "last_error": error}
+        if error is None:
+            delivered.append(values)
+        elif attempts >= cfg.max_attempts:
+            dead.append(values)
+        else:
+            retry.append({**values, "next_attempt_at": done_at + timedelta(
+                seconds=backoff_seconds(attempts, cfg, rng))})
+    result.delivered, result.dead, result.failed = len(delivered), len(dead), len(retry)
+    table = WebhookDelivery.__table__
+    by_id = update(table).where(table.c.id == bindparam("b_id"))
+    with transaction(sessions) as session:  # one executemany per outcome, not a statement each
+        for rows, extra in ((delivered, {"state": "delivered", "delivered_at": done_at}),
+                            (dead, {"state": "dead"}), (retry, {})):
+            if rows:
+                session.execute(by_id.values(**extra) if extra else by_id, rows)
     return result
 
 
