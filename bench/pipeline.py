@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -149,7 +150,10 @@ def steady(args: argparse.Namespace, tmp: Path) -> None:
         env = {**os.environ, "PYTHONPATH": str(ROOT), "QUORUM_DATABASE_URL": url,
                "QUORUM_DATA_DIR": str(tmp / "var"), "QUORUM_JOBS_DELIVER_CRON": args.deliver_cron}
         cmd = [sys.executable, "-m", "backend.cli", "worker", "--concurrency", "1"]
-        procs = [subprocess.Popen([*cmd, "--queues", "embed", "--name", f"embed{i}"], cwd=ROOT,
+        spy = [str(Path(sys.executable).with_name("py-spy")), "record", "-r", "50", "--format",
+               "raw", "-o", args.profile_worker, "--"] if args.profile_worker else []
+        procs = [subprocess.Popen([*(spy if i == 0 else []), *cmd, "--queues", "embed",
+                                   "--name", f"embed{i}"], cwd=ROOT,
                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                  for i in range(args.workers)]
         procs.append(subprocess.Popen([*cmd, "--queues", "deliver,periodic", "--name", "deliver"],
@@ -224,7 +228,8 @@ def steady(args: argparse.Namespace, tmp: Path) -> None:
                 with lock:
                     accepted.update(dict.fromkeys(r.json()["item_ids"], now))
             posted_s = time.monotonic() - t0
-            while len(routed) < len(accepted) and time.monotonic() < deadline + posted_s:
+            drain_until = time.monotonic() + args.drain_seconds
+            while len(routed) < len(accepted) and time.monotonic() < drain_until:
                 time.sleep(0.2)
             drained_s = time.monotonic() - t0
             with psycopg.connect(pg_conninfo(url), autocommit=True) as conn:
@@ -236,8 +241,8 @@ def steady(args: argparse.Namespace, tmp: Path) -> None:
                 time.sleep(0.5)
         finally:
             stop.set()
-            for p in procs:
-                p.terminate()
+            for k, p in enumerate(procs):  # py-spy writes its profile on SIGINT
+                p.send_signal(signal.SIGINT if k == 0 and spy else signal.SIGTERM)
             for p in procs:
                 p.wait(60)
             client.close()
@@ -251,7 +256,7 @@ def steady(args: argparse.Namespace, tmp: Path) -> None:
                     if e in hooks and i in routed]
         print(f"posted {len(ids):,} items in {posted_s:.1f} s ({len(ids) / posted_s:.1f} "
               f"items/s; the client ran at most {late * 1000:.0f} ms behind its schedule); "
-              f"all routed after {drained_s:.1f} s: {len(lat):,} of {len(ids):,} routed"
+              f"after {drained_s:.1f} s {len(lat):,} of {len(ids):,} were routed"
               + ("" if drained_s < posted_s + 5 else " — the workers did NOT keep up"))
         print(f"ingest → routed (decided or queued): {fmt(lat)}")
         fed = sum(e in in_feed for e in decided)
@@ -328,6 +333,10 @@ def main() -> None:
     ap.add_argument("--deliver-events", type=int, default=2000)
     ap.add_argument("--deliver-cron", default="* * * * * *",
                     help="QUORUM_JOBS_DELIVER_CRON of the deliver worker")
+    ap.add_argument("--drain-seconds", type=float, default=60.0,
+                    help="how long to wait for the backlog after the last POST")
+    ap.add_argument("--profile-worker", metavar="FILE",
+                    help="run the first embed worker under py-spy (raw stacks to FILE)")
     ap.add_argument("--skip-steady", action="store_true")
     args = ap.parse_args()
     os.environ.update({"QUORUM_ML_ENABLED": "true", "QUORUM_ML_ENCODER": args.encoder,
