@@ -235,6 +235,11 @@ def steady(args: argparse.Namespace, tmp: Path) -> None:
             with psycopg.connect(pg_conninfo(url), autocommit=True) as conn:
                 events = dict(conn.execute(
                     "SELECT id, item_id FROM decision_events").fetchall())
+                sizes = conn.execute(
+                    "SELECT c.relname, pg_total_relation_size(c.oid), "
+                    "pg_indexes_size(c.oid) FROM pg_class c JOIN pg_namespace n "
+                    "ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND "
+                    "c.relkind = 'r' ORDER BY 2 DESC").fetchall()
             end = time.monotonic() + 60
             while time.monotonic() < end and not (
                     set(events) <= set(in_feed) and set(events) <= set(receiver.first)):
@@ -265,6 +270,13 @@ def steady(args: argparse.Namespace, tmp: Path) -> None:
               f"{got:,} ({len(receiver.calls()):,} calls)")
         print(f"routed → in the feed (polled every 200 ms): {fmt(feed_lag)}")
         print(f"routed → webhook received (deliver task every second): {fmt(hook_lag)}")
+        n_items = max(1, len(accepted))
+        big = [(name, total, idx) for name, total, idx in sizes if total > 64 * 1024]
+        print(f"database after {n_items:,} items (table + indexes + TOAST, bytes per item; "
+              "small tables left out): " + ", ".join(
+                  f"{name} {total / n_items:,.0f} (indexes {idx / n_items:,.0f})"
+                  for name, total, idx in big)
+              + f"; all tables {sum(t for _, t, _ in sizes) / n_items:,.0f}")
     receiver.close()
 
 
