@@ -235,6 +235,13 @@ def steady(args: argparse.Namespace, tmp: Path) -> None:
             with psycopg.connect(pg_conninfo(url), autocommit=True) as conn:
                 events = dict(conn.execute(
                     "SELECT id, item_id FROM decision_events").fetchall())
+                waits = conn.execute(
+                    "SELECT EXTRACT(EPOCH FROM s.at - d.at), EXTRACT(EPOCH FROM f.at - s.at) "
+                    "FROM procrastinate_jobs j "
+                    "JOIN procrastinate_events d ON d.job_id = j.id AND d.type = 'deferred' "
+                    "JOIN procrastinate_events s ON s.job_id = j.id AND s.type = 'started' "
+                    "JOIN procrastinate_events f ON f.job_id = j.id AND f.type = 'succeeded' "
+                    "WHERE j.task_name = 'quorum.route'").fetchall()
                 sizes = conn.execute(
                     "SELECT c.relname, pg_total_relation_size(c.oid), "
                     "pg_indexes_size(c.oid) FROM pg_class c JOIN pg_namespace n "
@@ -264,6 +271,9 @@ def steady(args: argparse.Namespace, tmp: Path) -> None:
               f"after {drained_s:.1f} s {len(lat):,} of {len(ids):,} were routed"
               + ("" if drained_s < posted_s + 5 else " — the workers did NOT keep up"))
         print(f"ingest → routed (decided or queued): {fmt(lat)}")
+        print(f"route jobs (procrastinate_events): deferred → started "
+              f"{fmt([float(w) for w, _ in waits])}; started → succeeded "
+              f"{fmt([float(r) for _, r in waits])}")
         fed = sum(e in in_feed for e in decided)
         got = sum(e in hooks for e in decided)
         print(f"decisions: {len(decided):,} (rules); in the feed {fed:,}, webhooks received "
