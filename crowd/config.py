@@ -19,12 +19,16 @@ class CrowdConfig:
     Pay: ``reward_per_suite = reward_per_task * (tasks_per_suite + golden_per_suite)``
     (control tasks are paid like real ones; Toloka's minimum is $0.005).
 
-    Quality rules (written into the pool and enforced by `crowd.review`):
-    ban (project scope, ``ban_days``) and reject when a worker's golden accuracy is
-    under ``golden_min_accuracy`` with confidence ``golden_ban_confidence`` (0: the point
-    estimate) after at least ``golden_min_answers`` control answers;
-    reject a suite answered faster than ``fast_seconds_per_task`` per task and ban after
-    ``fast_max_count`` such suites; Toloka bans after ``skipped_in_row`` skipped suites.
+    Quality rules: ban (project scope, ``ban_days``) when a worker's golden accuracy is
+    under ``golden_min_accuracy`` after at least ``golden_min_answers`` control answers,
+    and after ``fast_max_count`` suites answered faster than ``fast_seconds_per_task``
+    per task; Toloka bans after ``skipped_in_row`` skipped suites. Who enforces the
+    golden and fast bans is ``quality_control``: ``"toloka"`` writes them into the pool
+    and Toloka bans (Quorum reads its restrictions); ``"quorum"`` keeps them out of the
+    pool and `crowd.review` bans. ``golden_ban_confidence`` > 0 (a confidence bound
+    on the golden accuracy, which Toloka cannot express) is always Quorum's, and keeps
+    the golden rule out of the pool. Either way `crowd.review` rejects suites answered
+    too fast and the suites of banned workers.
     """
 
     overlap: int = 2
@@ -40,6 +44,7 @@ class CrowdConfig:
     golden_min_answers: int = 3
     golden_min_accuracy: float = 0.6
     golden_ban_confidence: float = 0.0
+    quality_control: str = "quorum"
     fast_seconds_per_task: float = 3.0
     fast_max_count: int = 2
     skipped_in_row: int = 3
@@ -58,6 +63,8 @@ class CrowdConfig:
             raise ValueError("min_answers cannot exceed max_overlap")
         if not 0.0 <= self.golden_ban_confidence < 1.0:
             raise ValueError("golden_ban_confidence is a probability under 1")
+        if self.quality_control not in ("toloka", "quorum"):
+            raise ValueError("quality_control is 'toloka' or 'quorum'")
         if not 0.0 <= self.target_confidence <= 1.0:
             raise ValueError("target_confidence is a probability")
         if self.reward_per_suite < 0.005:
@@ -66,6 +73,20 @@ class CrowdConfig:
     @property
     def reward_per_suite(self) -> float:
         return round(self.reward_per_task * (self.tasks_per_suite + self.golden_per_suite), 4)
+
+    @property
+    def toloka_bans_golden(self) -> bool:
+        """Whether the golden-accuracy ban is a rule of the Toloka pool (else Quorum's)."""
+        return self.quality_control == "toloka" and self.golden_ban_confidence <= 0
+
+    @property
+    def toloka_bans_fast(self) -> bool:
+        return self.quality_control == "toloka"
+
+    @property
+    def fast_suite_seconds(self) -> int:
+        """The fast-submit threshold of a full suite (control tasks included)."""
+        return round(self.fast_seconds_per_task * (self.tasks_per_suite + self.golden_per_suite))
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Self:

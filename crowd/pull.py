@@ -2,8 +2,8 @@
 
 Assignments are read sorted by id after a cursor (``id_gt``), page by page
 (``has_more``). The returned cursor never moves past an assignment that is still
-ACTIVE (being worked on), so answers submitted later with a lower id are not
-skipped; re-reading is harmless because answers are keyed by
+ACTIVE (being worked on) — probed before and after the pages are read — so answers
+submitted later with a lower id are not skipped; re-reading is harmless because answers are keyed by
 ``(assignment_id, task)`` (`merge_answers`). HTTP retries are toloka-kit's.
 """
 
@@ -88,8 +88,20 @@ def pull(
     statuses: Sequence[str] = ("SUBMITTED", "ACCEPTED"),
     batch_size: int = 1000,
 ) -> PullResult:
-    """Answers of assignments in ``pool_id`` with id > ``cursor``, and the next cursor."""
+    """Answers of assignments in ``pool_id`` with id > ``cursor``, and the next cursor.
+
+    The lowest ACTIVE assignment is looked up before the pages are read and again after
+    (a suite ACTIVE during the paging may be submitted before a probe made only at the
+    end, and would be skipped for good); the cursor stays below the lower of the two."""
+
+    def lowest_active() -> str | None:
+        found = client.find_assignments(
+            pool_id=pool_id, status=["ACTIVE"], sort=["id"], limit=1
+        ).items
+        return found[0].id if found else None
+
     rows: list[dict] = []
+    before = lowest_active()
     last = cursor
     seen = 0
     while True:
@@ -103,10 +115,10 @@ def pull(
             seen += 1
         if not page.has_more or not page.items:
             break
-    active = client.find_assignments(pool_id=pool_id, status=["ACTIVE"], sort=["id"], limit=1).items
+    active = [a for a in (before, lowest_active()) if a is not None]
     next_cursor = last
-    if active and last is not None and active[0].id <= last:
-        below = [r["assignment_id"] for r in rows if r["assignment_id"] < active[0].id]
+    if active and last is not None and min(active) <= last:
+        below = [r["assignment_id"] for r in rows if r["assignment_id"] < min(active)]
         next_cursor = max(below) if below else cursor
     answers = pd.DataFrame(rows, columns=ANSWER_COLUMNS) if rows else empty_answers()
     answers = answers.drop_duplicates(["assignment_id", "task"], keep="last").reset_index(drop=True)

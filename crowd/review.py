@@ -1,5 +1,14 @@
 """Accept / reject assignments and ban workers the way Toloka requesters do.
 
+Who bans depends on ``CrowdConfig.quality_control``. With ``"toloka"`` the pool carries
+the golden-accuracy and fast-answer rules (`crowd.toloka.build_pool`) and Toloka puts
+the restrictions itself; review only **reads** them (``get_user_restrictions`` of the
+project: Toloka's rules, a requester's manual bans and Quorum's own alike) and treats
+those workers as banned — it never bans them again. Quorum's own ban there is only the
+opt-in confidence bound (``golden_ban_confidence`` > 0, which Toloka cannot express and
+which keeps the golden rule out of the pool). With ``"quorum"`` (the default) the pool
+carries neither rule and review bans as follows.
+
 A worker is banned (project-scoped user restriction for ``ban_days``) when their
 golden-set accuracy is under ``golden_min_accuracy`` with confidence
 ``golden_ban_confidence`` (the upper bound of its Beta posterior is under it: 1 right of
@@ -23,12 +32,15 @@ from toloka.client.exceptions import ConflictStateApiError
 from toloka.client.user_restriction import ProjectUserRestriction
 
 from crowd.config import CrowdConfig
+from crowd.toloka import SKIPPED_COMMENT
 
 
 @dataclass(frozen=True)
 class ReviewResult:
     """``decisions``: ``assignment_id, worker, verdict`` (ACCEPTED/REJECTED), ``reason``.
-    ``workers``: per worker ``golden_answers, golden_accuracy, fast_suites, banned, reason``."""
+    ``workers``: per worker ``golden_answers, golden_accuracy, fast_suites, banned, reason,
+    banned_by`` (``quorum``: review put the restriction; ``toloka``: found on Toloka).
+    ``banned``: workers newly known as banned (either way)."""
 
     decisions: pd.DataFrame
     workers: pd.DataFrame
@@ -45,8 +57,28 @@ def accuracy_upper_bound(right: pd.Series, seen: pd.Series, *, confidence: float
     return pd.Series(upper, index=right.index).where(seen > 0)
 
 
-def worker_quality(answers: pd.DataFrame, *, config: CrowdConfig) -> pd.DataFrame:
-    """Per-worker golden accuracy and fast-suite counts from an answers frame (`crowd.pull`)."""
+def toloka_restricted(client: tc.TolokaClient, *, project_id: str) -> dict[str, str]:
+    """Workers under a user restriction on ``project_id`` (or all projects) now, with its
+    comment: what Toloka's pool rules (or anyone) decided. The skipped-suites pause is
+    left out: it says nothing of the worker's answers."""
+    out: dict[str, str] = {}
+    for request in ({"project_id": project_id}, {"scope": "ALL_PROJECTS"}):
+        for r in client.get_user_restrictions(**request):
+            if r.private_comment != SKIPPED_COMMENT:
+                out.setdefault(str(r.user_id), r.private_comment or "restricted on Toloka")
+    return out
+
+
+def worker_quality(
+    answers: pd.DataFrame,
+    *,
+    config: CrowdConfig,
+    restricted: dict[str, str] | None = None,
+) -> pd.DataFrame:
+    """Per-worker golden accuracy and fast-suite counts from an answers frame (`crowd.pull`).
+
+    ``banned`` / ``reason``: the rules Quorum enforces under ``config.quality_control``,
+    plus ``restricted`` (worker → comment: Toloka's restrictions, `toloka_restricted`)."""
     golden = answers[answers["is_golden"].astype(bool)]
     acc = (
         (golden["label"] == golden["golden_label"]).groupby(golden["worker"]).agg(["size", "mean"])
@@ -66,11 +98,21 @@ def worker_quality(answers: pd.DataFrame, *, config: CrowdConfig) -> pd.DataFram
     low = (out["golden_answers"] >= config.golden_min_answers) & (
         out["golden_accuracy_upper"] < config.golden_min_accuracy
     )
+    if config.toloka_bans_golden:
+        low &= False
     too_fast = out["fast_suites"] >= config.fast_max_count
-    out["banned"] = low | too_fast
+    if config.toloka_bans_fast:
+        too_fast &= False
+    by_toloka = pd.Series(out.index.isin(list(restricted or {})), index=out.index)
+    out["banned"] = low | too_fast | by_toloka
     out["reason"] = None
     out.loc[too_fast, "reason"] = "fast answers"
     out.loc[low, "reason"] = "golden accuracy"
+    for worker in out.index[by_toloka & ~(low | too_fast)]:
+        out.loc[worker, "reason"] = f"toloka: {(restricted or {})[worker]}"
+    out["banned_by"] = None
+    out.loc[low | too_fast, "banned_by"] = "quorum"
+    out.loc[by_toloka & ~(low | too_fast), "banned_by"] = "toloka"
     return out.reset_index()
 
 
@@ -101,10 +143,16 @@ def review(
     only rows with ``assignment_status == "SUBMITTED"`` are decided.
     """
     now = now or dt.datetime.now(dt.UTC)
-    workers = worker_quality(answers, config=config)
+    restricted = (
+        toloka_restricted(client, project_id=project_id)
+        if config.quality_control == "toloka"
+        else None
+    )
+    workers = worker_quality(answers, config=config, restricted=restricted)
     banned = [w for w in workers.loc[workers["banned"], "worker"] if w not in already_banned]
     reasons = dict(zip(workers["worker"], workers["reason"], strict=True))
-    for worker in banned:
+    ours = set(workers.loc[workers["banned_by"] == "quorum", "worker"])
+    for worker in (w for w in banned if w in ours):  # Toloka's own bans are not repeated
         client.set_user_restriction(
             ProjectUserRestriction(
                 user_id=worker,

@@ -39,6 +39,9 @@ TaskKind = Literal["label", "pair"]
 NOT_FOUND = "not_found"
 MARKER = "quorum_key"
 ITEM_FIELDS = ("title", "description", "image", "price", "link")
+#: The comment of the pool rule's restriction after skipped suites: a pause, not a
+#: judgement of the worker's answers (review does not reject them for it).
+SKIPPED_COMMENT = "skipped suites"
 
 
 def make_client(
@@ -48,13 +51,22 @@ def make_client(
     retries: int = 5,
     timeout: float = 10.0,
     backoff: float = 0.05,
+    retry_quotas: str | list[str] | None = TolokaRetry.Unit.MIN,
 ) -> tc.TolokaClient:
     """A `TolokaClient` pointed at ``url`` (the emulator or Toloka) retrying 408/429/5xx and
-    time-outs ``retries`` times with exponential ``backoff`` seconds."""
+    time-outs ``retries`` times with exponential ``backoff`` seconds.
+
+    The retries are toloka-kit's own (`TolokaRetry`, what ``TolokaClient(retries=...,
+    retry_quotas=...)`` builds, over urllib3's ``Retry``), given through
+    ``retryer_factory`` only to set the backoff (toloka-kit's default factor of 2 s is
+    for scripts): a 429 waits its ``Retry-After`` (else the backoff, or a minute when
+    the minute quota named in Toloka's body is in ``retry_quotas``); an hour or day quota
+    is not waited for unless listed. Out of retries, toloka-kit raises
+    ``TooManyRequestsApiError``, which the CLI turns into a sentence."""
 
     def retryer() -> TolokaRetry:
         return TolokaRetry(
-            retry_quotas=TolokaRetry.Unit.MIN,
+            retry_quotas=retry_quotas,
             total=retries,
             status_forcelist=list(STATUSES_TO_RETRY),
             allowed_methods=["HEAD", "GET", "PUT", "DELETE", "OPTIONS", "TRACE", "POST", "PATCH"],
@@ -185,7 +197,10 @@ def build_pool(
     training_id: str | None = None,
     now: dt.datetime | None = None,
 ) -> tc.Pool:
-    """A pool with the quality rules of `CrowdConfig` (golden set, fast answers, skips)."""
+    """A pool with the quality rules of `CrowdConfig` that Toloka enforces: skipped suites in
+    a row always; golden accuracy and fast answers when ``config.quality_control`` is
+    ``"toloka"`` (the golden one only without ``golden_ban_confidence``); else Quorum's
+    review enforces those (never both)."""
     now = now or dt.datetime.now(dt.UTC)
     restrict = dict(scope="PROJECT", duration=config.ban_days, duration_unit="DAYS")
     pool = tc.Pool(
@@ -209,29 +224,28 @@ def build_pool(
         training_tasks_count=0,
     )
     qc = pool.quality_control
-    qc.add_action(
-        collector=collectors.GoldenSet(history_size=max(config.golden_min_answers * 3, 10)),
-        conditions=[
-            conditions.GoldenSetCorrectAnswersRate < round(100 * config.golden_min_accuracy),
-            conditions.GoldenSetAnswersCount >= config.golden_min_answers,
-        ],
-        action=actions.RestrictionV2(**restrict, private_comment="golden accuracy"),
-    )
-    qc.add_action(
-        collector=collectors.AssignmentSubmitTime(
-            history_size=10,
-            fast_submit_threshold_seconds=round(
-                config.fast_seconds_per_task * config.tasks_per_suite
+    if config.toloka_bans_golden:
+        qc.add_action(
+            collector=collectors.GoldenSet(history_size=max(config.golden_min_answers * 3, 10)),
+            conditions=[
+                conditions.GoldenSetCorrectAnswersRate < round(100 * config.golden_min_accuracy),
+                conditions.GoldenSetAnswersCount >= config.golden_min_answers,
+            ],
+            action=actions.RestrictionV2(**restrict, private_comment="golden accuracy"),
+        )
+    if config.toloka_bans_fast:
+        qc.add_action(
+            collector=collectors.AssignmentSubmitTime(
+                history_size=10, fast_submit_threshold_seconds=config.fast_suite_seconds
             ),
-        ),
-        conditions=[conditions.FastSubmittedCount >= config.fast_max_count],
-        action=actions.RestrictionV2(**restrict, private_comment="fast answers"),
-    )
+            conditions=[conditions.FastSubmittedCount >= config.fast_max_count],
+            action=actions.RestrictionV2(**restrict, private_comment="fast answers"),
+        )
     qc.add_action(
         collector=collectors.SkippedInRowAssignments(),
         conditions=[conditions.SkippedInRowCount >= config.skipped_in_row],
         action=actions.RestrictionV2(
-            scope="PROJECT", duration=1, duration_unit="DAYS", private_comment="skipped suites"
+            scope="PROJECT", duration=1, duration_unit="DAYS", private_comment=SKIPPED_COMMENT
         ),
     )
     if training_id is not None:

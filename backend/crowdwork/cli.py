@@ -56,8 +56,14 @@ def toloka_errors(url: str | None) -> Iterator[None]:
         raise Conflict(f"{where} has no such object ({exc.message}): it is not the Toloka "
                        "these crowd pools were pushed to; 'quorum crowd expire' gives "
                        "their tasks back") from exc
+    except tc.exceptions.TooManyRequestsApiError as exc:
+        raise TolokaUnreachable(f"{where} still rate-limits Quorum (429 {exc.message}) after "
+                                "the client's retries; run the command again later") from exc
     except tc.exceptions.ApiError as exc:
         raise Conflict(f"{where} refused the call: {exc.code} {exc.message}") from exc
+    except TimeoutError as exc:  # toloka-kit's wait_operation: an operation never finished
+        raise TolokaUnreachable(f"an operation on {where} did not finish in time (still "
+                                "PENDING or RUNNING); run the command again later") from exc
     except (httpx.HTTPError, requests.RequestException) as exc:
         raise TolokaUnreachable(f"{where} does not answer ({type(exc).__name__}); check "
                                 "QUORUM_CROWD_TOLOKA_URL or start the emulator") from exc

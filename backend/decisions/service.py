@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.orm import Session
 
 from backend.db import insert_returning_ids, utcnow
@@ -71,6 +71,11 @@ def record_decisions(
     for d in decisions:
         if d.source not in AUTOMATIC_SOURCES + HUMAN_SOURCES:
             raise ValidationFailed(f"unknown decision source {d.source!r}")
+    relaxed = session.info.pop("quorum.relaxed_commit", None)
+    if relaxed is not None and relaxed is session.get_transaction():
+        # a decision's commit always waits for the disk (a lease-only transaction may not;
+        # see backend.queues.service.relax_commit_flush)
+        session.execute(text("SET LOCAL synchronous_commit TO ON"))
     item_ids = sorted({d.item_id for d in decisions})
     current: dict[int, tuple[int | None, bool]] = {}
     for start in range(0, len(item_ids), 500):

@@ -92,7 +92,7 @@ def _ingest_rows(ctx: DemoContext, rows: list[dict[str, Any]], label: str) -> No
                                 policy=get_policy(), now=now)
             summary = accept(session=session, item_ids=created, now=now,
                              settings=ctx.settings, wait=True)
-            assert summary is not None  # wait=True routes in this transaction
+            assert summary is not None  # wait=True: committed, then routed
             total.merge(summary)
     took = time.perf_counter() - t0
     ctx.timings[label] = took

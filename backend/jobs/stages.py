@@ -16,9 +16,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from backend.db import transaction, utcnow
+from backend.db import read_only, transaction, utcnow
 from backend.decisions.models import ItemStatus
-from backend.routing.pipeline import RoutingSummary, route_items
+from backend.routing.pipeline import PrecomputedRules, RoutingSummary, precompute_rules, route_items
 from backend.settings import Settings
 
 RECEIVED = "received"
@@ -26,12 +26,21 @@ RECEIVED = "received"
 
 # ---------------------------------------------------------------- routing
 def route_received(*, session: Session, item_ids: Sequence[int], now: datetime,
-                   settings: Settings) -> RoutingSummary:
+                   settings: Settings, precomputed: PrecomputedRules | None = None
+                   ) -> RoutingSummary:
     """Route those of ``item_ids`` that are still ``received`` (one transaction: the
     caller's). PostgreSQL locks their status rows (``FOR UPDATE``): a second router of the
-    same items waits, then finds them routed; SQLite's write lock does the same."""
+    same items waits, then finds them routed; SQLite's write lock does the same.
+    ``precomputed``: rule outcomes evaluated before this transaction (`route_staged`)."""
     if not item_ids:
         return RoutingSummary()
+    todo = _still_received(session, item_ids,
+                           lock=session.get_bind().dialect.name == "postgresql")
+    return route_items(session=session, item_ids=todo, now=now, settings=settings,
+                       precomputed=precomputed)
+
+
+def _still_received(session: Session, item_ids: Sequence[int], *, lock: bool) -> list[int]:
     todo: list[int] = []
     ids = sorted(set(item_ids))
     for start in range(0, len(ids), 1000):
@@ -39,10 +48,36 @@ def route_received(*, session: Session, item_ids: Sequence[int], now: datetime,
                 .where(ItemStatus.item_id.in_(ids[start:start + 1000]),
                        ItemStatus.state == RECEIVED)
                 .order_by(ItemStatus.item_id))
-        if session.get_bind().dialect.name == "postgresql":
+        if lock:
             stmt = stmt.with_for_update()
         todo.extend(session.scalars(stmt))
-    return route_items(session=session, item_ids=todo, now=now, settings=settings)
+    return todo
+
+
+def route_staged(*, sessions: sessionmaker[Session], item_ids: Sequence[int] | None,
+                 settings: Settings, limit: int = 500,
+                 now: datetime | None = None) -> RoutingSummary:
+    """Route ``item_ids`` (None: the oldest ``limit`` received items) in two steps, so
+    that no rule is evaluated while a lock other requests need is held:
+
+    1. a read-only session (SQLite: a deferred transaction, no write lock) finds the
+       items still ``received`` and evaluates the rules on them (`precompute_rules`);
+    2. the routing transaction re-checks which are still ``received`` (locking their
+       status rows on PostgreSQL) and routes those, reusing each rule outcome whose rule
+       versions and item inputs are unchanged (anything else is evaluated again there).
+
+    The routing itself stays one atomic, idempotent transaction (`route_received`)."""
+    with read_only(sessions) as rs:
+        if item_ids is None:
+            ids = received_ids(session=rs, limit=limit)
+        else:
+            ids = _still_received(rs, item_ids, lock=False)
+        if not ids:
+            return RoutingSummary()
+        pre = precompute_rules(session=rs, item_ids=ids)
+    with transaction(sessions) as session:
+        return route_received(session=session, item_ids=ids, now=now or utcnow(),
+                              settings=settings, precomputed=pre)
 
 
 def received_ids(*, session: Session, limit: int) -> list[int]:
@@ -58,12 +93,11 @@ def route_backlog(*, sessions: sessionmaker[Session], settings: Settings, batch_
     total = RoutingSummary()
     n = 0
     while max_batches is None or n < max_batches:
-        with transaction(sessions) as session:
-            ids = received_ids(session=session, limit=batch_size)
-            if not ids:
-                break
-            total.merge(route_received(session=session, item_ids=ids, now=utcnow(),
-                                       settings=settings))
+        s = route_staged(sessions=sessions, item_ids=None, settings=settings,
+                         limit=batch_size)
+        if not s.items:
+            break
+        total.merge(s)
         n += 1
     return total
 

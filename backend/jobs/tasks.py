@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from backend.db import get_sessionmaker, session_scope, utcnow
+from backend.db import get_sessionmaker
 from backend.jobs import stages
 from backend.jobs.runs import AlreadyRunning, track
 from backend.jobs.settings import JobSettings, get_job_settings
@@ -28,9 +28,7 @@ from backend.settings import get_settings
 def route(*, item_ids: list[int]) -> dict[str, Any]:
     """The ``route`` job: one transaction over one batch of item ids."""
     settings = get_settings()
-    with session_scope() as session:
-        s = stages.route_received(session=session, item_ids=item_ids, now=utcnow(),
-                                  settings=settings)
+    s = stages.route_staged(sessions=get_sessionmaker(), item_ids=item_ids, settings=settings)
     return {"items": s.items, "decided": sum(s.decided.values()),
             "queued": sum(s.queued.values())}
 

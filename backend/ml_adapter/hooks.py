@@ -63,8 +63,7 @@ class MLHooks:
         ``item.safety_score`` and to the classifier as a signal."""
         if not self.ml.safety:
             return
-        todo = [r for r in items if r.get("safety_score") is None and r.get("image")
-                and Path(str(r["image"])).exists()]
+        todo = [r for r in items if self.changes_on_enrich(r)]
         if not todo:
             return
         scores = get_safety_scorer().score([str(r["image"]) for r in todo])
@@ -75,6 +74,12 @@ class MLHooks:
                 updates.append({"id": r["id"], "safety_score": float(sc)})
         if updates:
             session.execute(update(Item), updates)
+
+    def changes_on_enrich(self, row: dict[str, Any]) -> bool:
+        """Would `enrich` change this item's rule inputs (a safety score still to compute)?
+        The pipeline evaluates such items' rules only after enriching them."""
+        return bool(self.ml.safety and row.get("safety_score") is None and row.get("image")
+                    and Path(str(row["image"])).exists())
 
     def _embed(self, session: Session, items: Sequence[dict[str, Any]]) -> np.ndarray:
         encoder = get_encoder(self.ml)

@@ -60,6 +60,7 @@ def lease(session: SessionDep, settings: SettingsDep, user: ModeratorUser,
           body: LeaseRequest | None = None) -> LeaseResponse:
     """Lease the next task from the highest-priority queue you may work."""
     body = body or LeaseRequest()
+    service.relax_commit_flush(session)  # a lease-only transaction (see its docstring)
     queue = service.get_queue(session=session, name=body.queue) if body.queue else None
     task = service.lease_next(session=session, user=user, now=utcnow(), settings=settings,
                               queue=queue, lease_seconds=body.lease_seconds)

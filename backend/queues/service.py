@@ -25,7 +25,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, bindparam, exists, func, select, update
+from sqlalchemy import and_, bindparam, exists, func, select, text, update
 from sqlalchemy.orm import Session, joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -118,20 +118,57 @@ def enqueue(*, session: Session, kind: str, item_ids: Sequence[int], now: dateti
     return new_ids
 
 
-_EXPIRE = (
-    update(Task).where(Task.state == "leased",
-                       Task.lease_expires_at < bindparam("now", type_=TZDateTime()))
-    .values(state="pending", leased_at=None, lease_expires_at=None)
-    .execution_options(synchronize_session=False)
-)
+def _expire_statement(*, skip_locked: bool) -> Any:
+    expired = select(Task.id).where(
+        Task.state == "leased", Task.lease_expires_at < bindparam("now", type_=TZDateTime()))
+    if skip_locked:
+        # A row another transaction is finishing or expiring right now is left to it:
+        # concurrent leases never queue behind each other's expiry (or its commit).
+        expired = expired.with_for_update(skip_locked=True)
+    return (
+        update(Task).where(Task.id.in_(expired.scalar_subquery()), Task.state == "leased",
+                           Task.lease_expires_at < bindparam("now", type_=TZDateTime()))
+        .values(state="pending", leased_at=None, lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+_EXPIRE = _expire_statement(skip_locked=False)
+_EXPIRE_SKIP_LOCKED = _expire_statement(skip_locked=True)
 
 
 def expire_leases(*, session: Session, now: datetime) -> int:
     """Put every task whose lease has run out back to ``pending``.
 
     ``lease_owner_id`` stays: it names the last holder, whose late verdict is accepted
-    until somebody else leases the task (a new lease overwrites it)."""
-    return session.execute(_EXPIRE, {"now": now}).rowcount or 0  # type: ignore[attr-defined]
+    until somebody else leases the task (a new lease overwrites it). On PostgreSQL rows
+    locked by another transaction are skipped (that one is expiring or finishing them;
+    the periodic ``expire_leases`` job and the next lease catch any left over)."""
+    stmt = _EXPIRE_SKIP_LOCKED if session.get_bind().dialect.name == "postgresql" else _EXPIRE
+    return session.execute(stmt, {"now": now}).rowcount or 0  # type: ignore[attr-defined]
+
+
+def relax_commit_flush(session: Session) -> None:
+    """Let this transaction's commit return before its WAL record reaches the disk
+    (PostgreSQL ``SET LOCAL synchronous_commit = off``; nothing on SQLite).
+
+    Only for a transaction that does nothing but lease (or renew) tasks. Its commit is
+    still atomic and visible to every other transaction at once; only a crash of the
+    database server itself within ~0.6 s (3 × ``wal_writer_delay``) can undo it, and an
+    undone lease merely puts the task back to ``pending``: the holder's verdict is then
+    refused (409) unless nobody else leased the task, no decision is lost or doubled, and
+    a verdict's own synchronous commit flushes every earlier record of the log, the lease
+    included. Saves one disk flush (median 7 ms, p99 24 ms measured on a loaded 2-core
+    machine) on every lease. Never call it in a transaction that records a decision.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL synchronous_commit TO OFF"))
+        session.info[RELAXED_COMMIT] = session.get_transaction()  # this transaction only
+
+
+#: ``session.info`` key: this transaction's commit does not wait for the disk flush.
+#: `backend.decisions.service.record_decisions` turns the flush back on if it is set.
+RELAXED_COMMIT = "quorum.relaxed_commit"
 
 
 @dataclass

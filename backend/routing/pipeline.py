@@ -38,7 +38,7 @@ from backend.routing.hooks import PipelineHooks, get_pipeline_hooks
 from backend.routing.models import ShadowOutcome
 from backend.routing.spot_checks import sample_spot_checks
 from backend.rules import service as rules
-from backend.rules.engine import CompiledRule, item_context
+from backend.rules.engine import CompiledRule, RuleOutcome, item_context
 from backend.settings import Settings
 
 ITEM_COLUMNS = ("id", "source", "external_id", "title", "description", "image", "url", "price",
@@ -80,13 +80,79 @@ def signal_queue(row: dict[str, Any], settings: Settings) -> str:
     return "MANUAL"
 
 
+@dataclass
+class PrecomputedRules:
+    """Rule outcomes evaluated before the routing transaction (`precompute_rules`), so
+    that no rule runs while the writer holds a lock other requests need. Each outcome is
+    kept with the ``item`` map it was evaluated on; the routing transaction uses it only
+    if the rules are the same versions and the item's map is equal, else evaluates
+    again (an item re-ingested or tagged in between)."""
+
+    ruleset: rules.RuleSet
+    signature: tuple[tuple[int, int, str], ...]
+    outcomes: dict[int, tuple[dict[str, Any], RuleOutcome]] = field(default_factory=dict)
+    used: int = 0  # how many the routing transaction could use (tests, logs)
+
+
+def _rule_signature(session: Session) -> tuple[tuple[int, int, str], ...]:
+    from backend.rules.models import Rule
+
+    return tuple(session.execute(select(Rule.id, Rule.version, Rule.mode)
+                                 .where(Rule.mode != "off").order_by(Rule.id)).tuples())
+
+
+def precompute_rules(*, session: Session, item_ids: Sequence[int],
+                     hooks: PipelineHooks | None = None) -> PrecomputedRules:
+    """Evaluate the rules on ``item_ids`` through a read-only session (no write lock).
+
+    Items whose rule inputs the ``enrich`` hook would still change (an image-safety score
+    not computed yet) are left out: they are evaluated inside the routing transaction."""
+    signature = _rule_signature(session)
+    ruleset = rules.compiled_rule_set(session=session)
+    if _rule_signature(session) != signature:
+        # compiling switched a rule off (in this session, which is rolled back): let the
+        # routing transaction compile again and record the switch-off for real
+        signature = ((-1, -1, "stale"),)
+    pre = PrecomputedRules(ruleset=ruleset, signature=signature)
+    hooks = hooks or get_pipeline_hooks()
+    pending_enrich = getattr(hooks, "changes_on_enrich", None)
+    ids = sorted(set(item_ids))
+    for start in range(0, len(ids), 2000):
+        rows, tags = _load_rows(session, ids[start:start + 2000])
+        for row in rows:
+            if pending_enrich is not None and pending_enrich(row):
+                continue
+            ctx = item_context(row, tags.get(row["id"], ()))
+            pre.outcomes[row["id"]] = (ctx, ruleset.evaluate(ctx))
+    return pre
+
+
+def _load_rows(session: Session, ids: Sequence[int]
+               ) -> tuple[list[dict[str, Any]], dict[int, list[str]]]:
+    cols = [getattr(Item, c) for c in ITEM_COLUMNS]
+    rows = [dict(zip(ITEM_COLUMNS, r, strict=True))
+            for r in session.execute(select(*cols).where(Item.id.in_(ids)).order_by(Item.id))]
+    for r in rows:
+        r["metadata"] = r.pop("metadata_")
+    existing_tags: dict[int, list[str]] = defaultdict(list)
+    for item_id, tag in session.execute(select(ItemTag.item_id, ItemTag.tag)
+                                        .where(ItemTag.item_id.in_(ids))):
+        existing_tags[item_id].append(tag)
+    return rows, existing_tags
+
+
 def route_items(*, session: Session, item_ids: Sequence[int], now: datetime,
                 settings: Settings, hooks: PipelineHooks | None = None,
-                batch_size: int = 2000, record_outcomes: bool = False) -> RoutingSummary:
+                batch_size: int = 2000, record_outcomes: bool = False,
+                precomputed: PrecomputedRules | None = None) -> RoutingSummary:
     from backend.policy import get_policy
 
     hooks = hooks or get_pipeline_hooks()
-    ruleset = rules.compiled_rule_set(session=session)
+    if precomputed is not None and precomputed.signature == _rule_signature(session):
+        ruleset = precomputed.ruleset  # same rules, same versions: its outcomes hold
+    else:
+        precomputed = None
+        ruleset = rules.compiled_rule_set(session=session)
     policy = getattr(hooks, "policy", None) or get_policy()
     policy_version = f"{policy.name}:{policy.version}"
     summary = RoutingSummary()
@@ -95,7 +161,8 @@ def route_items(*, session: Session, item_ids: Sequence[int], now: datetime,
         summary.merge(_route_batch(session=session, ids=ids[start:start + batch_size], now=now,
                                    settings=settings, hooks=hooks, ruleset=ruleset,
                                    policy_version=policy_version,
-                                   record_outcomes=record_outcomes))
+                                   record_outcomes=record_outcomes,
+                                   precomputed=precomputed))
     rules.switch_off_over_budget(session=session, ruleset=ruleset)  # rules over the budget
     return summary
 
@@ -103,20 +170,13 @@ def route_items(*, session: Session, item_ids: Sequence[int], now: datetime,
 def _route_batch(*, session: Session, ids: list[int], now: datetime, settings: Settings,
                  hooks: PipelineHooks, ruleset: rules.RuleSet,
                  policy_version: str | None = None,
-                 record_outcomes: bool = False) -> RoutingSummary:
+                 record_outcomes: bool = False,
+                 precomputed: PrecomputedRules | None = None) -> RoutingSummary:
     summary = RoutingSummary(items=len(ids))
-    cols = [getattr(Item, c) for c in ITEM_COLUMNS]
-    rows = [dict(zip(ITEM_COLUMNS, r, strict=True))
-            for r in session.execute(select(*cols).where(Item.id.in_(ids)).order_by(Item.id))]
-    for r in rows:
-        r["metadata"] = r.pop("metadata_")
+    rows, existing_tags = _load_rows(session, ids)
     enrich = getattr(hooks, "enrich", None)
     if enrich is not None:
         enrich(session=session, items=rows, now=now)
-    existing_tags: dict[int, list[str]] = defaultdict(list)
-    for item_id, tag in session.execute(select(ItemTag.item_id, ItemTag.tag)
-                                        .where(ItemTag.item_id.in_(ids))):
-        existing_tags[item_id].append(tag)
 
     decisions: list[NewDecision] = []
     routes: dict[str, list[int]] = defaultdict(list)
@@ -129,7 +189,13 @@ def _route_batch(*, session: Session, ids: list[int], now: datetime, settings: S
     hashes = {row["id"]: row.get("content_hash") for row in rows}
 
     for row in rows:
-        outcome = ruleset.evaluate(item_context(row, existing_tags.get(row["id"], ())))
+        ctx = item_context(row, existing_tags.get(row["id"], ()))
+        pre = precomputed.outcomes.get(row["id"]) if precomputed is not None else None
+        if pre is not None and pre[0] == ctx:
+            outcome = pre[1]
+            precomputed.used += 1  # type: ignore[union-attr]
+        else:
+            outcome = ruleset.evaluate(ctx)
         for rule in outcome.hits:
             hits.append((rule, row["id"]))
             (summary.shadow_hits if rule.mode == "shadow" else summary.rule_hits)[rule.name] += 1

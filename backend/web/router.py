@@ -369,6 +369,7 @@ def _decided_notice(request: Request, policy: Any) -> dict[str, Any] | None:
 @router.post("/work/start")
 def start(session: SessionDep, settings: SettingsDep, user: PostUser,
           queue: Annotated[str, Form()] = "") -> RedirectResponse:
+    queues.relax_commit_flush(session)  # a lease-only transaction (see its docstring)
     q = web.workable_queue(session=session, user=user, name=queue) if queue else None
     task = queues.lease_next(session=session, user=user, now=utcnow(), settings=settings,
                              queue=q, task_types=WEB_TASK_TYPES)
@@ -453,6 +454,7 @@ def renew(task_id: int, session: SessionDep, settings: SettingsDep,
     """Extend my lease on the task I am looking at (the work view calls this on activity);
     409 with a sentence when the lease is gone."""
     now = utcnow()
+    queues.relax_commit_flush(session)  # a lease-only transaction (see its docstring)
     deadline = lease.renew_lease(session=session, task_id=task_id, user=user, now=now,
                                  settings=settings)
     return JSONResponse({"task_id": task_id, "lease_expires_at": _iso(deadline),
@@ -465,6 +467,7 @@ def next_card(request: Request, session: SessionDep, settings: SettingsDep,
               policy: PolicyDep, user: PostUser, scope: Annotated[str, Form()] = ""
               ) -> Response:
     """The next card (after a lost lease the work view moves on instead of a dead end)."""
+    queues.relax_commit_flush(session)  # a lease-only transaction (see its docstring)
     return _next_card(request, session, settings, policy, user, scope)
 
 

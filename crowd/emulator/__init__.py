@@ -21,12 +21,13 @@ from typing import Self
 
 import pandas as pd
 
+from crowd.emulator.realism import Realism
 from crowd.emulator.server import Api, Fault, FaultPlan, make_handler, make_server
 from crowd.emulator.simulate import Simulator
 from crowd.emulator.state import TolokaState
 from crowd.emulator.workers import ReplayBook, SimWorker, make_workers
 
-__all__ = ["Emulator", "Fault", "SimWorker", "make_workers"]
+__all__ = ["Emulator", "Fault", "Realism", "SimWorker", "make_workers"]
 
 
 class Emulator:
@@ -44,6 +45,10 @@ class Emulator:
         faults: targeted `Fault`s (n-th call of a route, time-outs, slow replies).
         latency: seconds added to every request.
         answer_on_poll: suites answered per ``GET /api/v1/assignments`` of a pool (0 = never).
+        realism: what real pools do, switched on one by one (`Realism`: ACTIVE, SKIPPED
+            and EXPIRED suites, PENDING operations, 429s, the pool's quality-control
+            rules evaluated); ``Realism()`` (the default) is the plain emulator;
+            ``Realism.real_pool()`` switches everything on.
         port: 0 picks a free port.
         id_base: ids (projects, pools after 1,000,000, tasks, assignments, …) start after
             it, so a fresh emulator can avoid the ids an earlier one handed out.
@@ -64,9 +69,11 @@ class Emulator:
         host: str = "127.0.0.1",
         port: int = 0,
         id_base: int = 0,
+        realism: Realism | None = None,
     ) -> None:
         self.seed = seed
-        self.state = TolokaState(id_base=id_base)
+        self.realism = realism or Realism()
+        self.state = TolokaState(id_base=id_base, pending_polls=self.realism.pending_polls)
         sim_workers = (
             make_workers(workers, seed=seed) if isinstance(workers, int) else list(workers)
         )
@@ -78,12 +85,25 @@ class Emulator:
             truth=truth,
             replay=book,
             key_field=key_field,
+            realism=self.realism,
         )
-        self.faults = FaultPlan(faults, fault_rate=fault_rate, seed=seed)
+        self.faults = FaultPlan(
+            faults,
+            fault_rate=fault_rate,
+            seed=seed,
+            too_many_requests=self.realism.too_many_requests,
+        )
         self.lock = threading.Lock()
         self.requests: list[tuple[str, str, int]] = []  # (method, route template, status)
         api = Api(self.state, self.simulator, answer_on_poll=answer_on_poll)
-        handler = make_handler(api, self.lock, self.faults, latency=latency, log=self.requests)
+        handler = make_handler(
+            api,
+            self.lock,
+            self.faults,
+            latency=latency,
+            log=self.requests,
+            retry_after_s=self.realism.retry_after_s,
+        )
         self._server = make_server(handler, host=host, port=port)
         self._thread: threading.Thread | None = None
 

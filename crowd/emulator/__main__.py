@@ -6,7 +6,7 @@ import argparse
 
 import pandas as pd
 
-from crowd.emulator import Emulator
+from crowd.emulator import Emulator, Realism
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -31,6 +31,12 @@ def main(argv: list[str] | None = None) -> None:
         help="ids start after this (use the one Quorum names, so that no id an earlier "
         "emulator handed out is reused)",
     )
+    parser.add_argument(
+        "--real-pool",
+        action="store_true",
+        help="behave like a busy real pool: ACTIVE/SKIPPED/EXPIRED suites, PENDING "
+        "operations, 10%% 429s, the pool's quality-control rules evaluated",
+    )
     args = parser.parse_args(argv)
     replay = pd.read_csv(args.replay, dtype=str) if args.replay else None
     emu = Emulator(
@@ -43,6 +49,7 @@ def main(argv: list[str] | None = None) -> None:
         answer_on_poll=args.answer_on_poll,
         port=args.port,
         id_base=args.id_base,
+        realism=Realism.real_pool() if args.real_pool else None,
     )
     print(f"Toloka emulator on {emu.url} (TolokaClient(token, url={emu.url!r}))", flush=True)
     try:

@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, urlsplit
 from crowd.emulator.simulate import Simulator
 from crowd.emulator.state import ApiFailure, TolokaState, search
 
-FaultKind = Literal["500", "503", "timeout", "slow"]
+FaultKind = Literal["500", "503", "429", "timeout", "slow"]
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,9 @@ class Fault:
 
     ``nth`` picks the n-th call (1-based) of that route; without it, each call fails
     with probability ``rate`` drawn from ``(seed, route, call number)``. Kinds:
-    ``"500"``/``"503"`` answer an error without touching state; ``"timeout"`` does
+    ``"500"``/``"503"`` answer an error without touching state; ``"429"`` answers Too
+    Many Requests (Toloka's body, ``payload.interval`` ``MIN``, a ``Retry-After`` of
+    ``retry_after`` seconds) without touching state; ``"timeout"`` does
     the work, then holds the reply ``seconds`` (the client gives up and retries:
     the nastiest case for idempotency); ``"slow"`` waits ``seconds``, then works.
     """
@@ -67,6 +69,8 @@ _ROUTES: list[tuple[str, str]] = [
     ("PUT", "/api/v1/user-restrictions"),
     ("GET", "/api/v1/user-restrictions/{id}"),
     ("DELETE", "/api/v1/user-restrictions/{id}"),
+    ("POST", "/api/v1/aggregated-solutions/aggregate-by-pool"),
+    ("GET", "/api/v1/aggregated-solutions/{id}"),
 ]
 _COMPILED = [(m, t, re.compile("^" + t.replace("{id}", "(?P<id>[^/]+)") + "$")) for m, t in _ROUTES]
 
@@ -122,7 +126,7 @@ class Api:
             "GET /api/v1/assignments": lambda: (200, self._assignments(params)),
             "GET /api/v1/assignments/{id}": lambda: (200, st.get(st.assignments, "assignment", i)),
             "PATCH /api/v1/assignments/{id}": lambda: st.patch_assignment(i, body),
-            "GET /api/v1/operations/{id}": lambda: (200, st.get(st.operations, "operation", i)),
+            "GET /api/v1/operations/{id}": lambda: (200, st.poll_operation(i)),
             "GET /api/v1/operations/{id}/log": lambda: (
                 200,
                 st.op_logs.get(st.get(st.operations, "operation", i)["id"], []),
@@ -137,6 +141,13 @@ class Api:
                 st.get(st.restrictions, "user restriction", i),
             ),
             "DELETE /api/v1/user-restrictions/{id}": lambda: st.delete_restriction(i),
+            "POST /api/v1/aggregated-solutions/aggregate-by-pool": lambda: st.aggregate_by_pool(
+                body
+            ),
+            "GET /api/v1/aggregated-solutions/{id}": lambda: (
+                200,
+                st.aggregated_solutions(i, params),
+            ),
         }
         return routes[key]()
 
@@ -159,9 +170,15 @@ class Api:
 
 class FaultPlan:
     def __init__(
-        self, faults: Sequence[Fault] = (), *, fault_rate: float = 0.0, seed: int = 0
+        self,
+        faults: Sequence[Fault] = (),
+        *,
+        fault_rate: float = 0.0,
+        seed: int = 0,
+        too_many_requests: float = 0.0,
     ) -> None:
         self.faults, self.fault_rate, self.seed = list(faults), fault_rate, seed
+        self.too_many_requests = too_many_requests
         self.calls: Counter[str] = Counter()
         self._lock = threading.Lock()
 
@@ -182,6 +199,11 @@ class FaultPlan:
             and random.Random(f"{self.seed}|{route}|{n}|r").random() < self.fault_rate
         ):
             return Fault(route, kind="503" if n % 2 else "500")
+        if (
+            self.too_many_requests
+            and random.Random(f"{self.seed}|{route}|{n}|q").random() < self.too_many_requests
+        ):
+            return Fault(route, kind="429")
         return None
 
 
@@ -192,6 +214,7 @@ def make_handler(
     *,
     latency: float,
     log: list[tuple[str, str, int]],
+    retry_after_s: int = 0,
 ) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -200,10 +223,12 @@ def make_handler(
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
             return
 
-        def _send(self, status: int, body: Any) -> None:
+        def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
             data = b"" if body is None else json.dumps(body, default=str).encode()
             try:
                 self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 if data:
                     self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -212,11 +237,18 @@ def make_handler(
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True
 
-        def _error(self, status: int, code: str, message: str, payload: Any = None) -> None:
+        def _error(
+            self,
+            status: int,
+            code: str,
+            message: str,
+            payload: Any = None,
+            headers: dict[str, str] | None = None,
+        ) -> None:
             body = {"code": code, "message": message, "request_id": f"emu-{len(log):08d}"}
             if payload is not None:
                 body["payload"] = payload
-            self._send(status, body)
+            self._send(status, body, headers)
 
         def _dispatch(self, method: str) -> None:
             parts = urlsplit(self.path)
@@ -240,6 +272,15 @@ def make_handler(
                 log.append((method, template, int(fault.kind)))
                 code = "INTERNAL_ERROR" if fault.kind == "500" else "REMOTE_SERVICE_UNAVAILABLE"
                 return self._error(int(fault.kind), code, "injected fault")
+            if fault is not None and fault.kind == "429":
+                log.append((method, template, 429))
+                return self._error(
+                    429,
+                    "TOO_MANY_REQUESTS",
+                    "Too many requests: the minute quota is exceeded",
+                    {"interval": "MIN", "limit": 1000},
+                    {"Retry-After": str(retry_after_s)},
+                )
             if fault is not None and fault.kind == "slow":
                 time.sleep(fault.seconds)
             params = dict(parse_qsl(parts.query))

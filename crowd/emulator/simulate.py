@@ -9,16 +9,25 @@ real tasks that still have remaining overlap and that this worker has not seen
 worker has not seen. Workers under a user restriction, or who failed the pool's
 training (``quality_control.training_requirement``), take nothing.
 
-When no eligible worker can take another suite, the pool closes itself
-(``last_close_reason="COMPLETED"``), which is how a client learns the crowd is done.
+When no eligible worker can take another suite (and no suite is still ACTIVE), the
+pool closes itself (``last_close_reason="COMPLETED"``), which is how a client learns
+the crowd is done.
+
+With `crowd.emulator.realism.Realism` switched on, a taken suite may be SKIPPED, stay
+ACTIVE until the next work call, or lapse (EXPIRED) at the next work call; the tasks
+of a skipped or expired suite are served again. Each work call first finishes pending
+operations and resolves the ACTIVE suites of every pool (open or not).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import heapq
+import random
 from collections.abc import Mapping
 
+from crowd.emulator.quality import QualityControl
+from crowd.emulator.realism import Realism
 from crowd.emulator.state import TolokaState, iso
 from crowd.emulator.workers import ReplayBook, SimWorker, hidden_truth, simulate_answer
 from crowd.pairs import PAIR_ANSWERS, pair_truth, split_pair_key
@@ -34,8 +43,13 @@ class Simulator:
         truth: Mapping[str, str] | None = None,
         replay: ReplayBook | None = None,
         key_field: str = "item_id",
+        realism: Realism | None = None,
     ) -> None:
         self.state, self.seed, self.truth = state, seed, dict(truth or {})
+        self.realism = realism or Realism()
+        self.quality = QualityControl(state)
+        #: ACTIVE assignments: id -> (solutions, when submitted, "submit" | "expire")
+        self.active: dict[str, tuple[list[dict], dt.datetime, str]] = {}
         self.replay, self.key_field = replay, key_field
         self.workers = list(replay.workers) if replay is not None else list(workers)
         self.free_at: dict[str, dt.datetime] = {w.id: state.now for w in self.workers}
@@ -169,30 +183,107 @@ class Simulator:
                 st.issued[tid] += 1
         submitted = start + dt.timedelta(seconds=spent)
         aid = st.next_id("assignment")
-        st.assignments[aid] = {
+        fate = self._fate(aid)
+        record = {
             "id": aid,
             "task_suite_id": st.next_id("suite"),
             "pool_id": pool["id"],
             "user_id": worker.id,
-            "status": "ACCEPTED" if pool.get("auto_accept_solutions") else "SUBMITTED",
+            "status": "ACTIVE",
             "reward": pool.get("reward_per_assignment", 0),
             "tasks": tasks,
-            "solutions": solutions,
             "automerged": False,
             "mixed": True,
             "created": iso(start),
-            "submitted": iso(submitted),
             "owner": {"id": "requester", "myself": True},
         }
-        if pool.get("auto_accept_solutions"):
-            st.assignments[aid]["accepted"] = iso(submitted)
-        st.now = max(st.now, submitted)
+        st.assignments[aid] = record
+        if fate == "skip":  # opened and skipped at once: the tasks go back to the pool
+            skipped_at = start + dt.timedelta(seconds=min(spent, 5.0))
+            record.update(status="SKIPPED", skipped=iso(skipped_at))
+            self._give_back(record)
+            st.now = max(st.now, skipped_at)
+            if self.realism.quality_control:
+                self.quality.on_skip(pool, worker.id)
+            return skipped_at
+        if fate == "submit":
+            self._submit(record, solutions, submitted)
+            return submitted
+        self.active[aid] = (solutions, submitted, fate)
+        if fate == "expire":  # busy until the suite lapses
+            limit = float(pool.get("assignment_max_duration_seconds") or 600)
+            return start + dt.timedelta(seconds=max(limit, spent))
         return submitted
+
+    def _fate(self, aid: str) -> str:
+        """``submit`` (at once), ``active`` (submitted at the next work call), ``expire``
+        (lapses at the next work call) or ``skip``, drawn from ``(seed, assignment)``."""
+        r = self.realism
+        if not r.suite_fates:
+            return "submit"
+        u = random.Random(f"{self.seed}|{aid}|fate").random()
+        if u < r.skipped:
+            return "skip"
+        if u < r.skipped + r.expired:
+            return "expire"
+        if u < r.skipped + r.expired + r.active:
+            return "active"
+        return "submit"
+
+    def _submit(self, record: dict, solutions: list[dict], submitted: dt.datetime) -> None:
+        st = self.state
+        pool = st.pools[record["pool_id"]]
+        record.update(status="SUBMITTED", solutions=solutions, submitted=iso(submitted))
+        if pool.get("auto_accept_solutions"):
+            record.update(status="ACCEPTED", accepted=iso(submitted))
+        st.now = max(st.now, submitted)
+        if self.realism.quality_control:
+            field, _ = self._labels(pool)
+            golden = [
+                s["output_values"].get(field) == t["known_solutions"][0]["output_values"][field]
+                for t, s in zip(record["tasks"], solutions, strict=True)
+                if t.get("known_solutions")
+            ]
+            created = dt.datetime.fromisoformat(record["created"]).replace(tzinfo=dt.UTC)
+            self.quality.on_submit(pool, record["user_id"], golden=golden,
+                                   seconds=(submitted - created).total_seconds())
+
+    def _give_back(self, record: dict) -> None:
+        """A skipped or expired suite's tasks can be served again (not to that worker)."""
+        st = self.state
+        for task in record["tasks"]:
+            if not st.tasks[task["id"]]["infinite_overlap"]:
+                st.issued[task["id"]] = max(st.issued[task["id"]] - 1, 0)
+        st.overlap_generation += 1
+
+    def resolve_active(self) -> int:
+        """Time passes: ACTIVE suites are submitted, or lapse (EXPIRED). Returns how many."""
+        st = self.state
+        n = len(self.active)
+        for aid in sorted(self.active):
+            solutions, submitted, fate = self.active.pop(aid)
+            record = st.assignments[aid]
+            if fate == "expire":
+                pool = st.pools[record["pool_id"]]
+                limit = float(pool.get("assignment_max_duration_seconds") or 600)
+                created = dt.datetime.fromisoformat(record["created"]).replace(tzinfo=dt.UTC)
+                lapsed = created + dt.timedelta(seconds=limit)
+                record.update(status="EXPIRED", expired=iso(lapsed))
+                st.now = max(st.now, lapsed)
+                self._give_back(record)
+            else:
+                self._submit(record, solutions, submitted)
+        return n
+
+    def has_active(self, pool_id: str) -> bool:
+        return any(self.state.assignments[a]["pool_id"] == pool_id for a in self.active)
 
     def work(self, pool_id: str | None = None, *, n: int | None = None) -> int:
         """Answer up to ``n`` suites (all that can be answered when ``None``) in the
         open pool ``pool_id`` (every open regular pool when ``None``). Returns how many."""
         st = self.state
+        st.finish_operations()
+        self.resolve_active()
         pool_ids = (
             [pool_id]
             if pool_id
@@ -224,7 +315,7 @@ class Simulator:
                 self.free_at[worker.id] = self._issue(pool, worker, task_ids, free_at)
                 heapq.heappush(heap, (self.free_at[worker.id], i, worker))
                 done += 1
-            if not heap:
+            if not heap and not self.has_active(pid):
                 pool["status"], pool["last_close_reason"] = "CLOSED", "COMPLETED"
                 pool["last_stopped"] = iso(st.now)
         return done

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 EPOCH = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
@@ -73,8 +73,12 @@ def _cmp(left: Any, op: str, right: str) -> bool:
 class TolokaState:
     """Projects, pools, trainings, tasks, assignments, operations, restrictions."""
 
-    def __init__(self, *, id_base: int = 0) -> None:
+    def __init__(self, *, id_base: int = 0, pending_polls: int = 0) -> None:
         self.now = EPOCH
+        #: Operations are answered PENDING and take effect on the n-th poll (0: at once).
+        self.pending_polls = pending_polls
+        self.deferred: dict[str, list[Any]] = {}  # op id -> [polls left, effect]
+        self.aggregated: dict[str, list[dict]] = {}  # aggregation op id -> solutions
         self.projects: dict[str, dict] = {}
         self.pools: dict[str, dict] = {}  # regular pools and trainings share the id space
         self.tasks: dict[str, dict] = {}
@@ -170,32 +174,72 @@ class TolokaState:
             return 204, None
         if open_ and not self.pool_tasks[pool_id]:
             raise ApiFailure(409, "CONFLICT_STATE", "pool has no tasks")
-        pool["status"] = target
+        op_type = f"{kind}.{'OPEN' if open_ else 'CLOSE'}"
+        key = "training_id" if kind == "TRAINING" else "pool_id"
+        return 202, self.operation(
+            op_type, {key: pool_id}, effect=lambda: self.apply_pool_status(pool, open_=open_)
+        )
+
+    def apply_pool_status(self, pool: dict, *, open_: bool) -> None:
+        pool["status"] = "OPEN" if open_ else "CLOSED"
         if open_:
             pool["last_started"] = iso(self.now)
         else:
             pool["last_stopped"], pool["last_close_reason"] = iso(self.now), "MANUAL"
-        op_type = f"{kind}.{'OPEN' if open_ else 'CLOSE'}"
-        key = "training_id" if kind == "TRAINING" else "pool_id"
-        return 202, self.finished_operation(op_type, {key: pool_id})
 
-    def finished_operation(
-        self, op_type: str, parameters: dict, op_id: str | None = None, details: dict | None = None
+    def operation(
+        self,
+        op_type: str,
+        parameters: dict,
+        op_id: str | None = None,
+        details: dict | None = None,
+        effect: Callable[[], dict | None] | None = None,
     ) -> dict:
+        """An operation: finished now (``pending_polls`` 0), or PENDING with ``effect``
+        applied when it finishes (`poll_operation`, `finish_operations`). ``effect`` may
+        return details to merge into the operation's."""
         oid = op_id or self.next_id("op")
         op = {
             "id": oid,
             "type": op_type,
-            "status": "SUCCESS",
+            "status": "PENDING",
             "submitted": iso(self.now),
-            "started": iso(self.now),
-            "finished": iso(self.now),
-            "progress": 100,
+            "progress": 0,
             "parameters": parameters,
             "details": details or {},
         }
         self.operations[oid] = op
+        if self.pending_polls and effect is not None:
+            self.deferred[oid] = [self.pending_polls, effect]
+        else:
+            self._finish(op, effect)
         return copy.deepcopy(op)
+
+    def _finish(self, op: dict, effect: Callable[[], dict | None] | None) -> None:
+        extra = effect() if effect is not None else None
+        op.update(status="SUCCESS", progress=100, finished=iso(self.now))
+        op.setdefault("started", iso(self.now))
+        op["details"] = {**op["details"], **(extra or {})}
+
+    def poll_operation(self, oid: str) -> dict:
+        """``GET /operations/{id}``: a pending operation runs, then finishes on its n-th poll."""
+        op = self.get(self.operations, "operation", oid)
+        pending = self.deferred.get(oid)
+        if pending is not None:
+            pending[0] -= 1
+            if pending[0] <= 0:
+                del self.deferred[oid]
+                self._finish(op, pending[1])
+            else:
+                op.update(status="RUNNING", started=op.get("started") or iso(self.now),
+                          progress=50)
+        return copy.deepcopy(op)
+
+    def finish_operations(self) -> None:
+        """Time passes (a work call): every pending operation finishes, in creation order."""
+        for oid in sorted(self.deferred):
+            _, effect = self.deferred.pop(oid)
+            self._finish(self.operations[oid], effect)
 
     # -- tasks ---------------------------------------------------------------
     def _validate_task(self, task: dict) -> dict | None:
@@ -261,43 +305,54 @@ class TolokaState:
         objects = body if isinstance(body, list) else [body]
         errors = {str(i): e for i, obj in enumerate(objects) if (e := self._validate_task(obj))}
         created: dict[str, dict] = {}
-        if not errors or skip_invalid:
-            for i, obj in enumerate(objects):
-                if str(i) not in errors:
-                    created[str(i)] = self._insert_task(obj, allow_defaults=allow_defaults)
-        if open_pool:
-            for pid in sorted({t["pool_id"] for t in created.values()}):
-                if self.pools[pid]["status"] != "OPEN":
-                    self.set_pool_status(pid, open_=True, kind="POOL")
+
+        def insert() -> dict:
+            if not errors or skip_invalid:
+                for i, obj in enumerate(objects):
+                    if str(i) not in errors:
+                        created[str(i)] = self._insert_task(obj, allow_defaults=allow_defaults)
+            if open_pool:
+                for pid in sorted({t["pool_id"] for t in created.values()}):
+                    if self.pools[pid]["status"] != "OPEN":
+                        self.apply_pool_status(self.pools[pid], open_=True)
+            return {"success_count": len(created)}
+
         if not async_mode:
+            insert()
             if errors and not created:
                 raise ApiFailure(400, "VALIDATION_ERROR", "Validation failed", errors)
             items = {i: self.task_view(t["id"]) for i, t in created.items()}
             return 201, {"items": items, "validation_errors": errors}
-        log = [
-            {
-                "type": "TASK_CREATE",
-                "success": True,
-                "input": objects[int(i)],
-                "output": {"task_id": t["id"]},
-            }
-            for i, t in created.items()
-        ] + [
-            {"type": "TASK_VALIDATE", "success": False, "input": objects[int(i)], "output": e}
-            for i, e in errors.items()
-        ]
+        oid = op_id or self.next_id("op")
+
+        def insert_and_log() -> dict:
+            details = insert()
+            self.op_logs[oid] = [
+                {
+                    "type": "TASK_CREATE",
+                    "success": True,
+                    "input": objects[int(i)],
+                    "output": {"task_id": t["id"]},
+                }
+                for i, t in created.items()
+            ] + [
+                {"type": "TASK_VALIDATE", "success": False, "input": objects[int(i)], "output": e}
+                for i, e in errors.items()
+            ]
+            return details
+
         parameters = {
             "skip_invalid_items": skip_invalid,
             "allow_defaults": allow_defaults,
             "open_pool": open_pool,
         }
-        op = self.finished_operation(
+        op = self.operation(
             "TASK.BATCH_CREATE",
             parameters,
-            op_id=op_id,
-            details={"items_count": len(objects), "success_count": len(created)},
+            op_id=oid,
+            details={"items_count": len(objects)},
+            effect=insert_and_log,
         )
-        self.op_logs[op["id"]] = log
         return 202, op
 
     def set_overlap(self, tid: str, body: dict, *, or_min: bool) -> tuple[int, dict]:
@@ -344,6 +399,49 @@ class TolokaState:
                 self.issued[task["id"]] = max(self.issued[task["id"]] - 1, 0)
             self.overlap_generation += 1
         return 200, copy.deepcopy(assignment)
+
+    # -- aggregation ---------------------------------------------------------
+    def aggregate_by_pool(self, body: dict) -> tuple[int, dict]:
+        """``POST /aggregated-solutions/aggregate-by-pool``: a majority vote per task over
+        the pool's SUBMITTED/ACCEPTED answers (Toloka's ``DAWID_SKENE`` and
+        ``WEIGHTED_DYNAMIC_OVERLAP`` are approximated by it; confidence = vote share)."""
+        pool_id = str(body.get("pool_id"))
+        self.get(self.pools, "pool", pool_id)
+        fields = [f["name"] for f in body.get("fields") or []]
+        if not fields:
+            raise ApiFailure(400, "VALIDATION_ERROR", "Validation failed",
+                             {"fields": {"code": "REQUIRED", "message": "fields are required"}})
+        oid = self.next_id("op")
+
+        def run() -> dict:
+            votes: dict[str, dict[tuple, int]] = {}
+            for a in self.assignments.values():
+                if a["pool_id"] != pool_id or a["status"] not in ("SUBMITTED", "ACCEPTED"):
+                    continue
+                for task, solution in zip(a["tasks"], a.get("solutions") or [], strict=False):
+                    values = tuple(solution["output_values"].get(f) for f in fields)
+                    counts = votes.setdefault(task["id"], {})
+                    counts[values] = counts.get(values, 0) + 1
+            out = []
+            for tid in sorted(votes):
+                counts = votes[tid]
+                best = max(sorted(counts, key=str), key=lambda v: counts[v])
+                out.append({"pool_id": pool_id, "task_id": tid,
+                            "confidence": counts[best] / sum(counts.values()),
+                            "output_values": dict(zip(fields, best, strict=True))})
+            self.aggregated[oid] = out
+            return {"items_count": len(out)}
+
+        return 202, self.operation("SOLUTION.AGGREGATE", {"pool_id": pool_id}, op_id=oid,
+                                   effect=run)
+
+    def aggregated_solutions(self, oid: str, params: dict[str, str]) -> dict:
+        op = self.get(self.operations, "operation", oid)
+        if op["status"] != "SUCCESS":
+            raise ApiFailure(409, "CONFLICT_STATE", f"operation {oid} is {op['status']}")
+        rows = self.aggregated.get(oid, [])
+        params = {**params, "sort": params.get("sort", "task_id")}
+        return search(rows, params)
 
     # -- user restrictions -------------------------------------------------
     def put_restriction(self, body: dict) -> tuple[int, dict]:
