@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import MetaData, Table, create_engine, event, func, insert, select
+from sqlalchemy import JSON, MetaData, Table, create_engine, event, func, insert, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -156,8 +156,49 @@ _SHORT_INSERT = 8
 _SEQUENCES: dict[tuple[str, str], str | None] = {}
 
 
+def copy_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert ``rows`` (dicts with the same keys) into ``table`` in this transaction: on
+    PostgreSQL with one ``COPY ... FROM STDIN`` (psycopg's C row writer: no statement per
+    row, nothing for the server to parse or plan per row), elsewhere with a Core
+    ``executemany``.
+
+    Like a Core insert it fills the columns the rows leave out from their Python-side
+    ``default`` (a scalar or a callable such as ``utcnow``); a column without one gets the
+    server's default. JSON columns are sent as JSONB. Only for plain tables: no ``RETURNING``,
+    and no Python-side ``process_bind_param`` beyond what psycopg does itself (aware
+    datetimes, JSON).
+    """
+    if not rows:
+        return
+    if session.get_bind().dialect.name != "postgresql":
+        session.execute(insert(table), list(rows))
+        return
+    from psycopg.types.json import Jsonb
+
+    dialect = session.get_bind().dialect
+    given = list(rows[0])
+    # (key, callable-or-None, scalar) for the columns left out that have a Python default
+    filled = [(c.key, c.default.arg if c.default.is_callable else None,
+               None if c.default.is_callable else c.default.arg)
+              for c in table.columns if c.key not in given and c.default is not None
+              and (c.default.is_scalar or c.default.is_callable)]
+    cols = [table.columns[k] for k in given + [k for k, _, _ in filled]]
+    is_json = [isinstance(c.type.dialect_impl(dialect), JSON) for c in cols]
+    if session.autoflush:
+        session.flush()
+    names = ", ".join(dialect.identifier_preparer.quote(c.name) for c in cols)
+    conn = session.connection().connection.driver_connection
+    with conn.cursor() as cur, cur.copy(
+            f"COPY {dialect.identifier_preparer.format_table(table)} ({names}) FROM STDIN"
+    ) as stream:
+        for r in rows:
+            values = [r[k] for k in given] + [fn(None) if fn else v for _, fn, v in filled]
+            stream.write_row([Jsonb(v) if j and v is not None else v
+                              for v, j in zip(values, is_json, strict=True)])
+
+
 def insert_returning_ids(session: Session, table: Table,
-                         rows: Sequence[Mapping[str, Any]]) -> list[int]:
+                         rows: Sequence[Mapping[str, Any]], *, copy: bool = False) -> list[int]:
     """Insert ``rows`` (Core, one statement batch) and return their new ids in row order.
 
     PostgreSQL: ``INSERT ... RETURNING id`` in batches (SQLAlchemy's "insertmanyvalues").
@@ -196,8 +237,11 @@ def insert_returning_ids(session: Session, table: Table,
         if seq is not None:
             ids = sorted(session.scalars(
                 select(func.nextval(seq)).select_from(func.generate_series(1, len(rows)))))
-            session.execute(insert(table), [{**r, pk.key: i} for r, i in zip(rows, ids,
-                                                                               strict=True)])
+            with_ids = [{**r, pk.key: i} for r, i in zip(rows, ids, strict=True)]
+            if copy:  # one COPY stream instead of a statement per row (copy_rows)
+                copy_rows(session, table, with_ids)
+            else:
+                session.execute(insert(table), with_ids)
             return ids
     return list(session.execute(insert(table).returning(pk, sort_by_parameter_order=True),
                                 list(rows)).scalars())

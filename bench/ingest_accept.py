@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/ingest_accept.py [--items 20000] [--e2e-items 2000]
                                             [--batch 1000] [--workers 1,2]
-                                            [--encoder minilm]
+                                            [--encoder minilm] [--threads N]
+                                            [--compare /work/main] [--accept-only]
 
 1. **Acceptance**: ``POST /api/v1/items`` (in-process ASGI client, batches of
    ``--batch``, ``wait=false``) with ML on: each call validates, stores the items
@@ -15,6 +16,11 @@
    Prints items/s and its ratio to the **bare encoder** on the same items (this process,
    ``encoder.encode`` in ``QUORUM_ML_BATCH_SIZE`` batches, one thread per worker's share
    of the cores not pinned).
+
+``--compare DIR`` first runs the acceptance part with the code of another checkout (say
+``main``) in a subprocess, then with this one: before and after in one run, on the same
+machine state. ``--threads`` is each worker's torch threads (default: the cores divided
+among the workers; two torch processes each using every core only fight over them).
 
 Each run uses a database of its own (``bench/common.py``). Figures are from a shared
 machine unless it is quiet: compare ratios, not absolutes.
@@ -30,7 +36,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+#: ``--code DIR``: import ``backend`` from another checkout (``--compare`` uses it).
+CODE = Path(sys.argv[sys.argv.index("--code") + 1]).resolve() if "--code" in sys.argv else ROOT
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(CODE))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -100,12 +109,15 @@ def bare_encoder_rate(items: list[dict]) -> float:
     return len(items) / (time.perf_counter() - t0)
 
 
-def end_to_end(n_workers: int, n_items: int, batch: int, tmp: Path) -> float:
+def end_to_end(n_workers: int, n_items: int, batch: int, tmp: Path,
+               threads: int | None = None) -> float:
     with bench_database("postgres") as url:
         use_database(url, tmp / f"var{n_workers}")
         client, headers = client_and_token(url)
         env = {**os.environ, "PYTHONPATH": str(ROOT), "QUORUM_DATABASE_URL": url,
                "QUORUM_DATA_DIR": str(tmp / f"var{n_workers}")}
+        threads = threads or max(1, (os.cpu_count() or 1) // n_workers)
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         procs = [subprocess.Popen([sys.executable, "-m", "backend.cli", "worker", "--queues",
                                    "embed", "--concurrency", "1", "--name", f"bench{i}"],
                                   cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
@@ -126,6 +138,17 @@ def end_to_end(n_workers: int, n_items: int, batch: int, tmp: Path) -> float:
     return n_items / took
 
 
+def acceptance(items: int, batch: int, tmp: Path) -> tuple[float, int]:
+    """Items/s accepted over ``items`` (after a warm-up call), and how many stayed received."""
+    with bench_database("postgres") as url:
+        use_database(url, tmp / "var")
+        client, headers = client_and_token(url)
+        accept(client, headers, rows(batch, start=10**8), batch)  # warm-up
+        took = accept(client, headers, rows(items), batch)
+        client.close()
+        return items / took, received(url)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--items", type=int, default=20_000)
@@ -133,30 +156,38 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1_000)
     ap.add_argument("--workers", default="1,2")
     ap.add_argument("--encoder", default="minilm")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads per worker (default: cores / workers)")
+    ap.add_argument("--compare", metavar="DIR",
+                    help="first measure acceptance with the code of this checkout")
+    ap.add_argument("--code", metavar="DIR", help=argparse.SUPPRESS)
+    ap.add_argument("--accept-only", action="store_true", help="skip the end-to-end part")
     args = ap.parse_args()
     os.environ.update({"QUORUM_ML_ENABLED": "true", "QUORUM_ML_ENCODER": args.encoder,
                        "QUORUM_ML_INDEX_KIND": "exact", "QUORUM_JOBS_INGEST_WAIT": "false"})
+    if args.compare:
+        subprocess.run([sys.executable, __file__, "--code", args.compare, "--accept-only",
+                        "--items", str(args.items), "--batch", str(args.batch)], check=True)
     import tempfile
+
+    import backend
 
     with tempfile.TemporaryDirectory(prefix="quorum-bench-") as tmpdir:
         tmp = Path(tmpdir)
-        with bench_database("postgres") as url:
-            use_database(url, tmp / "var")
-            client, headers = client_and_token(url)
-            accept(client, headers, rows(args.batch, start=10**8), args.batch)  # warm-up
-            took = accept(client, headers, rows(args.items), args.batch)
-            client.close()
-            waiting = received(url)
-        print(f"acceptance (PostgreSQL, ML on, {args.batch}/call): {args.items} items in "
-              f"{took:.2f} s = {args.items / took:,.0f} items/s accepted; {waiting:,} "
-              "received, none embedded before the answer")
-        bare = bare_encoder_rate(rows(args.e2e_items))
-        print(f"bare encoder ({args.encoder}, this process): {bare:,.1f} items/s")
+        rate, waiting = acceptance(args.items, args.batch, tmp)
+        print(f"acceptance (PostgreSQL, ML on, {args.batch}/call, code "
+              f"{Path(backend.__file__).parent.parent}): {args.items} items at "
+              f"{rate:,.0f} items/s accepted; {waiting:,} received, none embedded before "
+              "the answer", flush=True)
+        if args.accept_only:
+            return
         for n in (int(w) for w in args.workers.split(",") if w):
-            rate = end_to_end(n, args.e2e_items, args.batch, tmp)
-            print(f"end to end, {n} worker(s): {args.e2e_items} items in "
+            bare = bare_encoder_rate(rows(args.e2e_items))  # right before: same machine state
+            rate = end_to_end(n, args.e2e_items, args.batch, tmp, args.threads)
+            print(f"bare encoder ({args.encoder}, this process, all cores): {bare:,.1f} "
+                  f"items/s; end to end, {n} worker(s): {args.e2e_items} items in "
                   f"{args.e2e_items / rate:.1f} s = {rate:,.1f} items/s "
-                  f"({rate / bare:.2f} × the bare encoder)")
+                  f"({rate / bare:.2f} × the bare encoder)", flush=True)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ below and a policy label may name its own ``dsa_category``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -48,21 +49,53 @@ def _date(value: datetime | None) -> str | None:
     return value.date().isoformat() if value else None
 
 
+def _label(policy: Policy, ev: DecisionEvent) -> Any:
+    """The policy label of ``ev`` if the decision restricts its item, else ``None``."""
+    lab = next((x for x in policy.labels if x.key == ev.label), None)
+    if lab is None or lab.kind not in VISIBILITY or ev.source == "undo":
+        return None
+    return lab
+
+
 def statement_of_reasons(*, session: Session, event_id: int, policy: Policy) -> dict[str, Any]:
     """The statement of reasons for decision ``event_id`` (``NotFound`` if there is none:
     the decision does not restrict the item)."""
     ev = session.get(DecisionEvent, event_id) if 1 <= event_id <= 2**63 - 1 else None
     if ev is None:
         raise NotFound(f"no decision with id {event_id}")
-    lab = next((x for x in policy.labels if x.key == ev.label), None)
-    if lab is None or lab.kind not in VISIBILITY or ev.source == "undo":
+    item = session.get(Item, ev.item_id)
+    sor = statements_for(session=session, decisions=[(ev, item)], policy=policy)[ev.id]
+    if sor is None:
         raise NotFound(f"decision {event_id} ({ev.label}) does not restrict the item, so it "
                        "has no statement of reasons")
-    item = session.get(Item, ev.item_id)
+    return sor
+
+
+def statements_for(*, session: Session, decisions: Sequence[tuple[DecisionEvent, Item | None]],
+                   policy: Policy) -> dict[int, dict[str, Any] | None]:
+    """Event id -> its statement of reasons (``None`` for a decision that does not restrict
+    its item), for many decisions at once: the rule names and moderators' usernames are
+    read in one query each (the feed and the webhook fan-out build a page at a time)."""
+    restricting = [(ev, item, lab) for ev, item in decisions
+                   if (lab := _label(policy, ev)) is not None]
+    rule_ids = sorted({ev.rule_id for ev, _, _ in restricting if ev.rule_id is not None})
+    user_ids = sorted({ev.user_id for ev, _, _ in restricting if ev.user_id is not None})
+    rules = dict(session.execute(select(Rule.id, Rule.name).where(Rule.id.in_(rule_ids)))
+                 .tuples().all()) if rule_ids else {}
+    users = dict(session.execute(select(User.id, User.username).where(User.id.in_(user_ids)))
+                 .tuples().all()) if user_ids else {}
+    out: dict[int, dict[str, Any] | None] = {ev.id: None for ev, _ in decisions}
+    for ev, item, lab in restricting:
+        out[ev.id] = _statement(ev, item, lab, policy, rule_name=rules.get(ev.rule_id),
+                                moderator=users.get(ev.user_id))
+    return out
+
+
+def _statement(ev: DecisionEvent, item: Item | None, lab: Any, policy: Policy, *,
+               rule_name: str | None, moderator: str | None) -> dict[str, Any]:
     facts: dict[str, Any] = {"source": ev.source}
     if ev.rule_id is not None:
-        rule = session.scalar(select(Rule.name).where(Rule.id == ev.rule_id))
-        facts["rule"] = {"id": ev.rule_id, "name": rule, "version": ev.rule_version}
+        facts["rule"] = {"id": ev.rule_id, "name": rule_name, "version": ev.rule_version}
     if ev.model_id:
         facts["model"] = ev.model_id
     if ev.threshold_set_version is not None:
@@ -76,7 +109,7 @@ def statement_of_reasons(*, session: Session, event_id: int, policy: Policy) -> 
         facts["crowd_pool_id"] = ev.crowd_pool_id
         facts["aggregation_method"] = ev.aggregation_method
     if ev.user_id is not None:
-        facts["moderator"] = session.scalar(select(User.username).where(User.id == ev.user_id))
+        facts["moderator"] = moderator
     for key in ("policy_version", "content_hash"):
         if ev.details and key in ev.details:
             facts[key] = ev.details[key]

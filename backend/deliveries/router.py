@@ -31,10 +31,10 @@ def decision_feed(session: SessionDep, policy: PolicyDep, user: CurrentUser,
     cfg = get_delivery_settings()
     if limit > cfg.feed_max_limit:
         raise ValidationFailed(f"limit is at most {cfg.feed_max_limit}, not {limit}")
-    service.sequence_feed(session=session, now=utcnow(), policy_version=policy.version,
+    service.sequence_feed(session=session, now=utcnow(), policy=policy,
                           horizon_seconds=cfg.feed_horizon_seconds)
     page = service.read_feed(session=session, after=after, limit=limit,
-                             policy_version=policy.version)
+                             policy=policy)
     return FeedPageRead(events=page.events, next_cursor=page.next_cursor,
                         has_more=page.has_more)
 

@@ -32,15 +32,17 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from sqlalchemy import insert, select, text, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import bindparam, insert, select, text, update
+from sqlalchemy.orm import Session, lazyload, sessionmaker
 
 from backend.db import transaction, utcnow
 from backend.decisions.models import DecisionEvent
+from backend.decisions.statements import statements_for
 from backend.deliveries.models import FeedEntry, WebhookDelivery, WebhookSubscription
 from backend.deliveries.settings import DeliverySettings
 from backend.errors import NotFound, ValidationFailed
 from backend.items.models import Item
+from backend.policy import Policy
 
 #: ``pg_try_advisory_xact_lock`` key of the feed sequencer.
 FEED_LOCK_KEY = 0x51_46_45_45_44  # "QFEED"
@@ -50,15 +52,19 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
 # ---------------------------------------------------------------- statement of reasons
-def event_payload(event: DecisionEvent, item: Item, policy_version: int) -> dict[str, Any]:
-    """What a consumer is told about one decision: the label and every reason behind it."""
+def event_payload(event: DecisionEvent, item: Item, policy: Policy,
+                  statement: dict[str, Any] | None) -> dict[str, Any]:
+    """What a consumer is told about one decision: the label, every reason behind it, and
+    for a decision that restricts the item its statement of reasons
+    (``decisions.statements``, the same as ``GET /api/v1/decisions/{id}/statement``;
+    ``null`` for one that does not restrict)."""
     return {
         "event_id": event.id,
         "item": {"id": item.id, "source": item.source, "external_id": item.external_id},
         "label": event.label,
         "decided_by": event.source,
         "is_human": event.is_human,
-        "policy_version": policy_version,
+        "policy_version": policy.version,
         "reasons": {
             "rule_id": event.rule_id, "rule_version": event.rule_version,
             "model_id": event.model_id, "threshold_set_version": event.threshold_set_version,
@@ -69,11 +75,19 @@ def event_payload(event: DecisionEvent, item: Item, policy_version: int) -> dict
         },
         "supersedes_event_id": event.supersedes_id,
         "decided_at": event.created_at.isoformat(),
+        "statement_of_reasons": statement,
     }
 
 
+def payloads(session: Session, rows: Sequence[tuple[DecisionEvent, Item]],
+             policy: Policy) -> list[dict[str, Any]]:
+    """``event_payload`` of each (event, item), the statements built for all at once."""
+    sors = statements_for(session=session, decisions=rows, policy=policy)
+    return [event_payload(ev, item, policy, sors[ev.id]) for ev, item in rows]
+
+
 # ---------------------------------------------------------------- feed
-def sequence_feed(*, session: Session, now: datetime, policy_version: int,
+def sequence_feed(*, session: Session, now: datetime, policy: Policy,
                   horizon_seconds: float, limit: int = 20_000) -> int:
     """Append the committed, not yet fed events to the feed (and fan them out to the
     webhook subscriptions). Returns how many; 0 when another sequencer holds the lock."""
@@ -91,32 +105,36 @@ def sequence_feed(*, session: Session, now: datetime, policy_version: int,
     if not new_ids:
         return 0
     session.execute(insert(FeedEntry), [{"event_id": i, "fed_at": now} for i in new_ids])
-    _fan_out(session, event_ids=new_ids, now=now, policy_version=policy_version)
+    _fan_out(session, event_ids=new_ids, now=now, policy=policy)
     session.flush()
     return len(new_ids)
 
 
+def _matches(sub: WebhookSubscription, event: DecisionEvent, item: Item) -> bool:
+    return (not sub.sources or item.source in sub.sources) and (
+        not sub.labels or event.label in sub.labels)
+
+
 def _fan_out(session: Session, *, event_ids: Sequence[int], now: datetime,
-             policy_version: int) -> None:
+             policy: Policy) -> None:
     subs = list(session.scalars(select(WebhookSubscription)
                                 .where(WebhookSubscription.is_active.is_(True))))
     if not subs:
         return
     rows = []
     for start in range(0, len(event_ids), 1000):
-        for event, item in session.execute(
-                select(DecisionEvent, Item).join(Item, Item.id == DecisionEvent.item_id)
-                .where(DecisionEvent.id.in_(event_ids[start:start + 1000]))
-                .order_by(DecisionEvent.id)).tuples():
-            payload = None
-            for sub in subs:
-                if (sub.sources and item.source not in sub.sources) or (
-                        sub.labels and event.label not in sub.labels):
-                    continue
-                payload = payload or event_payload(event, item, policy_version)
-                rows.append({"subscription_id": sub.id, "event_id": event.id,
-                             "state": "pending", "attempts": 0, "next_attempt_at": now,
-                             "payload": payload, "created_at": now})
+        chunk = session.execute(
+            select(DecisionEvent, Item).join(Item, Item.id == DecisionEvent.item_id)
+            .where(DecisionEvent.id.in_(event_ids[start:start + 1000]))
+            .options(lazyload(Item.status))  # not needed: no joined load of each status
+            .order_by(DecisionEvent.id)).tuples().all()
+        wanted = [(event, item, matching) for event, item in chunk
+                  if (matching := [sub for sub in subs if _matches(sub, event, item)])]
+        bodies = payloads(session, [(event, item) for event, item, _ in wanted], policy)
+        for (event, _, matching), payload in zip(wanted, bodies, strict=True):
+            rows.extend({"subscription_id": sub.id, "event_id": event.id, "state": "pending",
+                         "attempts": 0, "next_attempt_at": now, "payload": payload,
+                         "created_at": now} for sub in matching)
     if rows:
         session.execute(insert(WebhookDelivery), rows)
 
@@ -128,16 +146,19 @@ class FeedPage:
     has_more: bool
 
 
-def read_feed(*, session: Session, after: int, limit: int, policy_version: int) -> FeedPage:
+def read_feed(*, session: Session, after: int, limit: int, policy: Policy) -> FeedPage:
     """Events after ``after`` (a ``seq``; 0 = from the start), oldest first."""
     rows = session.execute(
         select(FeedEntry.seq, DecisionEvent, Item)
         .join(DecisionEvent, DecisionEvent.id == FeedEntry.event_id)
         .join(Item, Item.id == DecisionEvent.item_id)
-        .where(FeedEntry.seq > after).order_by(FeedEntry.seq).limit(limit + 1)).tuples().all()
+        .where(FeedEntry.seq > after).options(lazyload(Item.status))
+        .order_by(FeedEntry.seq).limit(limit + 1)).tuples().all()
     more = len(rows) > limit
     rows = rows[:limit]
-    events = [{"cursor": seq, **event_payload(ev, it, policy_version)} for seq, ev, it in rows]
+    events = [{"cursor": seq, **p} for (seq, _, _), p in
+              zip(rows, payloads(session, [(ev, it) for _, ev, it in rows], policy),
+                  strict=True)]
     return FeedPage(events=events, next_cursor=rows[-1][0] if rows else after, has_more=more)
 
 
@@ -266,32 +287,35 @@ def deliver_due(*, sessions: sessionmaker[Session], cfg: DeliverySettings,
         if own:
             client.close()
     done_at = utcnow()
-    with transaction(sessions) as session:
-        for delivery_id, attempts, status, error in outcomes:
-            values: dict[str, Any] = {"attempts": attempts, "last_status": status,
-                                      "last_error": error}
-            if error is None:
-                values.update(state="delivered", delivered_at=done_at)
-                result.delivered += 1
-            elif attempts >= cfg.max_attempts:
-                values.update(state="dead")
-                result.dead += 1
-            else:
-                values.update(next_attempt_at=done_at + timedelta(
-                    seconds=backoff_seconds(attempts, cfg, rng)))
-                result.failed += 1
-            session.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery_id)
-                            .values(**values))
+    delivered, dead, retry = [], [], []
+    for delivery_id, attempts, status, error in outcomes:
+        values: dict[str, Any] = {"b_id": delivery_id, "attempts": attempts,
+                                  "last_status": status, "last_error": error}
+        if error is None:
+            delivered.append(values)
+        elif attempts >= cfg.max_attempts:
+            dead.append(values)
+        else:
+            retry.append({**values, "next_attempt_at": done_at + timedelta(
+                seconds=backoff_seconds(attempts, cfg, rng))})
+    result.delivered, result.dead, result.failed = len(delivered), len(dead), len(retry)
+    table = WebhookDelivery.__table__
+    by_id = update(table).where(table.c.id == bindparam("b_id"))
+    with transaction(sessions) as session:  # one executemany per outcome, not a statement each
+        for rows, extra in ((delivered, {"state": "delivered", "delivered_at": done_at}),
+                            (dead, {"state": "dead"}), (retry, {})):
+            if rows:
+                session.execute(by_id.values(**extra) if extra else by_id, rows)
     return result
 
 
 def run_deliveries(*, sessions: sessionmaker[Session], cfg: DeliverySettings,
-                   policy_version: int, deadline: Any = None) -> dict[str, int]:
+                   policy: Policy, deadline: Any = None) -> dict[str, int]:
     """The periodic delivery task: sequence the feed, then send what was due when the pass
     began (a delivery that fails now waits for a later pass, after its backoff)."""
     started = utcnow()
     with transaction(sessions) as session:
-        fed = sequence_feed(session=session, now=started, policy_version=policy_version,
+        fed = sequence_feed(session=session, now=started, policy=policy,
                             horizon_seconds=cfg.feed_horizon_seconds)
     total = DeliveryPass()
     with httpx.Client(timeout=cfg.timeout_seconds, follow_redirects=False) as client:

@@ -63,7 +63,11 @@ def ingest_items(
           details={"received": result.received, "created": result.created,
                    "updated": result.updated, "rejected": result.rejected})
     response.status_code = 207 if result.errors else 200
-    states = service.states(session=session, item_ids=result.item_ids)
+    # the items just created and not routed here are "received": no need to read them back
+    known = {} if routed else dict.fromkeys(created, "received")
+    states = service.states(session=session,
+                            item_ids=[i for i in result.item_ids if i not in known])
+    states.update(known)
     return IngestAccepted(**result.model_dump(), routed=routed,
                           states=[states.get(i) for i in result.item_ids])
 

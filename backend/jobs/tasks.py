@@ -67,7 +67,7 @@ def deliver() -> dict[str, Any]:
     sessions = get_sessionmaker()
     with track(sessions=sessions, name="deliver", timeout_s=_timeout()) as run:
         run.detail = run_deliveries(sessions=sessions, cfg=get_delivery_settings(),
-                                    policy_version=get_policy().version, deadline=run.deadline)
+                                    policy=get_policy(), deadline=run.deadline)
         run.timed_out = run.deadline.expired
         return run.detail
 

@@ -94,12 +94,12 @@ def test_flaky_receiver_gets_every_decision_signed_with_stable_keys(settings, po
     sessions = get_sessionmaker(settings.resolved_database_url)
     events = _decide(policy, 30)
     receiver.down()  # down for a while: every call refused
-    out = service.run_deliveries(sessions=sessions, cfg=cfg, policy_version=policy.version)
+    out = service.run_deliveries(sessions=sessions, cfg=cfg, policy=policy)
     assert out["fed"] == 30 and out["delivered"] == 0 and out["failed"] == 30
     receiver.up()
     events += _decide(policy, 20, start=100)  # more decisions while it recovers
     for _ in range(60):
-        service.run_deliveries(sessions=sessions, cfg=cfg, policy_version=policy.version)
+        service.run_deliveries(sessions=sessions, cfg=cfg, policy=policy)
         with session_scope() as s:
             left = s.scalar(select(func.count()).select_from(WebhookDelivery)
                             .where(WebhookDelivery.state != "delivered"))
@@ -129,7 +129,7 @@ def test_subscriptions_filter_by_source_and_label(settings, policy):
     _subscribe(receiver.url, sources=["elsewhere"])
     events = _decide(policy, 10)
     service.run_deliveries(sessions=get_sessionmaker(), cfg=DeliverySettings(),
-                           policy_version=policy.version)
+                           policy=policy)
     receiver.down()
     with session_scope() as s:
         prohibited = set(s.scalars(select(DecisionEvent.id).where(
@@ -144,7 +144,7 @@ def test_dead_letters_are_listed_and_replayed_by_admins(settings, policy, client
     cfg = DeliverySettings(backoff_base_seconds=0, backoff_max_seconds=0, max_attempts=2)
     sessions = get_sessionmaker()
     for _ in range(3):
-        service.run_deliveries(sessions=sessions, cfg=cfg, policy_version=policy.version)
+        service.run_deliveries(sessions=sessions, cfg=cfg, policy=policy)
     _, admin = make_user("root", "admin")
     dead = client.get("/api/v1/webhooks/dead", headers=auth(admin)).json()
     assert sorted(d["event_id"] for d in dead) == events
@@ -152,7 +152,7 @@ def test_dead_letters_are_listed_and_replayed_by_admins(settings, policy, client
     receiver.fail_rate = 0.0
     r = client.post("/api/v1/webhooks/dead/replay", json={"ids": None}, headers=auth(admin))
     assert r.json() == {"replayed": 3}
-    service.run_deliveries(sessions=sessions, cfg=cfg, policy_version=policy.version)
+    service.run_deliveries(sessions=sessions, cfg=cfg, policy=policy)
     receiver.down()
     assert {int(c["key"]) for c in receiver.calls if c["ok"]} == set(events)
     assert client.get("/api/v1/webhooks/dead", headers=auth(admin)).json() == []
@@ -238,3 +238,58 @@ def test_feed_serves_an_event_that_commits_after_a_later_one(settings, policy, c
     slow.close()
     _page_all(client, token, 10, seen, cursor)
     assert seen == [late, early], "the event committed late is not lost behind the cursor"
+
+
+def test_webhook_body_and_feed_event_carry_the_statement_of_reasons(settings, policy, client,
+                                                                   make_user):
+    """Issue 11 item 5 / issue 14: each delivery of a restricting decision carries its
+    statement of reasons, the same one ``GET /decisions/{id}/statement`` serves."""
+    from backend.rules.schemas import RuleCreate
+    from backend.rules.service import create_rule
+
+    moderator_id, _ = make_user("mod", "moderator")
+    _, token = make_user("ana", "analyst")
+    receiver = Receiver(fail_rate=0.0)
+    _subscribe(receiver.url)
+    with session_scope() as s:
+        rule = create_rule(session=s, policy=policy, data=RuleCreate(
+            name="cheap", expression="has(item.price) && item.price < 1.0", action="decide",
+            label="fraud")).id
+        _, ids = ingest(session=s, rows=[item_row(i) for i in range(5)], policy=policy,
+                        now=utcnow())
+        events = record_decisions(session=s, decisions=[
+            NewDecision(item_id=ids[0], label="fraud", source="rule", rule_id=rule,
+                        rule_version=1),
+            NewDecision(item_id=ids[1], label="prohibited", source="classifier",
+                        model_id="lr-text-7", threshold_set_version=3, confidence=0.97),
+            NewDecision(item_id=ids[2], label="adult", source="similarity",
+                        similar_item_id=ids[1], distance=0.04),
+            NewDecision(item_id=ids[3], label="restricted", source="moderator",
+                        user_id=moderator_id, comment="replica"),
+            NewDecision(item_id=ids[4], label="ok", source="moderator", user_id=moderator_id),
+        ])
+    service.run_deliveries(sessions=get_sessionmaker(), cfg=DeliverySettings(), policy=policy)
+    receiver.down()
+    bodies = {int(c["key"]): json.loads(c["body"]) for c in receiver.calls}
+    feed = {e["event_id"]: e for e in client.get("/api/v1/decisions?limit=100",
+                                                 headers=auth(token)).json()["events"]}
+    assert set(bodies) == set(feed) == set(events)
+    *restricting, ok = events
+    for event_id in restricting:
+        served = client.get(f"/api/v1/decisions/{event_id}/statement", headers=auth(token))
+        assert served.status_code == 200, served.text
+        assert bodies[event_id]["statement_of_reasons"] == served.json()
+        assert feed[event_id]["statement_of_reasons"] == served.json()
+    rule_sor, clf_sor, sim_sor, mod_sor = (bodies[e]["statement_of_reasons"] for e in restricting)
+    assert rule_sor["facts"]["rule"] == {"id": rule, "name": "cheap", "version": 1}
+    assert rule_sor["automated_decision"] is True and "absurd price" in rule_sor["policy_text"]
+    assert clf_sor["facts"]["model"] == "lr-text-7"
+    assert clf_sor["facts"]["threshold_set_version"] == 3
+    assert sim_sor["facts"]["reused_item_id"] == ids[1]
+    assert mod_sor["automated_decision"] is False and mod_sor["facts"]["moderator"] == "mod"
+    assert f"/api/v1/items/{ids[3]}/appeals" in mod_sor["how_to_appeal"]
+    # a decision that restricts nothing has no statement (and the API says 404)
+    assert bodies[ok]["statement_of_reasons"] is None
+    assert feed[ok]["statement_of_reasons"] is None
+    assert client.get(f"/api/v1/decisions/{ok}/statement",
+                      headers=auth(token)).status_code == 404

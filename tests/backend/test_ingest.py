@@ -127,3 +127,60 @@ def test_bulk_jobs_refresh_planner_statistics(db_url, policy):
     finally:
         dispose_engines()
         drop_database(server_url(), url)
+
+
+def test_ingest_stores_awkward_content_exactly(client, make_user, session):
+    """On PostgreSQL new items go in through COPY (``db.copy_rows``): tabs, newlines,
+    backslashes, quotes, non-ASCII and nested metadata come back as sent, with the same
+    defaults and content hash as a Core insert gives."""
+    _, token = make_user("ana", "analyst")
+    title = "tab\there\nnew line \\N back\\slash \"quoted\" ,comma; Zürich 東京 🙂"
+    meta = {"a": [1, 2.5, None, True], "b": {"c": "x\ty\n\\"}, "e": ""}
+    rows = [item_row(1, title=title, description="\\.", metadata=meta),
+            item_row(2, image=None, price=None)]
+    r = client.post("/api/v1/items?wait=false", json=rows, headers=auth(token))
+    assert r.status_code == 200, r.text
+    assert r.json()["states"] == ["received", "received"]
+    again = client.post("/api/v1/items?wait=false", json=rows, headers=auth(token)).json()
+    assert again["unchanged"] == 2 and again["created"] == 0  # same content hash
+    first, second = (session.get(Item, i) for i in r.json()["item_ids"])
+    assert (first.title, first.description, first.metadata_) == (title, "\\.", meta)
+    assert second.metadata_ == {} and second.price is None and second.is_golden is False
+    assert first.created_at.tzinfo is not None and first.created_at == first.updated_at
+    assert session.scalar(select(func.count()).select_from(ItemStatus)) == 2
+
+
+def test_key_lookup_probes_the_index_without_fresh_statistics(db_url, policy):
+    """Ingest's ``(source, external_id)`` lookup on PostgreSQL is one index probe per key
+    even when the table grew since its last ANALYZE (as in a burst through the API, where
+    nothing refreshes the statistics): before, the planner read the index by source alone
+    and filtered every item of the source on each lookup, so acceptance slowed down as the
+    table grew (bench/ingest_accept.py)."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("a PostgreSQL plan")
+    from sqlalchemy import text
+
+    from backend.db import dispose_engines, session_scope
+    from backend.items.service import _EXISTING_PG, ingest
+    from backend.migrate import upgrade
+    from tests.pg import create_database, drop_database, server_url
+
+    url = create_database(server_url(), prefix="quorum_probe")
+    try:
+        upgrade(url)
+        with session_scope(url) as s:
+            ingest(session=s, rows=[item_row(i) for i in range(3000)], policy=policy)
+        with session_scope(url) as s:
+            source = s.scalar(text("select source from items limit 1"))
+            keys = [f"nope{i}" for i in range(300)] + [
+                s.scalar(text("select external_id from items order by id desc limit 1"))]
+            plan = "\n".join(s.execute(text("EXPLAIN (ANALYZE, FORMAT TEXT) "
+                                            + _EXISTING_PG.text),
+                                       {"source": source, "ext": keys}).scalars())
+            found = s.execute(_EXISTING_PG, {"source": source, "ext": keys}).all()
+        assert len(found) == 1
+        assert "Rows Removed by Filter" not in plan, plan
+        assert "external_id)::text = k.ext" in plan, plan
+    finally:
+        dispose_engines()
+        drop_database(server_url(), url)
