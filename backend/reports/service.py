@@ -38,7 +38,7 @@ from backend.settings import Settings, get_settings
 
 SUBSETS = ("all", "ads_feed", "new_items", "top_sellers", "top_gmv", "top_search")
 #: Source names as the report shows them.
-SOURCE_TITLES = {"rule": "rules", "similarity": "similarity", "classifier": "classifier",
+SOURCE_TITLES = {"rule": "rules", "hash": "hash banks", "similarity": "similarity", "classifier": "classifier",
                  "moderator": "moderators", "crowd": "crowd"}
 
 
