@@ -132,7 +132,8 @@ def _extra_routers() -> list:
     for mod in ("backend.ml_adapter.router", "backend.crowdwork.router",
                 "backend.calibration.router", "backend.reports.router", "backend.web.router",
                 "backend.web.item_pages", "backend.appeals.router",
-                "backend.imports.router", "backend.jobs.router", "backend.deliveries.router"):
+                "backend.imports.router", "backend.jobs.router", "backend.deliveries.router",
+                "backend.hashes.router", "backend.web.replay_page"):
         try:
             module = importlib.import_module(mod)
         except ModuleNotFoundError as exc:

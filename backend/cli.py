@@ -36,6 +36,9 @@ app.add_typer(crowd_app, name="crowd")
 from backend.imports.cli import import_app  # noqa: E402
 
 app.add_typer(import_app, name="import")
+from backend.hashes.cli import hashes_app  # noqa: E402
+
+app.add_typer(hashes_app, name="hashes")
 from backend.users.cli import users_app  # noqa: E402
 
 app.add_typer(users_app, name="users")

@@ -146,8 +146,8 @@ def item_hashes(*, session: Session, items: Sequence[dict[str, Any]], now: datet
     return out
 
 
-#: per database URL: (bank rows count, max id) -> (ml HashBank, row id -> (bank id, hex))
-_bank_cache: dict[str, tuple[tuple[int, int], Any, dict[int, tuple[int, str]]]] = {}
+#: per database URL: (bank rows, max id, newest) -> (ml HashBank, row id -> (bank id, hex))
+_bank_cache: dict[str, tuple[tuple[Any, ...], Any, dict[int, tuple[int, str]]]] = {}
 
 
 def _bank_index(session: Session) -> tuple[Any, dict[int, tuple[int, str]]]:
@@ -156,7 +156,8 @@ def _bank_index(session: Session) -> tuple[Any, dict[int, tuple[int, str]]]:
     from ml.hashes import HashBank as Bank
     from ml.hashes import hex_to_words
 
-    key = tuple(session.execute(select(func.count(), func.coalesce(func.max(BankHash.id), 0))
+    key = tuple(session.execute(select(func.count(), func.max(BankHash.id),
+                                       func.max(BankHash.created_at))
                                 .select_from(BankHash)).one())
     url = str(session.get_bind().engine.url)
     hit = _bank_cache.get(url)
@@ -168,7 +169,7 @@ def _bank_index(session: Session) -> tuple[Any, dict[int, tuple[int, str]]]:
     if rows:
         index.add([r[0] for r in rows], hex_to_words([r[2] for r in rows]))
     meta = {r[0]: (r[1], r[2]) for r in rows}
-    _bank_cache[url] = (key, index, meta)  # type: ignore[assignment]
+    _bank_cache[url] = (key, index, meta)
     return index, meta
 
 

@@ -10,6 +10,7 @@ pipeline records what it would have decided and the item goes to people.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -85,8 +86,11 @@ def import_hashes(*, session: Session, bank: str, label: str, hashes: Sequence[t
                                f"{list(policy.keys)}")
     if action not in BANK_ACTIONS:
         raise ValidationFailed(f"action must be one of {list(BANK_ACTIONS)}")
-    if not bank or len(bank) > 100:
-        raise ValidationFailed("a bank name is 1 to 100 characters")
+    if not bank or len(bank) > 100 or not bank.isprintable():
+        raise ValidationFailed("a bank name is 1 to 100 printable characters")
+    if queue_kind is not None and not re.fullmatch(r"[A-Z][A-Z0-9_]{0,63}", queue_kind):
+        raise ValidationFailed("a queue kind is upper-case letters, digits and _ (at most "
+                               "64), e.g. HASH_MATCH")
     row = session.scalar(select(HashBank).where(HashBank.name == bank).with_for_update())
     if row is None:
         row = HashBank(name=bank, label=label, action=action, queue_kind=queue_kind,
