@@ -22,9 +22,10 @@ from backend.users.models import (
 )
 
 __all__ = [
-    "Appeal", "ApiToken", "BankHash", "HashBank", "HashDistance", "ItemHash", "AuditEntry", "Base", "CalibrationRun", "CrowdPool", "CrowdTask",
-    "DecisionEvent", "FeedEntry", "Item", "ItemEmbedding", "ItemScore", "ItemStatus", "ItemTag",
-    "JobRun", "Judgment", "ModelArtifact", "Queue", "QueueGrant", "RateLimitCounter", "Rule",
-    "RuleHit", "RuleVersion", "ShadowOutcome", "Task", "TaskSkip", "ThresholdSet", "User",
-    "WebSession", "WebhookDelivery", "WebhookSubscription",
+    "ApiToken", "Appeal", "AuditEntry", "BankHash", "Base", "CalibrationRun", "CrowdPool",
+    "CrowdTask", "DecisionEvent", "FeedEntry", "HashBank", "HashDistance", "Item", "ItemEmbedding",
+    "ItemHash", "ItemScore", "ItemStatus", "ItemTag", "JobRun", "Judgment", "ModelArtifact",
+    "Queue", "QueueGrant", "RateLimitCounter", "Rule", "RuleHit", "RuleVersion", "ShadowOutcome",
+    "Task", "TaskSkip", "ThresholdSet", "User", "WebSession", "WebhookDelivery",
+    "WebhookSubscription",
 ]

@@ -75,9 +75,10 @@ def parse_hash_lines(lines: Iterable[str], *, limit: int) -> list[tuple[str, str
     return out
 
 
-def import_hashes(*, session: Session, bank: str, label: str, hashes: Sequence[tuple[str, str | None]],
-                  policy: Policy, now: datetime, action: str = "decide",
-                  queue_kind: str | None = None, description: str | None = None) -> ImportResult:
+def import_hashes(*, session: Session, bank: str, label: str,
+                  hashes: Sequence[tuple[str, str | None]], policy: Policy, now: datetime,
+                  action: str = "decide", queue_kind: str | None = None,
+                  description: str | None = None) -> ImportResult:
     """Add ``hashes`` to the bank ``bank`` (created with ``label`` if new). Idempotent: a
     hash already in the bank is counted, not added twice. The bank's label must be the
     policy's and stays the bank's (a different one is refused)."""

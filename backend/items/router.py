@@ -8,7 +8,14 @@ from backend.db import utcnow
 from backend.deps import AnalystUser, CurrentUser, PolicyDep, SessionDep, SettingsDep
 from backend.errors import ErrorBody, ValidationFailed
 from backend.items import service
-from backend.items.schemas import DecisionRead, IngestAccepted, ItemDetail, ItemRead, StatusRead
+from backend.items.schemas import (
+    AutomationReport,
+    DecisionRead,
+    IngestAccepted,
+    ItemDetail,
+    ItemRead,
+    StatusRead,
+)
 from backend.jobs import dispatch
 from backend.jobs.settings import get_job_settings
 from backend.limits import IdPath, Text
@@ -50,7 +57,8 @@ def ingest_items(
         raise ValidationFailed(f"{len(result.errors)} error(s) in the batch; nothing was stored",
                                details=result.model_dump(mode="json"))
     routed = get_job_settings().ingest_wait if wait is None else wait
-    dispatch.accept(session=session, item_ids=created, now=now, settings=settings, wait=routed)
+    summary = dispatch.accept(session=session, item_ids=created, now=now, settings=settings,
+                              wait=routed)
     background.add_task(dispatch.after_commit)
     audit(session=session, user=user, action="items.ingest",
           details={"received": result.received, "created": result.created,
@@ -58,7 +66,8 @@ def ingest_items(
     response.status_code = 207 if result.errors else 200
     states = service.states(session=session, item_ids=result.item_ids)
     return IngestAccepted(**result.model_dump(), routed=routed,
-                          states=[states.get(i) for i in result.item_ids])
+                          states=[states.get(i) for i in result.item_ids],
+                          automation=AutomationReport.of(summary, routing=len(created)))
 
 
 def _detail(session: SessionDep, item_id: int) -> ItemDetail:
