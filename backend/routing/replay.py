@@ -12,7 +12,8 @@ stays). The alternatives:
 - ``model_id``: another trained classifier (``classifier-vN``, or ``zero-shot``) as the
   champion. Safe by default still holds: its bands decide only where the threshold set
   was backed for that model; elsewhere they run in shadow, and replay reports what the
-  shadow would have decided (``shadow``) beside what would be decided (``after``).
+  stages in shadow would have decided (``shadow``: ``source:label`` of each, in pipeline
+  order, ``;``-separated) beside what would be decided (``after``).
 
 Per item it compares the stored outcome (its first automatic decision, else the queue
 its first task went to) with the replayed one, and scores both against the human
@@ -77,8 +78,9 @@ class ReplayResult:
         but not before) and lost, what stages in shadow would have decided, and the
         precision of ``after`` against human verdicts with its interval."""
         rows = self.rows
-        keys = sorted({o for col in ("before", "after", "shadow") for o in rows[col]
-                       if _is_automatic(o)})
+        shadows = rows["shadow"].map(lambda s: s.split(";") if isinstance(s, str) else [])
+        keys = sorted({o for col in ("before", "after") for o in rows[col] if _is_automatic(o)}
+                      | {o for found in shadows for o in found})
         out = []
         for key in keys:
             source, label = key.split(":", 1)
@@ -88,7 +90,8 @@ class ReplayResult:
             p, lo, hi = _wilson(right, int(judged.sum()), self.confidence)
             out.append({"source": source, "label": label, "before": int(b.sum()),
                         "after": int(a.sum()), "gained": int((a & ~b).sum()),
-                        "lost": int((b & ~a).sum()), "shadow": int((rows["shadow"] == key).sum()),
+                        "lost": int((b & ~a).sum()),
+                        "shadow": int(shadows.map(lambda found, k=key: k in found).sum()),
                         "judged": int(judged.sum()), "right": right, "precision": p,
                         "precision_low": lo, "precision_high": hi})
         return pd.DataFrame(out, columns=SUMMARY_COLUMNS)
@@ -258,7 +261,9 @@ def replay(*, session: Session, since: datetime, settings: Settings, now: dateti
         for item_id, source, label in session.execute(
                 select(ShadowOutcome.item_id, ShadowOutcome.source, ShadowOutcome.label)
                 .where(ShadowOutcome.id > last_shadow).order_by(ShadowOutcome.id)):
-            shadow.setdefault(item_id, f"{source}:{label}")
+            if f"{source}:{label}" not in shadow.get(item_id, "").split(";"):
+                shadow[item_id] = ";".join(filter(None, [shadow.get(item_id),
+                                                         f"{source}:{label}"]))
     finally:
         savepoint.rollback()
     session.expire_all()
