@@ -18,8 +18,9 @@ def import_cmd(
     label: Annotated[str, typer.Option("--label", help="the policy label a match means")],
     bank: Annotated[str | None, typer.Option(
         "--bank", help="bank name (default: the label)")] = None,
-    action: Annotated[str, typer.Option(
-        "--action", help="decide (once the bank's distance is backed) | route")] = "decide",
+    action: Annotated[str | None, typer.Option(
+        "--action", help="decide (once the bank's distance is backed; a new bank's "
+                         "default) | route")] = None,
     queue: Annotated[str | None, typer.Option(
         "--queue", help="queue kind of the matches (default HASH_MATCH)")] = None,
 ) -> None:

@@ -38,7 +38,8 @@ class BankedHash(BaseModel):
 
 class HashImport(BaseModel):
     label: str = Field(max_length=50)
-    action: str = Field("decide", max_length=10, description="decide | route")
+    action: str | None = Field(None, max_length=10, description="decide | route (a new "
+                                                                "bank: decide; else kept)")
     queue_kind: str | None = Field(None, max_length=64)
     hashes: list[BankedHash] = Field(max_length=100_000)
 

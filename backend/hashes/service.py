@@ -77,15 +77,16 @@ def parse_hash_lines(lines: Iterable[str], *, limit: int) -> list[tuple[str, str
 
 def import_hashes(*, session: Session, bank: str, label: str,
                   hashes: Sequence[tuple[str, str | None]], policy: Policy, now: datetime,
-                  action: str = "decide", queue_kind: str | None = None,
+                  action: str | None = None, queue_kind: str | None = None,
                   description: str | None = None) -> ImportResult:
     """Add ``hashes`` to the bank ``bank`` (created with ``label`` if new). Idempotent: a
     hash already in the bank is counted, not added twice. The bank's label must be the
-    policy's and stays the bank's (a different one is refused)."""
+    policy's and stays the bank's (a different one is refused). ``action`` / ``queue_kind``
+    None: ``decide`` / ``HASH_MATCH`` for a new bank, unchanged for an existing one."""
     if label not in policy.keys:
         raise ValidationFailed(f"unknown label {label!r}; the policy's labels are "
                                f"{list(policy.keys)}")
-    if action not in BANK_ACTIONS:
+    if action is not None and action not in BANK_ACTIONS:
         raise ValidationFailed(f"action must be one of {list(BANK_ACTIONS)}")
     if not bank or len(bank) > 100 or not bank.isprintable():
         raise ValidationFailed("a bank name is 1 to 100 printable characters")
@@ -94,7 +95,8 @@ def import_hashes(*, session: Session, bank: str, label: str,
                                "64), e.g. HASH_MATCH")
     row = session.scalar(select(HashBank).where(HashBank.name == bank).with_for_update())
     if row is None:
-        row = HashBank(name=bank, label=label, action=action, queue_kind=queue_kind,
+        row = HashBank(name=bank, label=label, action=action or "decide",
+                       queue_kind=queue_kind,
                        description=description, created_at=now, updated_at=now)
         session.add(row)
         session.flush()
@@ -102,7 +104,9 @@ def import_hashes(*, session: Session, bank: str, label: str,
         raise ValidationFailed(f"bank {bank!r} holds {row.label!r} hashes, not {label!r}; "
                                "use another bank")
     else:
-        row.action, row.updated_at = action, now
+        row.updated_at = now
+        if action is not None:
+            row.action = action
         if queue_kind is not None:
             row.queue_kind = queue_kind
     unique: dict[str, str | None] = {}

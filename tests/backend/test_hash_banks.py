@@ -203,3 +203,19 @@ def test_an_unknown_label_is_refused(session, policy, label):
     with pytest.raises(ValidationFailed, match="unknown label"):
         import_hashes(session=session, bank="b", label=label, hashes=[("0" * 64, None)],
                       policy=policy, now=utcnow())
+
+
+def test_reimporting_keeps_a_banks_action(session, policy):
+    from backend.hashes.service import get_bank
+
+    import_hashes(session=session, bank="r", label="adult", hashes=[("1" * 64, None)],
+                  policy=policy, now=utcnow(), action="route", queue_kind="ADULT_CHECK")
+    import_hashes(session=session, bank="r", label="adult", hashes=[("2" * 64, None)],
+                  policy=policy, now=utcnow())
+    bank = get_bank(session=session, name="r")
+    assert (bank.action, bank.queue_kind) == ("route", "ADULT_CHECK")
+    from backend.errors import ValidationFailed
+
+    with pytest.raises(ValidationFailed, match="queue kind"):
+        import_hashes(session=session, bank="r", label="adult", hashes=[], policy=policy,
+                      now=utcnow(), queue_kind="bad kind")
