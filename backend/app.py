@@ -133,7 +133,8 @@ def _extra_routers() -> list:
                 "backend.calibration.router", "backend.reports.router", "backend.web.router",
                 "backend.web.item_pages", "backend.web.rules_pages", "backend.appeals.router",
                 "backend.imports.router", "backend.jobs.router", "backend.deliveries.router",
-                "backend.media.router"):
+                "backend.media.router", "backend.hashes.router", "backend.routing.router",
+                "backend.web.replay_page"):
         try:
             module = importlib.import_module(mod)
         except ModuleNotFoundError as exc:

@@ -36,6 +36,9 @@ app.add_typer(crowd_app, name="crowd")
 from backend.imports.cli import import_app  # noqa: E402
 
 app.add_typer(import_app, name="import")
+from backend.hashes.cli import hashes_app  # noqa: E402
+
+app.add_typer(hashes_app, name="hashes")
 from backend.users.cli import users_app  # noqa: E402
 
 app.add_typer(users_app, name="users")
@@ -149,8 +152,11 @@ def ingest(
             err.print(f"... and {len(errors) - 20} more")
         raise QuorumError(f"{len(errors)} bad row(s) in {file.name}; nothing was stored "
                           "(fix them, or use --partial to store the valid rows)")
+    from backend.items.schemas import AutomationReport
+    from backend.routing.pipeline import RoutingSummary
+
     totals = {"created": 0, "updated": 0, "unchanged": 0, "rejected": 0}
-    queued: dict[str, int] = {}
+    routed = RoutingSummary()
     for start in range(0, len(rows), batch):
         with session_scope() as session:
             now = utcnow()
@@ -162,15 +168,21 @@ def ingest(
         refresh_statistics()  # PostgreSQL: keep the planner's picture of the tables current
         for k in totals:
             totals[k] += getattr(result, k)
-        for k, v in (summary.queued.items() if summary else ()):
-            queued[k] = queued.get(k, 0) + v
+        if summary is not None:
+            routed.merge(summary)
     console.print(f"{len(rows)} rows: {totals['created']} created, {totals['updated']} updated, "
                   f"{totals['unchanged']} unchanged, {totals['rejected']} rejected")
     if errors:
         for e in errors[:20]:
             err.print(f"rejected row {e.row}: {e.field or '-'}: {e.message}")
-    if queued:
-        console.print("queued: " + ", ".join(f"{k} {v}" for k, v in sorted(queued.items())))
+    if routed.queued:
+        console.print("queued: " + ", ".join(f"{k} {v}" for k, v in sorted(
+            routed.queued.items())))
+    if wait and totals["created"]:
+        report = AutomationReport.of(routed, routing=totals["created"])
+        for line in report.lines():
+            if not line.startswith("to people:"):  # printed above as "queued:"
+                console.print(line)
     if not wait and totals["created"]:
         console.print(f"{totals['created']} item(s) received; routing is queued for the "
                       "workers (quorum worker)")
@@ -230,10 +242,14 @@ def rules_load(file: Annotated[Path, typer.Argument(help="YAML file of rules")])
 def rules_list() -> None:
     """List rules in evaluation order with their hit counts."""
     from backend.db import session_scope
+    from backend.routing.replay import rule_set_version
     from backend.rules.service import list_rules
 
     _ensure_schema()
-    table = Table(title="Rules")
+    with session_scope() as session:
+        rs_version = rule_set_version(session=session)
+    table = Table(title=f"Rules (rule set v{rs_version}: `quorum replay --rules vN` replays "
+                        "an earlier one)")
     for col in ("pos", "name", "v", "mode", "action", "target", "hits", "shadow", "condition"):
         table.add_column(col)
     with session_scope() as session:
@@ -444,18 +460,29 @@ def thresholds_apply(version: int) -> None:
 def replay(
     since: Annotated[str, typer.Option("--since", help="items created from this day "
                                        "(YYYY-MM-DD) or time (ISO 8601, UTC if naive)")],
-    thresholds_version: Annotated[int | None, typer.Option(
-        "--thresholds", help="threshold set version (default: the active set)")] = None,
-    out: Annotated[Path | None, typer.Option(
-        "--out", help="CSV of every replayed item (default DATA_DIR/reports/replay.csv)")]
+    thresholds_version: Annotated[str | None, typer.Option(
+        "--thresholds", help="threshold set version, e.g. v4 (default: the active set)")]
     = None,
-    limit: Annotated[int | None, typer.Option("--limit", help="at most N items")] = None,
+    rules_version: Annotated[str | None, typer.Option(
+        "--rules", help="rule-set version, e.g. v12 (`quorum rules list` shows the current "
+                        "one; default: today's rules)")] = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", help="classifier-vN or zero-shot (default: the champion)")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="CSV of every replayed item (default DATA_DIR/reports/replay.csv); "
+                      "the summary by source and label goes beside it (.summary.csv)")]
+    = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1,
+                                              help="at most N items")] = None,
 ) -> None:
-    """Re-run the pipeline on stored items (writes nothing) and print what would change:
-    outcomes flipped, and the precision of automatic outcomes against human verdicts."""
+    """Re-run the pipeline on stored items (writes nothing) with another threshold set,
+    rule set and/or model, and print what would change: outcomes flipped, by source and
+    label, and the precision of automatic outcomes against human verdicts (with an
+    interval)."""
     from datetime import UTC, datetime
 
     from backend.db import session_scope, utcnow
+    from backend.routing.replay import parse_version
     from backend.routing.replay import replay as run_replay
 
     _ensure_schema()
@@ -465,31 +492,60 @@ def replay(
         raise QuorumError(f"--since must be YYYY-MM-DD or an ISO 8601 time, not {since!r}"
                           ) from exc
     when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    ts_version = parse_version(thresholds_version, "--thresholds")
+    rs_version = parse_version(rules_version, "--rules")
     settings = _settings()
     with session_scope() as session:
         result = run_replay(session=session, since=when, settings=settings, now=utcnow(),
-                            thresholds_version=thresholds_version, limit=limit)
+                            thresholds_version=ts_version, rules_version=rs_version,
+                            model_id=model, limit=limit)
     path = out or settings.data_dir / "reports" / "replay.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     result.rows.to_csv(path, index=False)
+    summary = result.by_source_label()
+    summary_path = path.with_suffix(".summary.csv")
+    summary.to_csv(summary_path, index=False)
     rows = result.rows
+    what = [f"threshold set v{result.thresholds_version}"]
+    if result.rules_version is not None:
+        what.append(f"rule set v{result.rules_version}")
+    if result.model_id is not None:
+        what.append(f"model {result.model_id}")
     console.print(f"replayed {len(rows)} item(s) created since {when:%Y-%m-%d %H:%M} with "
-                  f"threshold set v{result.thresholds_version}: {int(rows['changed'].sum())} "
-                  "would change")
+                  f"{', '.join(what)}: {int(rows['changed'].sum())} would change")
     table = Table(title="What would change (before → after)")
     for col in ("before", "after", "items"):
         table.add_column(col)
     for (b, a), n in result.changes.most_common(30):
-        table.add_row(str(b), str(a), str(n))
+        table.add_row(str(b or "-"), str(a or "-"), str(n))
     console.print(table)
+    if len(summary):
+        by = Table(title="Automatic decisions by source and label (precision against "
+                         f"human verdicts, {result.confidence:.0%} interval)")
+        for col in ("source", "label", "before", "after", "gained", "lost", "shadow",
+                    "judged", "precision"):
+            by.add_column(col, justify="left" if col in ("source", "label") else "right")
+        for r in summary.to_dict(orient="records"):
+            prec = ("-" if r["precision"] is None else
+                    f"{r['precision']:.1%} [{r['precision_low']:.1%}, "
+                    f"{r['precision_high']:.1%}]")
+            by.add_row(r["source"], r["label"], str(r["before"]), str(r["after"]),
+                       str(r["gained"]), str(r["lost"]), str(r["shadow"]), str(r["judged"]),
+                       prec)
+        console.print(by)
     for column in ("before", "after"):
         right, judged = result.precision(column)
-        auto = int(rows[column].map(lambda o: bool(o) and not str(o).startswith("queue:"))
-                   .sum())
+        p, lo, hi = result.interval(column)
+        auto = int(rows[column].map(lambda o: isinstance(o, str) and not o.startswith(
+            "queue:")).sum())
         console.print(f"{column}: {auto} decided automatically; against {judged} human "
-                      f"verdicts: " + (f"{right / judged:.1%} right" if judged else
-                                       "nothing to compare"))
-    console.print(f"every item: {path}")
+                      "verdicts: " + (f"{p:.1%} right [{lo:.1%}, {hi:.1%}]"
+                                      if judged and p is not None else "nothing to compare"))
+    n_shadow = int(rows["shadow"].notna().sum())
+    if n_shadow:
+        console.print(f"in shadow: {n_shadow} item(s) an unbacked stage would have decided "
+                      "(column shadow)")
+    console.print(f"every item: {path}; by source and label: {summary_path}")
 
 
 # ---------------------------------------------------------------- demo

@@ -6,6 +6,7 @@ from backend.crowdwork.models import CrowdPool, CrowdTask, Judgment
 from backend.db import Base
 from backend.decisions.models import DecisionEvent, ItemStatus
 from backend.deliveries.models import FeedEntry, WebhookDelivery, WebhookSubscription
+from backend.hashes.models import BankHash, HashBank, HashDistance, ItemHash
 from backend.items.models import Item, ItemEmbedding, ItemScore, ItemTag
 from backend.jobs.models import JobRun
 from backend.media.models import ItemImage
@@ -22,10 +23,10 @@ from backend.users.models import (
 )
 
 __all__ = [
-    "Appeal", "ApiToken", "AuditEntry", "Base", "CalibrationRun", "CrowdPool", "CrowdTask",
-    "DecisionEvent", "FeedEntry", "Item", "ItemEmbedding", "ItemImage", "ItemScore",
-    "ItemStatus", "ItemTag",
-    "JobRun", "Judgment", "ModelArtifact", "Queue", "QueueGrant", "RateLimitCounter", "Rule",
-    "RuleHit", "RuleRun", "RuleVersion", "ShadowOutcome", "Task", "TaskSkip", "ThresholdSet",
-    "User", "WebSession", "WebhookDelivery", "WebhookSubscription",
+    "ApiToken", "Appeal", "AuditEntry", "BankHash", "Base", "CalibrationRun", "CrowdPool",
+    "CrowdTask", "DecisionEvent", "FeedEntry", "HashBank", "HashDistance", "Item",
+    "ItemEmbedding", "ItemHash", "ItemImage", "ItemScore", "ItemStatus", "ItemTag", "JobRun",
+    "Judgment", "ModelArtifact", "Queue", "QueueGrant", "RateLimitCounter", "Rule", "RuleHit",
+    "RuleRun", "RuleVersion", "ShadowOutcome", "Task", "TaskSkip", "ThresholdSet", "User",
+    "WebSession", "WebhookDelivery", "WebhookSubscription",
 ]

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_PRIORITIES: dict[str, int] = {
     "SPOT_CHECK": 97,
+    "HASH_MATCH": 92,
     "ANALYTICAL_GOOD": 96,
     "ML_GOOD": 91,
     "ML_BAD_HIGH": 90,
@@ -76,9 +77,10 @@ class Settings(_Base):
     gmv_top_threshold: float = 10_000.0
     exposure_top_threshold: float = 50_000.0
     #: Share of automatic decisions sent to people for a spot check, per band (``auto_ok``,
-    #: ``ML_BAD_HIGH``) or source (``similarity``, ``rule``); 0 switches it off.
+    #: ``ML_BAD_HIGH``) or source (``similarity``, ``rule``, ``hash``); 0 switches it off.
     spot_check_rates: dict[str, float] = Field(default_factory=lambda: {
-        "auto_ok": 0.05, "ML_BAD_HIGH": 0.05, "similarity": 0.05, "rule": 0.02})
+        "auto_ok": 0.05, "ML_BAD_HIGH": 0.05, "similarity": 0.05, "rule": 0.02,
+        "hash": 0.05})
     #: Time zone used to name daily queues.
     queue_timezone: str = "UTC"
 

@@ -177,7 +177,10 @@ def report_thresholds(out: Annotated[Path | None, typer.Option(
 
 @report_app.command("daily")
 def report_daily(day: Annotated[str | None, typer.Option(
-        "--day", help="YYYY-MM-DD (default: the last day with decisions)")] = None) -> None:
+        "--day", help="YYYY-MM-DD (default: the last day with decisions)")] = None,
+        source: Annotated[str | None, typer.Option(
+            "--source", help="only the items of this platform source (the items' "
+                             "`source` field)")] = None) -> None:
     """The class mix per subset (% per label) and decisions by source, for one day."""
     from backend.cli import _ensure_schema
     from backend.db import session_scope
@@ -191,9 +194,10 @@ def report_daily(day: Annotated[str | None, typer.Option(
         raise ValidationFailed("--day must be YYYY-MM-DD") from exc
     with session_scope() as session:
         when = when or latest_decision_day(session=session) or date.today()
-        report = daily_report(session=session, day=when)
+        report = daily_report(session=session, day=when, source=source)
     console = _console()
-    table = Table(title=f"Class mix of the items decided on {report.day} (%)")
+    of = f" from {source}" if source else ""
+    table = Table(title=f"Class mix of the items{of} decided on {report.day} (%)")
     table.add_column("subset")
     table.add_column("items", justify="right")
     for lab in report.labels:
@@ -201,7 +205,7 @@ def report_daily(day: Annotated[str | None, typer.Option(
     for r in report.class_mix.to_dict(orient="records"):
         table.add_row(r["subset"], str(r["n"]), *[f"{r[lab]:.1f}" for lab in report.labels])
     console.print(table)
-    src = Table(title="Decisions by source")
+    src = Table(title=f"Decisions{of} by source (who decided)")
     for col in ("source", "decisions", "%"):
         src.add_column(col)
     for r in report.by_source.to_dict(orient="records"):

@@ -12,7 +12,7 @@ from backend.db import Base, utcnow
 from backend.types import JSONType, TZDateTime
 
 #: Where a decision came from. Human sources supersede automatic ones.
-AUTOMATIC_SOURCES = ("rule", "similarity", "classifier")
+AUTOMATIC_SOURCES = ("rule", "hash", "similarity", "classifier")
 HUMAN_SOURCES = ("moderator", "crowd", "import")
 SOURCES = AUTOMATIC_SOURCES + HUMAN_SOURCES
 

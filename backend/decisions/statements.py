@@ -34,7 +34,7 @@ CATEGORY = {"fraud": "STATEMENT_CATEGORY_SCAMS_AND_FRAUD",
             "adult": "STATEMENT_CATEGORY_PROTECTION_OF_MINORS",
             "restricted": "STATEMENT_CATEGORY_SCOPE_OF_PLATFORM_SERVICE"}
 DEFAULT_CATEGORY = "STATEMENT_CATEGORY_SCOPE_OF_PLATFORM_SERVICE"
-AUTOMATIC = ("rule", "similarity", "classifier")
+AUTOMATIC = ("rule", "hash", "similarity", "classifier")
 APPEAL_HOW = ("The seller can appeal through the platform, which opens "
               "POST /api/v1/items/{item_id}/appeals; a moderator other than the one who "
               "decided reviews it and upholds or reverses the decision with reasons.")

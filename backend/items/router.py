@@ -9,6 +9,7 @@ from backend.deps import AnalystUser, CurrentUser, PolicyDep, SessionDep, Settin
 from backend.errors import ErrorBody, ValidationFailed
 from backend.items import service
 from backend.items.schemas import (
+    AutomationReport,
     DecisionRead,
     IngestAccepted,
     ItemDetail,
@@ -57,7 +58,8 @@ def ingest_items(
         raise ValidationFailed(f"{len(result.errors)} error(s) in the batch; nothing was stored",
                                details=result.model_dump(mode="json"))
     routed = get_job_settings().ingest_wait if wait is None else wait
-    dispatch.accept(session=session, item_ids=created, now=now, settings=settings, wait=routed)
+    summary = dispatch.accept(session=session, item_ids=created, now=now, settings=settings,
+                              wait=routed)
     background.add_task(dispatch.after_commit)
     audit(session=session, user=user, action="items.ingest",
           details={"received": result.received, "created": result.created,
@@ -69,7 +71,8 @@ def ingest_items(
                             item_ids=[i for i in result.item_ids if i not in known])
     states.update(known)
     return IngestAccepted(**result.model_dump(), routed=routed,
-                          states=[states.get(i) for i in result.item_ids])
+                          states=[states.get(i) for i in result.item_ids],
+                          automation=AutomationReport.of(summary, routing=len(created)))
 
 
 def _detail(session: SessionDep, item_id: int) -> ItemDetail:

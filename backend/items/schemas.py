@@ -220,6 +220,61 @@ class ItemDetail(ItemRead):
         default=None, description="set once the item's image went through the embed stage")
 
 
+class AutomationReport(BaseModel):
+    """What routing did with a batch's new items: how many each automatic source decided
+    (and with which label), how many went to which queue, how many a stage in shadow would
+    have decided. Without ``wait`` routing has not run yet: only ``routing`` is counted."""
+
+    complete: bool = Field(description="True when routing ran inside the request (wait=true): "
+                                       "every count is final; False: only `routing` is known")
+    routing: int = Field(description="new items handed to routing")
+    decided: dict[str, int] = Field(default_factory=dict,
+                                    description="automatic decisions by source (rule, hash, "
+                                                "similarity, classifier)")
+    labels: dict[str, dict[str, int]] = Field(default_factory=dict,
+                                              description="per source, decisions per label")
+    queued: dict[str, int] = Field(default_factory=dict,
+                                   description="items sent to people, by queue kind")
+    shadow: dict[str, int] = Field(default_factory=dict,
+                                   description="by source: decisions not taken because the "
+                                               "threshold runs in shadow (the item went to "
+                                               "people)")
+    spot_checks: int = Field(0, description="automatic decisions also queued for a spot "
+                                            "check")
+
+    @classmethod
+    def of(cls, summary: Any, *, routing: int) -> AutomationReport:
+        """From a ``routing.pipeline.RoutingSummary`` (None: routing is queued)."""
+        if summary is None:
+            return cls(complete=False, routing=routing)
+        labels: dict[str, dict[str, int]] = {}
+        for key, n in sorted(summary.labels.items()):
+            source, _, label = key.partition(":")
+            labels.setdefault(source, {})[label] = n
+        return cls(complete=True, routing=routing, decided=dict(sorted(summary.decided.items())),
+                   labels=labels, queued=dict(sorted(summary.queued.items())),
+                   shadow=dict(sorted(summary.shadow_outcomes.items())),
+                   spot_checks=summary.spot_checks)
+
+    def lines(self) -> list[str]:
+        """The report in sentences (the CLI prints them)."""
+        if not self.complete:
+            return [f"{self.routing} item(s) received; routing is queued"]
+        decided = sum(self.decided.values())
+        out = [f"decided automatically: {decided} of {self.routing}" + (": " + "; ".join(
+            f"{src} {n} (" + ", ".join(f"{lab} {k}" for lab, k in self.labels.get(src, {})
+                                      .items()) + ")" for src, n in self.decided.items())
+            if decided else "")]
+        if self.queued:
+            out.append("to people: " + ", ".join(f"{k} {v}" for k, v in self.queued.items()))
+        if self.shadow:
+            out.append("in shadow (would have decided, went to people): " + ", ".join(
+                f"{k} {v}" for k, v in self.shadow.items()))
+        if self.spot_checks:
+            out.append(f"spot checks: {self.spot_checks}")
+        return out
+
+
 class IngestAccepted(IngestResult):
     """``POST /api/v1/items``: what was stored, and where each item stands now."""
 
@@ -229,3 +284,5 @@ class IngestAccepted(IngestResult):
                     "(waiting for people), decided; null if rejected")
     routed: bool = Field(description="True when routing finished inside the request "
                                      "(wait=true); False when it was queued")
+    automation: AutomationReport | None = Field(
+        None, description="the batch's automation report (full with wait=true)")

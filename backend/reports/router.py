@@ -57,7 +57,8 @@ def thresholds_report(session: SessionDep, settings: SettingsDep, policy: Policy
 
 @router.get("/reports/class-mix", response_class=HTMLResponse)
 def class_mix_report(session: SessionDep, settings: SettingsDep, policy: PolicyDep,
-                     user: ReportUser, day: Annotated[str | None, Query()] = None
+                     user: ReportUser, day: Annotated[str | None, Query()] = None,
+                     source: Annotated[str | None, Query(max_length=100)] = None
                      ) -> HTMLResponse:
     """The daily class mix per subset and decisions by source (``quorum report daily``)."""
     try:
@@ -66,5 +67,6 @@ def class_mix_report(session: SessionDep, settings: SettingsDep, policy: PolicyD
         raise ValidationFailed("day must be YYYY-MM-DD") from exc
     when = when or reports.latest_decision_day(session=session, settings=settings) \
         or date.today()
-    report = reports.daily_report(session=session, day=when, settings=settings, policy=policy)
+    report = reports.daily_report(session=session, day=when, settings=settings, policy=policy,
+                                  source=source or None)
     return HTMLResponse(render_page("class_mix.html", report=report))

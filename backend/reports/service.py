@@ -38,8 +38,8 @@ from backend.settings import Settings, get_settings
 
 SUBSETS = ("all", "ads_feed", "new_items", "top_sellers", "top_gmv", "top_search")
 #: Source names as the report shows them.
-SOURCE_TITLES = {"rule": "rules", "similarity": "similarity", "classifier": "classifier",
-                 "moderator": "moderators", "crowd": "crowd"}
+SOURCE_TITLES = {"rule": "rules", "hash": "hash banks", "similarity": "similarity",
+                 "classifier": "classifier", "moderator": "moderators", "crowd": "crowd"}
 
 
 # ------------------------------------------------------------------ spot checks
@@ -93,6 +93,8 @@ class DailyReport:
     #: ``source``, ``decisions``, ``share`` (% of the day's decision events)
     by_source: pd.DataFrame
     definitions: dict[str, str] = field(default_factory=dict)
+    #: the platform source the report is filtered to (None: every source)
+    source: str | None = None
 
 
 def _truthy(meta: Any, key: str) -> bool:
@@ -110,15 +112,19 @@ def top_sellers(*, session: Session, share: float = 0.1) -> set[str]:
 
 
 def daily_report(*, session: Session, day: date, settings: Settings | None = None,
-                 policy: Policy | None = None) -> DailyReport:
+                 policy: Policy | None = None, source: str | None = None) -> DailyReport:
+    """The day's class mix per subset and decisions by source; ``source``: only the
+    items of that platform source (``Item.source``)."""
     settings, policy = settings or get_settings(), policy or get_policy()
     start, end = day_bounds(day, settings)
     sellers = top_sellers(session=session)
-    rows = session.execute(select(
-        ItemStatus.label, Item.metadata_, Item.is_new, Item.seller_id, Item.gmv)
-        .join(Item, Item.id == ItemStatus.item_id)
-        .where(ItemStatus.decided_at >= start, ItemStatus.decided_at < end,
-               ItemStatus.label.is_not(None))).all()
+    stmt = (select(ItemStatus.label, Item.metadata_, Item.is_new, Item.seller_id, Item.gmv)
+            .join(Item, Item.id == ItemStatus.item_id)
+            .where(ItemStatus.decided_at >= start, ItemStatus.decided_at < end,
+                   ItemStatus.label.is_not(None)))
+    if source is not None:
+        stmt = stmt.where(Item.source == source)
+    rows = session.execute(stmt).all()
     labels = list(policy.keys)
     counts = {s: Counter() for s in SUBSETS}
     for label, meta, is_new, seller, gmv in rows:
@@ -134,15 +140,18 @@ def daily_report(*, session: Session, day: date, settings: Settings | None = Non
         n = sum(counts[subset].values())
         mix.append({"subset": subset, "n": n, **{
             lab: (100.0 * counts[subset][lab] / n if n else 0.0) for lab in labels}})
-    events = dict(session.execute(select(DecisionEvent.source, func.count()).where(
+    ev_stmt = select(DecisionEvent.source, func.count()).where(
         DecisionEvent.created_at >= start, DecisionEvent.created_at < end)
-        .group_by(DecisionEvent.source)).tuples().all())
+    if source is not None:
+        ev_stmt = ev_stmt.join(Item, Item.id == DecisionEvent.item_id).where(
+            Item.source == source)
+    events = dict(session.execute(ev_stmt.group_by(DecisionEvent.source)).tuples().all())
     total = sum(events.values())
     by_source = pd.DataFrame([{"source": SOURCE_TITLES.get(s, s), "decisions": events.get(s, 0),
                                "share": 100.0 * events.get(s, 0) / total if total else 0.0}
                               for s in SOURCES])
     return DailyReport(day=day, labels=labels, class_mix=pd.DataFrame(mix), by_source=by_source,
-                       definitions=subset_definitions(settings))
+                       definitions=subset_definitions(settings), source=source)
 
 
 def subset_definitions(settings: Settings) -> dict[str, str]:

@@ -9,10 +9,14 @@ Precedence for an item:
 1. golden items (known answers, for quality control) always go to ``GL`` undecided;
 2. the first active ``decide`` rule decides; ``tag`` rules tag; the first active
    ``route`` rule picks the queue (and then no automatic ML decision is taken);
+2b. hash banks (``hashes/matching.py``): an image within a bank's calibrated PDQ distance
+   of a known-bad hash is decided (source ``hash``; shadow → the bank's queue while the
+   distance is not backed) or routed to the bank's queue;
 3. similarity: a close, unanimous past verdict is reused; disagreeing neighbours send
    the item to ``SIMILAR_CONFLICT``; while the reuse distance is not backed by
    calibration (shadow) neither happens: what it would have reused is recorded
-   (``ShadowOutcome``) and the item goes on to the classifier;
+   (``ShadowOutcome``) and the item goes on to the classifier; PDQ image hashes are a
+   second similarity signal beside the embedding, with a reuse distance of their own;
 4. the classifier's band decides (bands that are live: allowed to and backed) or routes
    (``ML_*`` queues); a band in shadow records what it would have decided and routes;
 5. otherwise the signals pick the queue: ``GMV``, ``EXP_V``, ``NEW_PRODUCTS``, ``MANUAL``;
@@ -32,6 +36,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from backend.decisions.service import NewDecision, record_decisions
+from backend.hashes.matching import image_signals
 from backend.items.models import Item, ItemTag
 from backend.queues import service as queues
 from backend.routing.hooks import PipelineHooks, get_pipeline_hooks
@@ -218,7 +223,33 @@ def _route_batch(*, session: Session, ids: list[int], now: datetime, settings: S
             rule_routed[row["id"]] = outcome.route
         undecided.append(row)
 
-    sim = hooks.similarity(session=session, items=undecided, now=now) if undecided else {}
+    # image hashes (PDQ): known-bad banks decide or route; near-duplicates reuse verdicts
+    img = image_signals(session=session, now=now, data_dir=settings.data_dir,
+                        items=[r for r in undecided if r["id"] not in rule_routed])
+    if img.banks:
+        kept = []
+        for row in undecided:
+            m = img.banks.get(row["id"])
+            if m is None:
+                kept.append(row)
+            elif m.action == "decide" and m.live:
+                decisions.append(NewDecision(item_id=row["id"], label=m.label, source="hash",
+                                             distance=float(m.distance),
+                                             details={"bank": m.bank}, inputs=m.inputs()))
+            else:  # route, or decide in shadow: people look at it in the bank's queue
+                if m.action == "decide":
+                    shadows.append(ShadowOutcome(
+                        item_id=row["id"], source="hash", label=m.label,
+                        band=f"bank:{m.bank}"[:50], distance=float(m.distance),
+                        reason=m.reason or "the bank's distance is not backed",
+                        details=m.inputs(), created_at=now))
+                routes[m.queue_kind].append(row["id"])
+        undecided = kept
+    sim = dict(hooks.similarity(session=session, items=undecided, now=now)) if undecided else {}
+    for item_id, o in img.reuse.items():  # PDQ reuse beside the embedding's
+        current = sim.get(item_id)
+        if current is None or (not current.live and o.live):
+            sim[item_id] = o
     rest = []
     for row in undecided:
         s = sim.get(row["id"])

@@ -1,15 +1,28 @@
-"""Replay: re-run the pipeline on stored items and say what would change.
+"""Replay: re-run the pipeline on stored items with alternatives and say what would change.
 
-``replay`` routes the items ingested since a time again — rules, similarity, classifier,
-with the active threshold set or another version — inside a savepoint that is rolled
-back: nothing is written (no event, task, score or shadow row stays). Per item it
-compares the stored outcome (its first automatic decision, else the queue its first
-task went to) with the replayed one, and scores both against the human verdict where
-there is one. The neighbour index never offers an item its own verdict.
+``replay`` routes the items ingested since a time again — rules, hash banks, similarity,
+classifier — with the active rule set, threshold set and model or with others, inside a
+savepoint that is rolled back: nothing is written (no event, task, score or shadow row
+stays). The alternatives:
+
+- ``thresholds_version``: another threshold set (applied inside the savepoint);
+- ``rules_version``: the rule set as it stood after its ``N``-th recorded change
+  (``rule_versions`` in order; :func:`rule_set_version` is the current one): each rule
+  takes its definition of then, rules created later are off;
+- ``model_id``: another trained classifier (``classifier-vN``, or ``zero-shot``) as the
+  champion. Safe by default still holds: its bands decide only where the threshold set
+  was backed for that model; elsewhere they run in shadow, and replay reports what the
+  stages in shadow would have decided (``shadow``: ``source:label`` of each, in pipeline
+  order, ``;``-separated) beside what would be decided (``after``).
+
+Per item it compares the stored outcome (its first automatic decision, else the queue
+its first task went to) with the replayed one, and scores both against the human
+verdict where there is one. The neighbour index never offers an item its own verdict.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,13 +33,17 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from backend.decisions.models import AUTOMATIC_SOURCES, DecisionEvent, ItemStatus
+from backend.errors import NotFound, ValidationFailed
 from backend.items.models import Item
 from backend.queues.models import Queue, Task
 from backend.routing.hooks import PipelineHooks
+from backend.routing.models import ShadowOutcome
 from backend.settings import Settings
 
-COLUMNS = ["item_id", "source", "external_id", "before", "after", "changed", "human_label",
-           "before_right", "after_right"]
+COLUMNS = ["item_id", "source", "external_id", "before", "after", "changed", "shadow",
+           "human_label", "before_right", "after_right"]
+SUMMARY_COLUMNS = ["source", "label", "before", "after", "gained", "lost", "shadow",
+                   "judged", "right", "precision", "precision_low", "precision_high"]
 
 
 @dataclass
@@ -34,11 +51,15 @@ class ReplayResult:
     rows: pd.DataFrame  # COLUMNS, one row per replayed item
     thresholds_version: int
     since: datetime
+    rules_version: int | None = None
+    model_id: str | None = None
+    confidence: float = 0.95
 
     @property
     def changes(self) -> Counter[tuple[str, str]]:
         changed = self.rows[self.rows["changed"]]
-        return Counter(zip(changed["before"], changed["after"], strict=True))
+        return Counter(zip(changed["before"].fillna(""), changed["after"].fillna(""),
+                           strict=True))
 
     def precision(self, column: str) -> tuple[int, int]:
         """(right, judged) of the automatic outcomes in ``before`` / ``after`` that have a
@@ -47,9 +68,47 @@ class ReplayResult:
                          & self.rows["human_label"].notna()]
         return int(auto[f"{column}_right"].sum()), len(auto)
 
+    def interval(self, column: str) -> tuple[float | None, float | None, float | None]:
+        """Precision of ``column``'s automatic outcomes and its two-sided Wilson interval
+        at ``confidence`` (None where nothing is judged)."""
+        return _wilson(*self.precision(column), self.confidence)
 
-def _is_automatic(outcome: str | None) -> bool:
-    return bool(outcome) and str(outcome).split(":", 1)[0] in AUTOMATIC_SOURCES
+    def by_source_label(self) -> pd.DataFrame:
+        """Per automatic ``source`` and ``label``: decided before / after, gained (after
+        but not before) and lost, what stages in shadow would have decided, and the
+        precision of ``after`` against human verdicts with its interval."""
+        rows = self.rows
+        shadows = rows["shadow"].map(lambda s: s.split(";") if isinstance(s, str) else [])
+        keys = sorted({o for col in ("before", "after") for o in rows[col] if _is_automatic(o)}
+                      | {o for found in shadows for o in found})
+        out = []
+        for key in keys:
+            source, label = key.split(":", 1)
+            b, a = rows["before"] == key, rows["after"] == key
+            judged = a & rows["human_label"].notna()
+            right = int((judged & (rows["human_label"] == label)).sum())
+            p, lo, hi = _wilson(right, int(judged.sum()), self.confidence)
+            out.append({"source": source, "label": label, "before": int(b.sum()),
+                        "after": int(a.sum()), "gained": int((a & ~b).sum()),
+                        "lost": int((b & ~a).sum()),
+                        "shadow": int(shadows.map(lambda found, k=key: k in found).sum()),
+                        "judged": int(judged.sum()), "right": right, "precision": p,
+                        "precision_low": lo, "precision_high": hi})
+        return pd.DataFrame(out, columns=SUMMARY_COLUMNS)
+
+
+def _wilson(right: int, judged: int, confidence: float
+            ) -> tuple[float | None, float | None, float | None]:
+    if not judged:
+        return None, None, None
+    from ml.calibration_bounds import wilson_bounds
+
+    lo, hi = wilson_bounds(successes=[right], trials=[judged], confidence=confidence)
+    return right / judged, float(lo[0]), float(hi[0])
+
+
+def _is_automatic(outcome: Any) -> bool:
+    return isinstance(outcome, str) and outcome.split(":", 1)[0] in AUTOMATIC_SOURCES
 
 
 def _stored_outcomes(session: Session, ids: list[int]) -> dict[int, str]:
@@ -71,19 +130,110 @@ def _stored_outcomes(session: Session, ids: list[int]) -> dict[int, str]:
     return out
 
 
+# ---------------------------------------------------------------- alternatives
+def rule_set_version(*, session: Session) -> int:
+    """The rule set's version: how many rule changes are recorded (``rule_versions``)."""
+    from backend.rules.models import RuleVersion
+
+    return int(session.scalar(select(func.count()).select_from(RuleVersion)) or 0)
+
+
+def parse_version(value: str | int | None, what: str) -> int | None:
+    """``3`` or ``v3`` → 3; ``ValidationFailed`` with a sentence otherwise."""
+    if value is None or value == "":
+        return None
+    m = re.fullmatch(r"[vV]?(\d{1,9})", str(value).strip())
+    if m is None or int(m.group(1)) < 1:
+        raise ValidationFailed(f"{what} must be a version like 3 or v3, not {value!r}")
+    return int(m.group(1))
+
+
+def _rules_as_of(session: Session, version: int) -> None:
+    """Inside the savepoint: every rule as it stood after the ``version``-th change."""
+    from backend.rules.models import Rule, RuleVersion
+    from backend.rules.service import DEFINITION_FIELDS
+
+    current = rule_set_version(session=session)
+    if not 1 <= version <= current:
+        raise NotFound(f"no rule-set version {version}; the rules are at version {current}")
+    latest: dict[int, tuple[int, dict[str, Any]]] = {}
+    for rule_id, ver, definition in session.execute(
+            select(RuleVersion.rule_id, RuleVersion.version, RuleVersion.definition)
+            .order_by(RuleVersion.id).limit(version)):
+        latest[rule_id] = (ver, definition or {})
+    for rule in session.scalars(select(Rule)):
+        if rule.id not in latest:
+            rule.mode = "off"
+            continue
+        ver, definition = latest[rule.id]
+        for f in DEFINITION_FIELDS:
+            if f in definition:
+                setattr(rule, f, definition[f])
+        rule.version = ver
+    session.flush()
+
+
+def _check_model(session: Session, model_id: str) -> str:
+    """``classifier-vN`` (also ``vN``, ``N``) of a trained model, or ``zero-shot``."""
+    from backend.calibration.models import ModelArtifact
+    from backend.ml_adapter.settings import get_ml_settings
+
+    if not get_ml_settings().enabled:
+        raise ValidationFailed("replaying with another model needs the ML hooks on "
+                               "(QUORUM_ML_ENABLED=true)")
+    if model_id.strip().lower() in ("zero-shot", "zeroshot"):
+        return "zero-shot"
+    m = re.fullmatch(r"(?:classifier-)?[vV]?(\d{1,9})", model_id.strip())
+    if m is None:
+        raise ValidationFailed(f"a model is classifier-vN (see `quorum train`) or zero-shot, "
+                               f"not {model_id!r}")
+    version = int(m.group(1))
+    if session.scalar(select(ModelArtifact.id).where(ModelArtifact.version == version)) is None:
+        raise NotFound(f"no trained model classifier-v{version}")
+    return f"classifier-v{version}"
+
+
+def _use_model(session: Session, model_id: str, ts: Any) -> None:
+    """Inside the savepoint: ``model_id`` scores as the champion (the newest active model
+    and the threshold set's model); its backing is still checked as it is."""
+    from sqlalchemy import update
+
+    from backend.calibration.models import ModelArtifact
+
+    session.execute(update(ModelArtifact).values(is_active=False))
+    if model_id.startswith("classifier-v"):
+        session.execute(update(ModelArtifact).where(
+            ModelArtifact.version == int(model_id.removeprefix("classifier-v")))
+            .values(is_active=True))
+        ts.model_id = model_id
+    else:
+        ts.model_id = None
+    session.flush()
+
+
 def replay(*, session: Session, since: datetime, settings: Settings, now: datetime,
-           thresholds_version: int | None = None, until: datetime | None = None,
+           thresholds_version: int | None = None, rules_version: int | None = None,
+           model_id: str | None = None, until: datetime | None = None,
            hooks: PipelineHooks | None = None, limit: int | None = None) -> ReplayResult:
     """Re-run routing on the items created in ``[since, until)`` (at most ``limit``) with
-    threshold set ``thresholds_version`` (default: the active one); writes nothing."""
+    threshold set ``thresholds_version`` (default: the active one), the rule set of
+    ``rules_version`` (default: today's) and ``model_id`` (default: the champion);
+    writes nothing."""
     from backend.calibration import thresholds
+    from backend.calibration.settings import get_calibration_settings
     from backend.policy import get_policy
     from backend.routing.pipeline import route_items
 
     policy = get_policy()
     active = thresholds.active_threshold_set(session=session, policy=policy)
     version = thresholds_version or active.version
-    thresholds.get_version(session=session, version=version)  # NotFound: a sentence
+    chosen = thresholds.get_version(session=session, version=version)  # NotFound: a sentence
+    if rules_version is not None:
+        current = rule_set_version(session=session)
+        if not 1 <= rules_version <= current:
+            raise NotFound(f"no rule-set version {rules_version}; the rules are at version "
+                           f"{current}")
+    model = _check_model(session, model_id) if model_id else None
     stmt = select(Item.id).where(Item.created_at >= since)
     if until is not None:
         stmt = stmt.where(Item.created_at < until)
@@ -94,13 +244,26 @@ def replay(*, session: Session, since: datetime, settings: Settings, now: dateti
     human = dict(session.execute(select(ItemStatus.item_id, ItemStatus.label).where(
         ItemStatus.item_id.in_(ids), ItemStatus.is_human.is_(True))).tuples().all()) \
         if ids else {}
+    last_shadow = session.scalar(select(func.max(ShadowOutcome.id))) or 0
     session.flush()
+    shadow: dict[int, str] = {}
     savepoint = session.begin_nested()
     try:
         if version != active.version:
             thresholds.apply(session=session, version=version, now=now)
+        if rules_version is not None:
+            _rules_as_of(session, rules_version)
+        if model is not None:
+            _use_model(session, model, chosen)
         summary = route_items(session=session, item_ids=ids, now=now, settings=settings,
                               hooks=hooks, record_outcomes=True)
+        session.flush()
+        for item_id, source, label in session.execute(
+                select(ShadowOutcome.item_id, ShadowOutcome.source, ShadowOutcome.label)
+                .where(ShadowOutcome.id > last_shadow).order_by(ShadowOutcome.id)):
+            if f"{source}:{label}" not in shadow.get(item_id, "").split(";"):
+                shadow[item_id] = ";".join(filter(None, [shadow.get(item_id),
+                                                         f"{source}:{label}"]))
     finally:
         savepoint.rollback()
     session.expire_all()
@@ -110,8 +273,48 @@ def replay(*, session: Session, since: datetime, settings: Settings, now: dateti
         records.append({
             "item_id": item_id, "source": info[item_id].source,
             "external_id": info[item_id].external_id, "before": b, "after": a,
-            "changed": b != a, "human_label": h,
+            "changed": b != a, "shadow": shadow.get(item_id), "human_label": h,
             "before_right": bool(_is_automatic(b) and h is not None and b.split(":", 1)[1] == h),
             "after_right": bool(_is_automatic(a) and h is not None and a.split(":", 1)[1] == h)})
     return ReplayResult(rows=pd.DataFrame(records, columns=COLUMNS),
-                        thresholds_version=version, since=since)
+                        thresholds_version=version, since=since, rules_version=rules_version,
+                        model_id=model, confidence=get_calibration_settings().confidence)
+
+
+#: Most items one replay from the API or the web page looks at (the CLI: ``--limit``).
+MAX_ITEMS = 20_000
+
+
+def parse_since(value: str, what: str = "since") -> datetime:
+    """``YYYY-MM-DD`` or ISO 8601 (UTC if naive); ``ValidationFailed`` otherwise."""
+    from datetime import UTC
+
+    try:
+        when = datetime.fromisoformat(value.strip())
+    except (ValueError, AttributeError) as exc:
+        raise ValidationFailed(f"{what} must be YYYY-MM-DD or an ISO 8601 time, not "
+                               f"{value!r}") from exc
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def report(result: ReplayResult) -> dict[str, Any]:
+    """The replay as plain data (the API's answer and the web page's table)."""
+    def side(column: str) -> dict[str, Any]:
+        right, judged = result.precision(column)
+        p, lo, hi = result.interval(column)
+        decided = int(result.rows[column].map(_is_automatic).sum())
+        return {"decided": decided, "judged": judged, "right": right, "precision": p,
+                "precision_low": lo, "precision_high": hi}
+
+    summary = result.by_source_label()
+    return {"since": result.since, "thresholds_version": result.thresholds_version,
+            "rules_version": result.rules_version, "model_id": result.model_id,
+            "replayed": len(result.rows), "changed": int(result.rows["changed"].sum()),
+            "in_shadow": int(result.rows["shadow"].notna().sum()),
+            "confidence": result.confidence,
+            "changes": [{"before": b or None, "after": a or None, "items": n}
+                        for (b, a), n in result.changes.most_common(100)],
+            "by_source_label": [{k: (None if isinstance(v, float) and v != v else v)
+                                 for k, v in r.items()}
+                                for r in summary.to_dict(orient="records")],
+            "before": side("before"), "after": side("after")}

@@ -75,6 +75,9 @@ MATRIX: dict[tuple[str, str], set[str]] = {
     ("POST", "/api/v1/webhooks/dead/replay"): ADMIN,
     ("GET", "/api/v1/jobs"): ADMIN,
     ("GET", "/api/v1/media/signed/{token}"): SIGNED,
+    ("GET", "/api/v1/hash-banks"): STAFF,
+    ("POST", "/api/v1/hash-banks/{name}/hashes"): STAFF,
+    ("GET", "/api/v1/replay"): STAFF,
 }
 
 

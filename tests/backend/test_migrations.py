@@ -37,7 +37,7 @@ FILLED = {"items", "item_status", "item_embeddings", "item_scores", "item_tags",
           "rule_versions", "rule_hits", "queues", "tasks", "task_skips", "decision_events",
           "judgments", "crowd_pools", "crowd_tasks", "crowd_store", "calibration_runs",
           "threshold_sets", "model_artifacts", "users", "api_tokens", "queue_grants",
-          "audit_log"}
+          "audit_log", "hash_banks", "bank_hashes", "item_hashes", "hash_distances"}
 
 
 def _key_columns(insp, table: str) -> list[str]:  # noqa: ANN001
@@ -115,6 +115,19 @@ def _fill_like_the_demo(url: str, data_dir: Path) -> None:
         release(session=session, task=session.get(Task, task.id), user=alice, now=utcnow(),
                 skip=True)
     DbStore(get_sessionmaker(url)).put("test/fill", {"pool": 1, "tasks": ["a", "b"]})
+    # hash banks (0019): a bank, an item's image hash, the calibrated distances
+    from backend.hashes.matching import store_item_hash
+    from backend.hashes.service import calibrate_distances, import_hashes
+    from backend.items.models import Item
+    from backend.policy import get_policy
+
+    with session_scope(url) as session:
+        import_hashes(session=session, bank="known-bad", label="prohibited", policy=get_policy(),
+                      hashes=[("f" * 64, "case-1"), ("0f" * 32, None)], now=utcnow())
+        item = session.scalars(Item.__table__.select().with_only_columns(Item.id).limit(1)).one()
+        store_item_hash(session=session, item_id=item, hash_hex="f" * 64, quality=90,
+                        content_hash=None, now=utcnow())
+        calibrate_distances(session=session, now=utcnow())
     for clear in (get_settings, get_ml_settings, get_calibration_settings, get_crowd_settings):
         clear.cache_clear()
     ml_service._stores.clear()

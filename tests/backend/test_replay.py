@@ -78,3 +78,137 @@ def test_replay_cli_prints_and_writes_csv(settings, tmp_path):
     assert r.returncode == 2 and "--since" in r.stderr and "Traceback" not in r.stderr
     r = quorum(settings, "replay", "--since", "2000-01-01", "--thresholds", "42")
     assert r.returncode == 3
+
+
+def _rule_then_off(session, policy):  # noqa: ANN001, ANN202
+    """A decide rule (rule-set v1), then switched off (v2): today's rules decide nothing."""
+    from backend.rules.schemas import RuleCreate
+    from backend.rules.service import create_rule, update_rule
+
+    rule = create_rule(session=session, policy=policy, allow_live=True, data=RuleCreate(
+        name="seeds", expression='item.title.contains("seeds")', action="decide",
+        label="prohibited", mode="active"))
+    update_rule(session=session, rule=rule, data={"mode": "off"}, policy=policy)
+    session.flush()
+
+
+def test_replay_with_an_earlier_rule_set_by_source_and_label(session, settings, policy):
+    from backend.errors import NotFound
+    from backend.routing.replay import report, rule_set_version
+
+    start = utcnow() - timedelta(minutes=1)
+    _rule_then_off(session, policy)
+    assert rule_set_version(session=session) == 2
+    rows = [item_row(i, title=("Cannabis seeds " if i < 12 else "Desk lamp ") + str(i))
+            for i in range(20)]
+    ids, summary = route_rows(session, settings, policy, rows)
+    assert summary.decided == {}  # the rule is off today
+    for i, item_id in enumerate(ids[:10]):  # people: 9 prohibited, 1 ok among the seeds
+        human_verdict(session, item_id, "ok" if i == 0 else "prohibited")
+    events = _count(session, DecisionEvent)
+    result = replay(session=session, since=start, settings=settings, now=utcnow(),
+                    rules_version=1)
+    assert _count(session, DecisionEvent) == events  # nothing written
+    assert session.scalar(select(func.count()).select_from(DecisionEvent).where(
+        DecisionEvent.source == "rule")) == 0
+    table = result.by_source_label().set_index(["source", "label"])
+    row = table.loc[("rule", "prohibited")]
+    assert (row["before"], row["after"], row["gained"], row["lost"]) == (0, 12, 12, 0)
+    assert (row["judged"], row["right"]) == (10, 9) and row["precision"] == 0.9
+    assert 0.5 < row["precision_low"] < 0.9 < row["precision_high"] <= 1.0
+    p, lo, hi = result.interval("after")
+    assert p == 0.9 and lo == row["precision_low"]
+    rep = report(result)
+    assert rep["changed"] == 12 and rep["rules_version"] == 1
+    assert rep["changes"][0] == {"before": "queue:NEW_PRODUCTS", "after": "rule:prohibited",
+                                 "items": 12}
+    # today's rule set (v2) changes nothing, and an unknown version is a sentence
+    same = replay(session=session, since=start, settings=settings, now=utcnow(),
+                  rules_version=2)
+    assert not same.rows["changed"].any()
+    with pytest.raises(NotFound, match="rule-set version 3"):
+        replay(session=session, since=start, settings=settings, now=utcnow(), rules_version=3)
+
+
+def test_replay_with_another_model_shadow_until_backed(session, settings, policy, ml_on):
+    """A model the threshold set was not backed for decides nothing in replay; the
+    ``shadow`` column says what it would have decided."""
+    from backend.errors import NotFound, ValidationFailed
+    from backend.ml_adapter.service import train
+
+    start = utcnow() - timedelta(minutes=1)
+    rows = [item_row(300 + i, title=("Cotton t-shirt size " if i % 2 else "Cannabis seeds "
+                                     "strain ") + str(i)) for i in range(60)]
+    ids, _ = route_rows(session, settings, policy, rows)
+    for i, item_id in enumerate(ids[:50]):
+        human_verdict(session, item_id, "ok" if i % 2 else "prohibited")
+    train(session=session)  # classifier-v1
+    run = calibration.run_calibration(session=session, kind="classifier",
+                                      overrides={"target_precision": 0.9})
+    version = run.result["proposed_version"]
+    train(session=session)  # classifier-v2: the set was not calibrated for it
+    backed = replay(session=session, since=start, settings=settings, now=utcnow(),
+                    thresholds_version=version, model_id="classifier-v1")
+    assert backed.model_id == "classifier-v1"
+    assert backed.rows["after"].str.startswith("classifier:").any()
+    other = replay(session=session, since=start, settings=settings, now=utcnow(),
+                   thresholds_version=version, model_id="v2")
+    assert other.model_id == "classifier-v2"
+    assert not other.rows["after"].str.startswith("classifier:").any()  # shadow: people
+    shadow = other.rows["shadow"].dropna()
+    assert len(shadow) > 0 and shadow.str.contains("classifier:").any()
+    table = other.by_source_label()
+    assert table[table["source"] == "classifier"]["shadow"].sum() == \
+        shadow.str.contains("classifier:").sum()
+    with pytest.raises(NotFound, match="classifier-v9"):
+        replay(session=session, since=start, settings=settings, now=utcnow(), model_id="v9")
+    with pytest.raises(ValidationFailed, match="classifier-vN"):
+        replay(session=session, since=start, settings=settings, now=utcnow(), model_id="gpt")
+
+
+def test_replay_api_and_page(client, make_user, settings):
+    import re
+
+    from backend.db import session_scope
+    from backend.policy import get_policy
+    from tests.conftest import auth
+    from tests.web.test_web import PASSWORD, login
+
+    _, token = make_user("ana", "analyst", password=PASSWORD)
+    _, mod = make_user("mo", "moderator", ["MANUAL"])
+    with session_scope(settings.resolved_database_url) as s:
+        _rule_then_off(s, get_policy())
+        ids, _ = route_rows(s, settings, get_policy(),
+                            [item_row(i, title=f"Cannabis seeds {i}") for i in range(3)])
+        human_verdict(s, ids[0], "prohibited")
+    r = client.get("/api/v1/replay", params={"since": "2000-01-01", "rules": "v1"},
+                   headers=auth(token))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["replayed"] == 3 and body["changed"] == 3 and body["rules_version"] == 1
+    want = {"source": "rule", "label": "prohibited", "after": 3, "judged": 1, "right": 1}
+    assert {k: body["by_source_label"][0][k] for k in want} == want
+    assert body["after"]["precision"] == 1.0 and body["after"]["precision_low"] < 1.0
+    bad = client.get("/api/v1/replay", params={"since": "yesterday"}, headers=auth(token))
+    assert bad.status_code == 422 and "since" in bad.json()["message"]
+    gone = client.get("/api/v1/replay", params={"since": "2000-01-01", "thresholds": "v42"},
+                      headers=auth(token))
+    assert gone.status_code == 404
+    assert client.get("/api/v1/replay", params={"since": "2000-01-01"},
+                      headers=auth(mod)).status_code == 403
+    # the page: POST (CSRF) → 303 → GET with the table
+    login(client, "ana")
+    page = client.get("/replay")
+    assert page.status_code == 200 and "Replay" in page.text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    no_csrf = client.post("/replay", data={"since": "2000-01-01"}, follow_redirects=False)
+    assert no_csrf.status_code == 403
+    r = client.post("/replay", data={"since": "2000-01-01", "rules": "v1", "csrf": csrf},
+                    follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].startswith("/replay?since=")
+    shown = client.get(r.headers["location"])
+    assert shown.status_code == 200
+    assert "3 item(s) replayed" in shown.text and "3 would change" in shown.text
+    assert "rule:prohibited" in shown.text and "100.0 %" in shown.text
+    bad = client.post("/replay", data={"since": "soon", "csrf": csrf}, follow_redirects=False)
+    assert bad.status_code == 422 and "since" in bad.text

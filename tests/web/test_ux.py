@@ -143,7 +143,7 @@ def test_admin_pages_fit_1024_px(ux_db: str) -> None:
         _login(page, base, "ana")
         wide = {}
         for path in ("/queues", "/reports/crowd", "/admin/rules", "/admin/thresholds",
-                     "/admin/users", "/admin/audit", "/reports", "/stats"):
+                     "/admin/users", "/admin/audit", "/reports", "/stats", "/replay"):
             resp = page.goto(f"{base}{path}")
             if resp is None or resp.status != 200:
                 continue

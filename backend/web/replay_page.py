@@ -1,0 +1,78 @@
+"""``/replay``: the analyst's page for ``quorum replay`` (POST → redirect → GET).
+
+The form posts (with the session's CSRF token) the time and the alternatives; the POST
+checks them and redirects to ``GET /replay?since=…`` which re-runs the pipeline on the
+stored items inside a rolled-back transaction and shows what would change.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from sqlalchemy import select
+
+from backend.db import utcnow
+from backend.deps import PolicyDep, SessionDep, SettingsDep
+from backend.routing import replay as rp
+from backend.web.router import PostUser, WebRoute, WebUser, _analyst, render
+
+router = APIRouter(include_in_schema=False, route_class=WebRoute)
+
+Short = Annotated[str, Query(max_length=40)]
+
+
+def _choices(session: SessionDep, policy: PolicyDep) -> dict:
+    from backend.calibration import thresholds
+    from backend.calibration.models import ModelArtifact
+
+    active = thresholds.active_threshold_set(session=session, policy=policy)
+    return {"sets": thresholds.list_sets(session=session), "active": active.version,
+            "models": [f"classifier-v{v}" for v in session.scalars(
+                select(ModelArtifact.version).order_by(ModelArtifact.version.desc()))],
+            "rule_set_version": rp.rule_set_version(session=session)}
+
+
+@router.get("/replay")
+def replay_page(request: Request, session: SessionDep, settings: SettingsDep,
+                policy: PolicyDep, user: WebUser, since: Short = "", until: Short = "",
+                thresholds: Annotated[str, Query(max_length=12)] = "",
+                rules: Annotated[str, Query(max_length=12)] = "", model: Short = "",
+                limit: Annotated[int, Query(ge=1, le=rp.MAX_ITEMS)] = 5000) -> HTMLResponse:
+    """The form; with ``since``, the replay's table (nothing is written)."""
+    _analyst(user)
+    ctx = _choices(session, policy)
+    result = None
+    if since:
+        res = rp.replay(session=session, since=rp.parse_since(since),
+                        until=rp.parse_since(until, "until") if until else None,
+                        settings=settings, now=utcnow(),
+                        thresholds_version=rp.parse_version(thresholds, "thresholds"),
+                        rules_version=rp.parse_version(rules, "rules"),
+                        model_id=model or None, limit=limit)
+        result = rp.report(res)
+    return render(request, "replay.html", result=result, form={
+        "since": since, "until": until, "thresholds": thresholds, "rules": rules,
+        "model": model, "limit": limit}, **ctx)
+
+
+@router.post("/replay")
+def replay_submit(user: PostUser, since: Annotated[str, Form(max_length=40)],
+                  until: Annotated[str, Form(max_length=40)] = "",
+                  thresholds: Annotated[str, Form(max_length=12)] = "",
+                  rules: Annotated[str, Form(max_length=12)] = "",
+                  model: Annotated[str, Form(max_length=40)] = "",
+                  limit: Annotated[int, Form(ge=1, le=rp.MAX_ITEMS)] = 5000
+                  ) -> RedirectResponse:
+    """Check the form and redirect to the page that shows the replay."""
+    _analyst(user)
+    rp.parse_since(since)
+    if until:
+        rp.parse_since(until, "until")
+    rp.parse_version(thresholds, "thresholds")
+    rp.parse_version(rules, "rules")
+    query = {k: v for k, v in {"since": since, "until": until, "thresholds": thresholds,
+                               "rules": rules, "model": model, "limit": limit}.items() if v}
+    return RedirectResponse(f"/replay?{urlencode(query)}", status_code=303)
