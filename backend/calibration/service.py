@@ -768,15 +768,17 @@ def what_if(*, session: Session, version: int | None = None, run_id: int | None 
                                    target=cal.target_precision, confidence=cal.confidence,
                                    method=cal.bound_method, run_id=run.id)
             on = upper_band in (ts.auto_decide or [])
+            lower_text = "undefined" if ev["lower"] is None else f"{ev['lower']:.2%}"
+            reason = (f"{'backed' if ev['backed'] else 'not backed'} by run {run.id}: lower "
+                      f"bound {lower_text} {'>=' if ev['backed'] else '<'} target "
+                      f"{cal.target_precision:.0%} on {ev['n_auto']} of {ev['n_labelled']} "
+                      "labels" + ("" if on else f"; {upper_band} is not in the set's "
+                                  "auto-decide list"))
             state = thresholds.BandState(
                 key=state.key, label=label, band=upper_band, value=label_cuts[upper],
                 state="live" if ev["backed"] and on else ("shadow" if on else "off"),
-                reason=(f"{'backed' if ev['backed'] else 'not backed'} by run {run.id}: "
-                        f"lower bound {'undefined' if ev['lower'] is None else format(ev['lower'], '.2%')}"
-                        f" {'>=' if ev['backed'] else '<'} target {cal.target_precision:.0%}"
-                        f" on {ev['n_auto']} of {ev['n_labelled']} labels"
-                        + ("" if on else f"; {upper_band} is not in the set's auto-decide list")),
-                lower=ev["lower"], precision=ev["precision"], n_auto=ev["n_auto"],
+                reason=reason, lower=ev["lower"], precision=ev["precision"],
+                n_auto=ev["n_auto"],
                 n_labelled=ev["n_labelled"], target=ev["target"], run_id=run.id)
         out["cut_states"][label] = {"key": state.key, "value": state.value,
                                     "state": state.state, "lower": state.lower,

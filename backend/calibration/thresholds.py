@@ -270,9 +270,10 @@ def apply_set(*, session: Session, policy: Policy, version: int, user: Any = Non
               now: datetime | None = None) -> tuple[ThresholdSet, int]:
     """``apply`` plus its audit entry (``thresholds.apply`` for a proposal,
     ``thresholds.restore`` for an earlier set): the one way every caller (web, API, CLI,
-    demo, schedule) makes a set active; applying the active set changes nothing. ``require_backed``: refuse a *proposal* with an
-    unbacked change (``unbacked_changes``) with a sentence; restoring an earlier set is a
-    rollback and is never refused. Returns the set and the version it replaced."""
+    demo, schedule) makes a set active; applying the active set changes nothing.
+    ``require_backed``: refuse a *proposal* with an unbacked change (``unbacked_changes``)
+    with a sentence; restoring an earlier set is a rollback and is never refused.
+    Returns the set and the version it replaced."""
     from backend.errors import Conflict
     from backend.users.service import audit
 

@@ -40,8 +40,8 @@ ReportUser = Annotated[User, Depends(report_user)]
 
 
 @router.get("/reports/thresholds", response_class=HTMLResponse)
-def thresholds_report(request: Request, session: SessionDep, settings: SettingsDep, policy: PolicyDep,
-                      user: ReportUser, fresh: bool = False) -> HTMLResponse:
+def thresholds_report(request: Request, session: SessionDep, settings: SettingsDep,
+                      policy: PolicyDep, user: ReportUser, fresh: bool = False) -> HTMLResponse:
     """The threshold report (same content as ``quorum report thresholds``), served from a
     cache keyed by the latest calibration runs, the active set and the policy version for
     ``report_cache_seconds``; ``?fresh=1`` rebuilds it."""
