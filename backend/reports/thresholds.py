@@ -84,8 +84,8 @@ def _table(curve: pd.DataFrame, points: list[float], *, cal: CalibrationSettings
         hi = r["threshold"] if r["threshold_to"] is None else r["threshold_to"]
         r["marks"] = [name for name, v in (marks or {}).items()
                       if v is not None and r["threshold"] - 1e-9 <= v <= hi + 1e-9]
-        r["threshold_text"] = (f"{r['threshold']:g}" if r["threshold_to"] is None
-                               else f"{r['threshold']:g}–{r['threshold_to']:g}")
+        r["threshold_text"] = (f"{r['threshold']:.4g}" if r["threshold_to"] is None
+                               else f"{r['threshold']:.4g}–{r['threshold_to']:.4g}")
     return rows
 
 
