@@ -296,3 +296,16 @@ def test_cli_apply_is_audited_with_the_os_user(settings, session, policy, db_url
     assert r.returncode == 0, r.stderr
     [created] = _audit(settings, "users.create")
     assert created.details["actor"] == f"cli:{getpass.getuser()}"
+
+
+def test_not_backed_box_is_a_wrapping_block(session, settings, policy):
+    from backend.reports.thresholds import build_thresholds_report
+    from tests.backend.test_calibration_service import seed_pairs
+
+    seed_pairs(session, settings, policy)
+    calibration.run_calibration(session=session, kind="similarity")
+    html = build_thresholds_report(session=session).html
+    # a block of its own (it was an inline span inside a paragraph, clipped when it wrapped)
+    assert '<div class="warn">Not backed: no threshold has a 95% wilson lower bound' in html
+    assert '<span class="warn">' not in html and "<p></p>" not in html
+    assert "overflow-wrap: anywhere" in html
