@@ -270,7 +270,8 @@ def apply_set(*, session: Session, policy: Policy, version: int, user: Any = Non
               now: datetime | None = None) -> tuple[ThresholdSet, int]:
     """``apply`` plus its audit entry (``thresholds.apply`` for a proposal,
     ``thresholds.restore`` for an earlier set): the way the web, the API, the CLI and the
-    demo make a set active (the schedule audits its own ``thresholds.auto_apply``); applying the active set changes nothing.
+    demo make a set active (the schedule audits its own ``thresholds.auto_apply``);
+    applying the active set changes nothing.
     ``require_backed``: refuse a *proposal* with an unbacked change (``unbacked_changes``)
     with a sentence; restoring an earlier set is a rollback and is never refused.
     Returns the set and the version it replaced."""

@@ -3,7 +3,8 @@ previous one (both with a confirmation step, CSRF, audited, an unbacked proposal
 with a sentence) and the interactive what-if (pick a cut-off per band, see volumes,
 the precision interval, the automation share and people's work).
 
-Applying goes through ``thresholds.apply_set`` like the API, the CLI and the demo; these routes only add the confirmation step. The served report is cached HTML
+Applying goes through ``thresholds.apply_set`` like the API, the CLI and the demo; these
+routes only add the confirmation step. The served report is cached HTML
 (the same file ``quorum report thresholds`` writes), so the buttons are a panel rendered
 per request (it carries the session's CSRF token) and put in after the cache note.
 """
