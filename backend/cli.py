@@ -451,9 +451,13 @@ def thresholds_apply(version: int) -> None:
 
     _ensure_schema()
     with session_scope() as session:
-        thresholds.active_threshold_set(session=session, policy=get_policy())
-        thresholds.apply(session=session, version=version, now=utcnow())
-    console.print(f"threshold set v{version} is active; routing uses it from the next item")
+        _, previous = thresholds.apply_set(session=session, policy=get_policy(),
+                                           version=version, via="cli", now=utcnow())
+    if previous == version:
+        console.print(f"threshold set v{version} was already active: nothing changed")
+        return
+    console.print(f"threshold set v{version} is active (was v{previous}); routing uses it "
+                  "from the next item")
 
 
 @app.command()

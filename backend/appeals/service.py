@@ -124,10 +124,16 @@ def list_appeals(*, session: Session, item_id: int | None = None, state: str | N
 
 def appeal_rates(*, session: Session) -> pd.DataFrame:
     """Per source of the appealed decision (rule, similarity, classifier, moderator, crowd)
-    and per classifier band: decisions, appeals, appeal rate, reversals, reversal rate."""
-    decisions = pd.DataFrame(session.execute(
-        select(DecisionEvent.source, func.count()).where(DecisionEvent.source != "undo")
-        .group_by(DecisionEvent.source)).all(), columns=["source", "decisions"])
+    and per band (``details.band`` of the decision, "" where it records none): decisions,
+    appeals, appeal rate (appeals per decision of that source and band), decided appeals,
+    reversals, reversal rate (reversals per decided appeal). Every source and band with a
+    decision has a row, appealed or not."""
+    band = DecisionEvent.details["band"].as_string()
+    decisions = pd.DataFrame([(src, b or "", n) for src, b, n in session.execute(
+        select(DecisionEvent.source, band, func.count()).where(DecisionEvent.source != "undo")
+        .group_by(DecisionEvent.source, band)).all()],
+        columns=["source", "band", "decisions"])
+    decisions = decisions.groupby(["source", "band"], as_index=False)["decisions"].sum()
     rows = session.execute(
         select(DecisionEvent.source, DecisionEvent.details, Appeal.state)
         .join(Appeal, Appeal.event_id == DecisionEvent.id)).all()
@@ -138,8 +144,11 @@ def appeal_rates(*, session: Session) -> pd.DataFrame:
                          columns=["source", "band", "appealed", "reversed", "decided"])
     by = frame.groupby(["source", "band"], as_index=False)[["appealed", "decided",
                                                             "reversed"]].sum()
-    out = by.merge(decisions, on="source", how="left")
-    out["appeal_rate"] = out["appealed"] / out["decisions"]
+    out = decisions.merge(by, on=["source", "band"], how="outer")
+    for col in ("decisions", "appealed", "decided", "reversed"):
+        out[col] = pd.to_numeric(out[col], errors="coerce").fillna(0).astype(int)
+    out["appeal_rate"] = out["appealed"] / out["decisions"].where(out["decisions"] > 0)
     out["reversal_rate"] = out["reversed"] / out["decided"].where(out["decided"] > 0)
+    out = out.sort_values(["source", "band"], ignore_index=True)
     return out[["source", "band", "decisions", "appealed", "decided", "reversed",
                 "appeal_rate", "reversal_rate"]]

@@ -19,6 +19,9 @@ from backend.users.service import audit
 
 router = APIRouter(prefix="/api/v1/calibration", tags=["calibration"])
 
+CUTS_MAX = 50  # cut-offs per what-if (a policy has a handful of labels, two cuts each)
+
+
 
 class RunCreate(BaseModel):
     kind: Literal["classifier", "similarity"] = "classifier"
@@ -76,7 +79,31 @@ def read_run(run_id: IdPath, session: SessionDep, user: AnalystUser) -> RunRead:
 def what_if(session: SessionDep, settings: SettingsDep, policy: PolicyDep, user: AnalystUser,
             version: int | None = Query(None, ge=1, le=DB_INT_MAX,
                                         description="threshold set (default: the newest "
-                                        "proposal, else the active set)")
+                                        "proposal, else the active set)"),
+            cut: list[str] = Query([], max_length=CUTS_MAX, description=(
+                "a cut-off of your own, `<label>.<cut>:<value>` (repeat), e.g. "
+                "`fraud.high:0.8`: it decides only where the run's curve backs it"))
             ) -> dict[str, Any]:
-    """Expected queue sizes, automation, precision and crowd cost of a threshold set."""
-    return service.what_if(session=session, version=version, settings=settings, policy=policy)
+    """Expected queue sizes, automation share, precision (with its interval) and people's
+    work (moderators, crowd) of a threshold set, optionally with cut-offs of your own."""
+    return service.what_if(session=session, version=version, settings=settings, policy=policy,
+                           cuts=parse_cuts(cut))
+
+
+def parse_cuts(items: list[str]) -> dict[str, float]:
+    """``["fraud.high:0.8", ...]`` -> ``{"fraud.high": 0.8}``; a sentence on bad input."""
+    from backend.errors import ValidationFailed
+
+    if len(items) > CUTS_MAX:
+        raise ValidationFailed(f"at most {CUTS_MAX} cut-offs at once")
+    out: dict[str, float] = {}
+    for item in items:
+        key, sep, value = item.replace("=", ":").partition(":")
+        if not sep or "." not in key or len(item) > 200:
+            raise ValidationFailed(f"cut {item[:200]!r}: write <label>.<cut>:<value>, e.g. "
+                                   "fraud.high:0.8")
+        try:
+            out[key.strip()] = float(value)
+        except ValueError:
+            raise ValidationFailed(f"cut {item[:200]!r}: {value[:50]!r} is not a number") from None
+    return out

@@ -667,15 +667,54 @@ def day_bounds(day: Any, settings: Settings) -> tuple[datetime, datetime]:
     return start.astimezone(UTC), (start + timedelta(days=1)).astimezone(UTC)
 
 
+def what_if_cuts(*, ts: ThresholdSet, policy: Policy, cuts: dict[str, float] | None
+                 ) -> dict[str, dict[str, float]]:
+    """``ts.bands`` with ``cuts`` (``{"<label>.<cut>": value}``) changed, validated: a
+    policy label, one of its cut-offs, a number in [0, 1], upper cut-off >= lower."""
+    kinds = thresholds.class_kinds(policy)
+    bands = {lab: dict(c) for lab, c in ts.bands.items()}
+    for key, value in (cuts or {}).items():
+        label, _, cut = key.partition(".")
+        if label not in kinds or label not in bands:
+            raise ValidationFailed(f"{key!r}: {label!r} is not a policy label; labels are "
+                                   f"{sorted(kinds)}")
+        if cut not in bands[label]:
+            raise ValidationFailed(f"{key!r}: {label} has cut-offs {sorted(bands[label])}")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ValidationFailed(f"{key!r}: {value!r} is not a number") from None
+        if not 0.0 <= number <= 1.0:
+            raise ValidationFailed(f"{key!r}: a cut-off is a probability between 0 and 1, "
+                                   f"not {number:g}")
+        bands[label][cut] = number
+    for label, cut_values in bands.items():
+        if label not in kinds:
+            continue
+        (upper, _), (lower, _) = LADDERS[kinds[label]]
+        if cut_values[upper] < cut_values[lower]:
+            raise ValidationFailed(f"{label}: the {upper} cut-off ({cut_values[upper]:g}) must "
+                                   f"not be below the {lower} cut-off ({cut_values[lower]:g})")
+    return bands
+
+
 def what_if(*, session: Session, version: int | None = None, run_id: int | None = None,
             day: Any = None, settings: Settings | None = None,
             cal: CalibrationSettings | None = None,
-            policy: Policy | None = None) -> dict[str, Any]:
+            policy: Policy | None = None,
+            cuts: dict[str, float] | None = None) -> dict[str, Any]:
     """Tomorrow at threshold set ``version`` (default: the newest proposal, else the
     active set), from ``day``'s scores and a classifier run's curves (default: the
     latest): expected items per band, automatic share (live bands only: a band in shadow
-    decides nothing), expected precision of automation with its interval, crowd cost of
-    what goes to people."""
+    decides nothing), expected precision of automation with its interval, automation share,
+    people's work (moderators, crowd) of what goes to people and saved by what does not.
+
+    ``cuts`` (``{"<label>.<cut>": value}``): pick cut-offs of your own on top of the set.
+    A changed deciding cut-off decides in the what-if only when the run's curve backs it
+    (the one-sided lower bound at the target, as ``thresholds.assess``) and its band is
+    in the set's auto-decide list: what it would be if the set were edited and applied.
+    Each label's deciding cut-off comes back in ``cut_states`` (value, state, lower bound,
+    reason)."""
     from ml.calibration import proportion_bounds
     from ml.calibration import what_if as ml_what_if
 
@@ -689,8 +728,12 @@ def what_if(*, session: Session, version: int | None = None, run_id: int | None 
                            "day": None, "labels": [], "bands": {}, "n_items": 0, "n_auto": 0,
                            "n_routed": 0, "auto_precision": None, "auto_precision_lower": None,
                            "auto_precision_upper": None, "crowd_cost": 0.0,
+                           "moderator_cost": 0.0, "moderator_cost_avoided": 0.0,
+                           "crowd_cost_avoided": 0.0, "automation_share": None,
+                           "cuts": dict(cuts or {}), "cut_states": {},
                            "confidence": cal.confidence, "method": cal.bound_method,
                            "message": None, "note": None}
+    bands = what_if_cuts(ts=ts, policy=policy, cuts=cuts)
     if run is None or read_frame(run, "curves") is None:
         out["message"] = "no classifier calibration run with curves yet: run `quorum calibrate`"
         return out
@@ -716,12 +759,34 @@ def what_if(*, session: Session, version: int | None = None, run_id: int | None 
     n_auto = 0
     for j, label in enumerate(labels):
         (upper, upper_band), (lower, lower_band) = LADDERS[kinds[label]]
-        cuts = ts.bands[label]
+        label_cuts = bands[label]
         s = np.where(top == j, matrix[:, j], -np.inf)
+        curve = run_curve(run, label)
+        state = live[label]
+        if not thresholds._same(label_cuts[upper], state.value):  # a cut-off of your own
+            ev = thresholds.assess(curve=curve, value=label_cuts[upper],
+                                   target=cal.target_precision, confidence=cal.confidence,
+                                   method=cal.bound_method, run_id=run.id)
+            on = upper_band in (ts.auto_decide or [])
+            lower_text = "undefined" if ev["lower"] is None else f"{ev['lower']:.2%}"
+            reason = (f"{'backed' if ev['backed'] else 'not backed'} by run {run.id}: lower "
+                      f"bound {lower_text} {'>=' if ev['backed'] else '<'} target "
+                      f"{cal.target_precision:.0%} on {ev['n_auto']} of {ev['n_labelled']} "
+                      "labels" + ("" if on else f"; {upper_band} is not in the set's "
+                                  "auto-decide list"))
+            state = thresholds.BandState(
+                key=state.key, label=label, band=upper_band, value=label_cuts[upper],
+                state="live" if ev["backed"] and on else ("shadow" if on else "off"),
+                reason=reason, lower=ev["lower"], precision=ev["precision"],
+                n_auto=ev["n_auto"],
+                n_labelled=ev["n_labelled"], target=ev["target"], run_id=run.id)
+        out["cut_states"][label] = {"key": state.key, "value": state.value,
+                                    "state": state.state, "lower": state.lower,
+                                    "reason": state.reason}
         # only a live band decides: one in shadow routes its items to people
-        auto = [upper_band] if live[label].state == "live" else []
-        w = ml_what_if(scores=s, curve=run_curve(run, label),
-                       thresholds={upper_band: cuts[upper], lower_band: cuts[lower]},
+        auto = [upper_band] if state.state == "live" else []
+        w = ml_what_if(scores=s, curve=curve,
+                       thresholds={upper_band: label_cuts[upper], lower_band: label_cuts[lower]},
                        auto_bands=auto, confidence=cal.confidence,
                        method=cal.bound_method)  # type: ignore[arg-type]
         for rec in w.bands.to_dict(orient="records"):
@@ -744,5 +809,9 @@ def what_if(*, session: Session, version: int | None = None, run_id: int | None 
                auto_precision=auto_tp / auto_n if auto_n else None,
                auto_precision_lower=None if np.isnan(lo) else float(lo),
                auto_precision_upper=None if np.isnan(hi) else float(hi),
-               crowd_cost=round(cal.crowd_cost_per_item * cal.crowd_overlap * routed, 4))
+               crowd_cost=round(cal.crowd_cost_per_item * cal.crowd_overlap * routed, 4),
+               crowd_cost_avoided=round(cal.crowd_cost_per_item * cal.crowd_overlap * n_auto, 4),
+               moderator_cost=round(cal.moderator_cost_per_item * routed, 4),
+               moderator_cost_avoided=round(cal.moderator_cost_per_item * n_auto, 4),
+               automation_share=n_auto / n if n else None)
     return out

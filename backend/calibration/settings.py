@@ -56,8 +56,11 @@ class CalibrationSettings(BaseSettings):
     #: A reuse distance above this is never proposed, whatever the pairs say.
     max_reuse_distance: float = Field(0.3, gt=0, le=2)
     #: Crowd cost per answer and answers per item, for the what-if's crowd cost.
-    crowd_cost_per_item: float = 0.01
+    crowd_cost_per_item: float = Field(0.01, ge=0)
     crowd_overlap: int = Field(3, ge=1)
+    #: Price of one moderator decision (their time at their wage), for the people's work a
+    #: threshold sends to moderators or saves in the threshold report and the what-if.
+    moderator_cost_per_item: float = Field(0.10, ge=0)
 
 
 @lru_cache

@@ -246,3 +246,61 @@ def apply(*, session: Session, version: int, user_id: int | None = None,
 
 def list_sets(*, session: Session) -> list[ThresholdSet]:
     return list(session.scalars(select(ThresholdSet).order_by(ThresholdSet.version.desc())))
+
+
+def unbacked_changes(ts: ThresholdSet, *, active: ThresholdSet,
+                     policy: Policy) -> list[BandState]:
+    """The deciding bands (and the reuse distance) of ``ts`` that are switched on, differ
+    from ``active`` and are not backed (they would run in shadow): what makes a proposal
+    *unbacked*. An unchanged band keeps whatever state it had."""
+    before = {s.key: s for s in band_states(active, policy=policy)}
+    out = []
+    for st in band_states(ts, policy=policy):
+        old = before.get(st.key)
+        if st.state != "shadow":
+            continue
+        if old is not None and _same(old.value, st.value) and old.state != "live":
+            continue
+        out.append(st)
+    return out
+
+
+def apply_set(*, session: Session, policy: Policy, version: int, user: Any = None,
+              via: str, actor: str | None = None, require_backed: bool = False,
+              now: datetime | None = None) -> tuple[ThresholdSet, int]:
+    """``apply`` plus its audit entry (``thresholds.apply`` for a proposal,
+    ``thresholds.restore`` for an earlier set): the way the web, the API, the CLI and the
+    demo make a set active (the schedule audits its own ``thresholds.auto_apply``);
+    applying the active set changes nothing.
+    ``require_backed``: refuse a *proposal* with an unbacked change (``unbacked_changes``)
+    with a sentence; restoring an earlier set is a rollback and is never refused.
+    Returns the set and the version it replaced."""
+    from backend.errors import Conflict
+    from backend.users.service import audit
+
+    active = active_threshold_set(session=session, policy=policy)
+    ts = get_version(session=session, version=version)
+    if ts.state == "active":  # nothing changes: nothing to audit (idempotent)
+        return ts, ts.version
+    restore = ts.state == "retired"
+    if require_backed and not restore:
+        bad = unbacked_changes(ts, active=active, policy=policy)
+        if bad:
+            raise Conflict(refusal_sentence(ts, bad))
+    previous = active.version
+    apply(session=session, version=version, user_id=getattr(user, "id", None), now=now)
+    details: dict[str, Any] = {"previous": previous, "via": via}
+    if actor:
+        details["actor"] = actor
+    audit(session=session, user=user, action="thresholds.restore" if restore
+          else "thresholds.apply", target_type="threshold_set", target_id=version,
+          details=details)
+    return ts, previous
+
+
+def refusal_sentence(ts: ThresholdSet, bad: list[BandState]) -> str:
+    what = "; ".join(f"{st.key} {st.value:g} ({st.reason})" if st.value is not None
+                     else f"{st.key} ({st.reason})" for st in bad)
+    return (f"Threshold set v{ts.version} is not backed and was not applied: {what}. "
+            "Applying it would put these bands in shadow; calibrate again (more labels) or "
+            "edit the set to a backed value.")

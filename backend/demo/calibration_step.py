@@ -166,7 +166,8 @@ def step_calibrate(ctx: DemoContext) -> None:
         active = thresholds.active_threshold_set(session=session, policy=policy)
         newest = base_set(session=session, policy=policy)
         if newest.version != active.version:
-            thresholds.apply(session=session, version=newest.version, now=utcnow())
+            thresholds.apply_set(session=session, policy=policy, version=newest.version,
+                                 via="demo", now=utcnow())
             ctx.console.print(f"applied threshold set v{newest.version} (was v{active.version}"
                               f"; restore with `quorum thresholds apply {active.version}`)")
         else:

@@ -47,7 +47,7 @@ def step_setup(ctx: DemoContext, fresh: bool = True) -> None:
     from backend.migrate import upgrade
     from backend.policy import get_policy
     from backend.rules.service import load_rules_file
-    from backend.users.service import create_user, issue_token
+    from backend.users.service import audit, create_user, issue_token
 
     url = ctx.settings.resolved_database_url
     if fresh and url.startswith("sqlite"):
@@ -74,6 +74,9 @@ def step_setup(ctx: DemoContext, fresh: bool = True) -> None:
             for name, role, kinds in specs:
                 user = create_user(session=session, username=name, role=role,
                                    password=f"{name}-demo-pass", queue_kinds=kinds)
+                audit(session=session, user=None, action="users.create", target_type="user",
+                      target_id=name, details={"role": role, "queue_kinds": kinds,
+                                               "via": "demo"})
                 ctx.tokens[name] = issue_token(session=session, user=user)
 
 

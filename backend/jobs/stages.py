@@ -186,6 +186,7 @@ def propose_thresholds(*, sessions: sessionmaker[Session], auto_apply: bool) -> 
             thresholds.apply(session=session, version=version, now=utcnow())
             audit(session=session, user=None, action="thresholds.auto_apply",
                   target_type="threshold_set", target_id=version,
-                  details={"calibration_run": run.id, "by": "schedule"})
+                  details={"calibration_run": run.id, "by": "schedule",
+                           "actor": "schedule"})
             out["applied"] = True
         return out

@@ -115,8 +115,6 @@ def edit_thresholds(version: int, body: ThresholdSetEdit, session: SessionDep,
 def apply_thresholds(version: IdPath, session: SessionDep, policy: PolicyDep,
                      user: AnalystUser) -> ThresholdSetRead:
     """Make a proposed (or earlier) threshold set active; routing uses it from the next item."""
-    thresholds.active_threshold_set(session=session, policy=policy)
-    ts = thresholds.apply(session=session, version=version, user_id=user.id, now=utcnow())
-    audit(session=session, user=user, action="thresholds.apply", target_type="threshold_set",
-          target_id=version)
+    ts, _ = thresholds.apply_set(session=session, policy=policy, version=version, user=user,
+                                 via="api", now=utcnow())
     return ts_read(ts, policy)

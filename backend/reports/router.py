@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse
 
 from backend.deps import PolicyDep, SessionDep, SettingsDep
 from backend.errors import Forbidden, ValidationFailed
-from backend.reports import cache
+from backend.reports import actions, cache
 from backend.reports import service as reports
 from backend.reports.thresholds import build_thresholds_report, render_page
 from backend.users import service as users
@@ -22,6 +22,7 @@ from backend.users.models import User
 from backend.web.router import WebRoute, web_user
 
 router = APIRouter(include_in_schema=False, route_class=WebRoute)
+router.include_router(actions.router)
 
 
 def report_user(request: Request, session: SessionDep, settings: SettingsDep) -> User:
@@ -39,8 +40,8 @@ ReportUser = Annotated[User, Depends(report_user)]
 
 
 @router.get("/reports/thresholds", response_class=HTMLResponse)
-def thresholds_report(session: SessionDep, settings: SettingsDep, policy: PolicyDep,
-                      user: ReportUser, fresh: bool = False) -> HTMLResponse:
+def thresholds_report(request: Request, session: SessionDep, settings: SettingsDep,
+                      policy: PolicyDep, user: ReportUser, fresh: bool = False) -> HTMLResponse:
     """The threshold report (same content as ``quorum report thresholds``), served from a
     cache keyed by the latest calibration runs, the active set and the policy version for
     ``report_cache_seconds``; ``?fresh=1`` rebuilds it."""
@@ -51,7 +52,8 @@ def thresholds_report(session: SessionDep, settings: SettingsDep, policy: Policy
         # building may record the base threshold set on a fresh install: key it afterwards
         key = cache.report_key(session=session, policy=policy)
         hit = cache.write(settings=settings, name="thresholds", key=key, html=html)
-    return HTMLResponse(cache.with_note(hit),
+    panel = actions.action_panel(request=request, session=session, policy=policy)
+    return HTMLResponse(cache.with_note(hit, panel=panel),
                         headers={"X-Report-Built-At": hit.built_at.isoformat()})
 
 

@@ -52,16 +52,56 @@ class ThresholdReport:
     generated_at: datetime
 
 
-def _table(curve: pd.DataFrame, points: list[float]) -> list[dict[str, Any]]:
-    from ml.calibration import curve_table
+def _table(curve: pd.DataFrame, points: list[float], *, cal: CalibrationSettings,
+           marks: dict[str, float | None] | None = None) -> list[dict[str, Any]]:
+    """The threshold table at ``points``: the seed's columns plus the one-sided lower bound
+    on precision, the automation share and what people's work costs at the configured
+    prices (``people_costs``). Consecutive thresholds that decide the very same items
+    (identical counts, hence identical rows) are collapsed into one row with a range."""
+    from ml.calibration import counts_at, proportion_bounds
 
     if curve.empty:
         return []
-    t = curve_table(curve, thresholds=sorted(set(points)), as_text=True, digits=1)
-    return t.to_dict(orient="records")
+    t = counts_at(curve, thresholds=sorted(set(points)))
+    lower, _ = proportion_bounds(successes=t["tp"].to_numpy(), trials=t["n_auto"].to_numpy(),
+                                 confidence=cal.confidence, method=cal.bound_method,  # type: ignore[arg-type]
+                                 sided="one")
+    rows: list[dict[str, Any]] = []
+    for rec, lo in zip(t.to_dict(orient="records"), np.atleast_1d(lower), strict=True):
+        key = (int(rec["n_auto"]), int(rec["n_routed"]), int(rec["tp"]))
+        if rows and rows[-1]["_key"] == key:
+            rows[-1]["threshold_to"] = float(rec["threshold"])
+            continue
+        n = key[0] + key[1]
+        rows.append({"_key": key, "threshold": float(rec["threshold"]), "threshold_to": None,
+                     "precision": pct(rec["precision"]), "recall": pct(rec["recall"]),
+                     "accuracy": pct(rec["accuracy"]),
+                     "lower": pct(None if np.isnan(lo) else float(lo)),
+                     "n_auto": key[0], "n_routed": key[1],
+                     "automation": pct(key[0] / n if n else None),
+                     **people_costs(n_auto=key[0], n_routed=key[1], cal=cal)})
+    for r in rows:
+        hi = r["threshold"] if r["threshold_to"] is None else r["threshold_to"]
+        r["marks"] = [name for name, v in (marks or {}).items()
+                      if v is not None and r["threshold"] - 1e-9 <= v <= hi + 1e-9]
+        r["threshold_text"] = (f"{r['threshold']:.4g}" if r["threshold_to"] is None
+                               else f"{r['threshold']:.4g}–{r['threshold_to']:.4g}")
+    return rows
 
 
-def _classifier_section(run: Any, active: Any, proposed: Any) -> dict[str, Any]:
+def people_costs(*, n_auto: int, n_routed: int, cal: CalibrationSettings) -> dict[str, float]:
+    """People's work at the configured prices: ``routed_*`` what the items sent to people
+    cost (one moderator decision, or ``crowd_overlap`` crowd answers, per item) and
+    ``avoided_*`` what automating the other items saves."""
+    crowd = cal.crowd_cost_per_item * cal.crowd_overlap
+    return {"routed_moderators": round(n_routed * cal.moderator_cost_per_item, 4),
+            "routed_crowd": round(n_routed * crowd, 4),
+            "avoided_moderators": round(n_auto * cal.moderator_cost_per_item, 4),
+            "avoided_crowd": round(n_auto * crowd, 4)}
+
+
+def _classifier_section(run: Any, active: Any, proposed: Any, cal: CalibrationSettings
+                        ) -> dict[str, Any]:
     result = run.result or {}
     labels = result.get("labels", {})
     scores = calibration.read_frame(run, "scores")
@@ -75,7 +115,10 @@ def _classifier_section(run: Any, active: Any, proposed: Any) -> dict[str, Any]:
                       (f"{lower}", new.get(lower, cur.get(lower)))]
         points = [*GRID, *[v for v in (cur.get(upper), cur.get(lower), new.get(upper),
                                        new.get(lower)) if v is not None]]
-        tables[lab] = _table(curves[lab], points)
+        tables[lab] = _table(curves[lab], points, cal=cal, marks={
+            f"current {upper}": cur.get(upper), f"current {lower}": cur.get(lower),
+            **({f"proposed {upper}": new.get(upper), f"proposed {lower}": new.get(lower)}
+               if proposed else {})})
     section: dict[str, Any] = {"run": run, "labels": labels, "tables": tables,
                                "model_id": result.get("model_id"),
                                "out_of_fold": result.get("out_of_fold"),
@@ -90,7 +133,8 @@ def _classifier_section(run: Any, active: Any, proposed: Any) -> dict[str, Any]:
     return section
 
 
-def _similarity_section(run: Any, active: Any, proposed: Any) -> dict[str, Any]:
+def _similarity_section(run: Any, active: Any, proposed: Any, cal: CalibrationSettings
+                        ) -> dict[str, Any]:
     result = run.result or {}
     section: dict[str, Any] = {"run": run, "choice": result.get("reuse_distance"),
                                "messages": result.get("messages", []), "table": []}
@@ -102,7 +146,7 @@ def _similarity_section(run: Any, active: Any, proposed: Any) -> dict[str, Any]:
                                        ("proposed", proposed.reuse_distance if proposed
                                         else None)) if t is not None]
     points = [*np.round(np.linspace(0.05, 1.0, 20), 2).tolist(), *[t for _, t in marks]]
-    section["table"] = _table(curve, points)
+    section["table"] = _table(curve, points, cal=cal, marks=dict(marks))
     section["png"] = plots.similarity_plot(curve, pairs, marks=marks)
     section["n_pairs"] = len(pairs)
     return section
@@ -121,13 +165,13 @@ def build_thresholds_report(*, session: Session, settings: Settings | None = Non
     frames = []
     run = calibration.latest_run(session=session, kind="classifier")
     if run is not None and calibration.read_frame(run, "curves") is not None:
-        ctx["classifier"] = _classifier_section(run, active, proposed)
+        ctx["classifier"] = _classifier_section(run, active, proposed, cal)
         frames.append(calibration.read_frame(run, "curves").assign(run_id=run.id))
     elif run is not None:
         ctx["classifier_message"] = run.message
     srun = calibration.latest_run(session=session, kind="similarity")
     if srun is not None:
-        ctx["similarity"] = _similarity_section(srun, active, proposed)
+        ctx["similarity"] = _similarity_section(srun, active, proposed, cal)
         curves = calibration.read_frame(srun, "curves")
         if curves is not None:
             frames.append(curves.assign(run_id=srun.id))
@@ -140,6 +184,9 @@ def build_thresholds_report(*, session: Session, settings: Settings | None = Non
     if proposed is not None:
         ctx["band_states"].append((f"v{proposed.version} (proposed)",
                                    thresholds.band_states(proposed, policy=policy)))
+    prop_states = {st.key: st for st in ctx["band_states"][1][1]} if proposed else {}
+    ctx["side_by_side"] = [{"key": st.key, "current": st, "proposed": prop_states.get(st.key)}
+                           for st in ctx["band_states"][0][1]]
     shadow = [st.key for st in ctx["band_states"][0][1] if st.state == "shadow"]
     live = [st.key for st in ctx["band_states"][0][1] if st.state == "live"]
     ctx["shadow_warning"] = (
@@ -151,6 +198,14 @@ def build_thresholds_report(*, session: Session, settings: Settings | None = Non
     ctx["shadow"] = shadow_agreement(session=session).to_dict(orient="records")
     ctx["what_if"] = calibration.what_if(session=session, settings=settings, cal=cal,
                                          policy=policy)
+    ctx["what_if_current"] = (calibration.what_if(
+        session=session, version=active.version, settings=settings, cal=cal, policy=policy)
+        if proposed is not None else None)
+    from backend.appeals.service import appeal_rates
+
+    rates = appeal_rates(session=session)
+    ctx["appeal_rates"] = [{k: (None if isinstance(v, float) and np.isnan(v) else v)
+                            for k, v in r.items()} for r in rates.to_dict(orient="records")]
     checks = spot_checks(session=session, cal=cal)
     ctx["spot_checks"] = checks.to_dict(orient="records") if len(checks) else []
     html = _env.get_template("thresholds.html").render(**ctx, pct=pct)

@@ -153,6 +153,17 @@ def list_users(*, session: Session) -> list[User]:
     return list(session.scalars(select(User).options(selectinload(User.grants)).order_by(User.id)))
 
 
+def cli_actor() -> str:
+    """Who ran a command-line action: ``cli:<os user>`` (the audit trail's actor where no
+    Quorum user did it)."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no login name (a container without a passwd entry)
+        return "cli:unknown"
+
+
 def audit(
     *,
     session: Session,
@@ -162,6 +173,9 @@ def audit(
     target_id: Any = None,
     details: dict[str, Any] | None = None,
 ) -> None:
+    if user is None and isinstance(details, dict) and details.get("via") in ("cli", "demo") \
+            and "actor" not in details:  # who ran the command (the entry has no user)
+        details = {**details, "actor": cli_actor()}
     session.add(AuditEntry(
         user_id=user.id if user else None,
         action=action,

@@ -34,7 +34,8 @@ def _page(request: Request, session: Session, *, notice: str | None = None,
     rows = users.list_users(session=session)
     tokens = {u.id: users.list_tokens(session=session, user=u) for u in rows}
     resp = render(request, "users.html", users=rows, tokens=tokens, notice=notice,
-                  secret=secret, secret_what=secret_what, roles=ROLES)
+                  secret=secret, secret_what=secret_what, roles=ROLES,
+                  known_kinds=known_kinds(session))
     resp.headers["Cache-Control"] = "no-store"
     return resp
 
@@ -49,18 +50,48 @@ def users_page(request: Request, session: SessionDep, user: WebUser) -> HTMLResp
     return _page(request, session, notice=request.query_params.get("notice"))
 
 
-@router.post("/admin/users/{user_id}/grants")
-def user_grants(user_id: int, session: SessionDep, user: PostUser,
-                kinds: Annotated[str, Form()] = "") -> RedirectResponse:
+def known_kinds(session: Session) -> list[str]:
+    """Queue kinds a grant may name: those Quorum routes to or has queues of, and APPEALS."""
+    from backend.appeals.service import APPEALS_KIND
+    from backend.rules.service import known_queue_kinds
+    from backend.settings import get_settings
+
+    return sorted(known_queue_kinds(session=session, settings=get_settings()) | {APPEALS_KIND})
+
+
+@router.post("/admin/users/{user_id}/grants", response_model=None)
+def user_grants(user_id: int, request: Request, session: SessionDep, user: PostUser,
+                kinds: Annotated[str, Form(max_length=2000)] = "",
+                confirm: Annotated[str, Form(max_length=10)] = ""
+                ) -> HTMLResponse | RedirectResponse:
+    """Set a user's queue kinds: each must be a known kind (or ``*``); the first POST shows
+    what is added and taken away and asks for confirmation, the second saves (audited)."""
+    from backend.errors import ValidationFailed
+    from backend.users.schemas import checked_grants
+
     _admin(user)
     target = _target(session, user_id)
-    wanted = sorted({k.strip().upper() if k.strip() != "*" else "*"
-                     for k in kinds.replace(",", " ").split() if k.strip()})
+    wanted = checked_grants(sorted({k.strip().upper() if k.strip() != "*" else "*"
+                                    for k in kinds.replace(",", " ").split() if k.strip()}))
+    known = known_kinds(session)
+    unknown = [k for k in wanted if k != "*" and k not in known]
+    if unknown:
+        raise ValidationFailed(
+            f"{target.username}'s grants were not changed: {', '.join(unknown)} "
+            f"{'is not a known queue kind' if len(unknown) == 1 else 'are not known queue kinds'}"
+            f"; known kinds are {', '.join(known)} (or * for every kind)")
     before = sorted(target.granted_kinds)
+    if wanted == before:
+        return _done(f"{target.username}'s grants are unchanged.")
+    if confirm != "yes":
+        return render(request, "grants_confirm.html", target=target, before=before,
+                      wanted=wanted, added=[k for k in wanted if k not in before],
+                      removed=[k for k in before if k not in wanted],
+                      kinds=" ".join(wanted))
     users.set_grants(session=session, user=target, queue_kinds=wanted)
     users.audit(session=session, user=user, action="user.grants", target_type="user",
-                target_id=target.id, details={"from": before, "to": wanted})
-    return RedirectResponse("/admin/users", status_code=303)
+                target_id=target.id, details={"from": before, "to": wanted, "via": "web"})
+    return _done(f"{target.username} may now work: {', '.join(wanted) or 'no queue'}.")
 
 
 @router.post("/admin/users/{user_id}/role")

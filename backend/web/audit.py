@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from backend.users.models import AuditEntry, User
@@ -62,6 +62,11 @@ def _diff(details: dict[str, Any] | None) -> list[tuple[str, str]] | None:
     return lines or None
 
 
+def _actor(details: Any) -> str | None:
+    actor = details.get("actor") if isinstance(details, dict) else None
+    return str(actor) if actor else None
+
+
 def audit_page(*, session: Session, filters: AuditFilter, before: int | None = None,
                limit: int = 100) -> AuditPage:
     """One page of the audit trail, newest first, matching ``filters``."""
@@ -73,7 +78,9 @@ def audit_page(*, session: Session, filters: AuditFilter, before: int | None = N
     if filters.action:
         stmt = stmt.where(AuditEntry.action.startswith(filters.action, autoescape=True))
     if filters.who:
-        stmt = stmt.where(User.username == filters.who)
+        # a person, or an actor without an account (``cli:<os user>``, ``schedule``)
+        stmt = stmt.where(or_(User.username == filters.who,
+                              AuditEntry.details["actor"].as_string() == filters.who))
     if filters.target_type:
         stmt = stmt.where(AuditEntry.target_type == filters.target_type)
     if filters.target_id:
@@ -85,7 +92,8 @@ def audit_page(*, session: Session, filters: AuditFilter, before: int | None = N
     found = session.execute(stmt).tuples().all()
     more = len(found) > limit
     found = found[:limit]
-    rows = [AuditRow(entry=e, who=who, diff=_diff(e.details)) for e, who in found]
+    rows = [AuditRow(entry=e, who=who or _actor(e.details), diff=_diff(e.details))
+            for e, who in found]
     return AuditPage(rows=rows, next_before=found[-1][0].id if more and found else None)
 
 

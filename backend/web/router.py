@@ -373,7 +373,7 @@ def start(session: SessionDep, settings: SettingsDep, user: PostUser,
     task = queues.lease_next(session=session, user=user, now=utcnow(), settings=settings,
                              queue=q, task_types=WEB_TASK_TYPES)
     if task is None:
-        notice = "empty" if user.role == "admin" or user.granted_kinds else "nogrants"
+        notice = "nogrants" if _no_grants(user) else "empty"
         return RedirectResponse(f"/queues?notice={notice}", status_code=303)
     suffix = f"?queue={quote(q.name)}" if q else ""
     return RedirectResponse(f"/work/{task.id}{suffix}", status_code=303)
@@ -381,9 +381,17 @@ def start(session: SessionDep, settings: SettingsDep, user: PostUser,
 
 # --- the work view ----------------------------------------------------------------------------
 
-def _card_html(request: Request, card: web.WorkCard | None, policy: Any) -> str:
+def _no_grants(user: User) -> bool:
+    """A user who may work no queue at all (told so, not "nothing left")."""
+    return user.role != "admin" and not user.granted_kinds
+
+
+def _card_html(request: Request, card: web.WorkCard | None, policy: Any,
+               user: User | None = None) -> str:
     tpl = templates.get_template("_card.html")
-    return tpl.render(request=request, card=card, policy=policy)
+    return tpl.render(request=request, card=card, policy=policy,
+                      no_grants=user is not None and _no_grants(user),
+                      analyst=user is not None and user.role == "analyst")
 
 
 @router.get("/work/{task_id}")
@@ -396,7 +404,7 @@ def work_page(task_id: int, request: Request, session: SessionDep, settings: Set
     card = web.work_card(session=session, task=task)
     stats = web.moderator_stats(session=session, user=user, now=now, settings=settings)
     return render(request, "work.html", card=card, policy=policy, scope=queue or "",
-                  stats=stats, card_html=_card_html(request, card, policy),
+                  stats=stats, card_html=_card_html(request, card, policy, user),
                   lease_left_s=_left(task.lease_expires_at, now),
                   lease_seconds=settings.lease_seconds)
 
@@ -410,7 +418,8 @@ def _next_card(request: Request, session: SessionDep, settings: SettingsDep, pol
                              task_types=WEB_TASK_TYPES)
     if not _wants_json(request):  # a plain form post (no JavaScript)
         if task is None:
-            return RedirectResponse("/queues?notice=empty", status_code=303)
+            notice = "nogrants" if _no_grants(user) else "empty"
+            return RedirectResponse(f"/queues?notice={notice}", status_code=303)
         suffix = f"?queue={quote(scope)}" if scope else ""
         return RedirectResponse(f"/work/{task.id}{suffix}", status_code=303)
     return _card_json(request, session, settings, policy, user, task, now)
@@ -423,7 +432,7 @@ def _card_json(request: Request, session: Any, settings: Any, policy: Any, user:
     card = web.work_card(session=session, task=task) if task else None
     stats = web.moderator_stats(session=session, user=user, now=now, settings=settings)
     return JSONResponse({"task_id": task.id if task else None,
-                         "html": _card_html(request, card, policy),
+                         "html": _card_html(request, card, policy, user),
                          "items_today": stats.items_today,
                          "lease_expires_at": _iso(task.lease_expires_at) if task else None,
                          "lease_left_s": _left(task.lease_expires_at, now) if task else None,
@@ -628,19 +637,7 @@ def thresholds_page(request: Request, session: SessionDep, policy: PolicyDep,
         ts.version: thresholds.band_states(ts, policy=policy) for ts in sets})
 
 
-@router.post("/admin/thresholds/{version}/apply")
-def thresholds_apply(version: int, session: SessionDep, policy: PolicyDep,
-                     user: PostUser) -> RedirectResponse:
-    """Make a proposed (or an earlier) set active; routing uses it from the next item."""
-    _analyst(user)
-    from backend.calibration import thresholds
-
-    before = thresholds.active_threshold_set(session=session, policy=policy).version
-    thresholds.apply(session=session, version=version, user_id=user.id, now=utcnow())
-    users.audit(session=session, user=user, action="thresholds.apply",
-                target_type="threshold_set", target_id=version,
-                details={"previous": before})
-    return RedirectResponse("/admin/thresholds", status_code=303)
+# Applying and restoring a set (with a confirmation step): ``backend/reports/actions.py``.
 
 
 @router.get("/reports/crowd")

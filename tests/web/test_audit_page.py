@@ -77,3 +77,22 @@ def test_audit_parameters_are_bounded(client, make_user, settings):
     client.cookies.clear()
     login(client, "mia")
     assert client.get("/admin/audit").status_code == 403
+
+
+def test_command_line_actions_show_and_filter_by_their_actor(client, make_user, settings):
+    from backend.users.service import audit
+
+    make_user("ana", "analyst", password=PASSWORD)
+    with session_scope(settings.resolved_database_url) as s:
+        audit(session=s, user=None, action="thresholds.apply", target_type="threshold_set",
+              target_id=3, details={"previous": 2, "via": "cli", "actor": "cli:ops"})
+        audit(session=s, user=None, action="users.create", target_type="user",
+              target_id="zed", details={"via": "cli"})  # the actor is filled in
+        entry = s.scalar(select(AuditEntry).where(AuditEntry.action == "users.create"))
+        assert entry.details["actor"].startswith("cli:")
+        other = entry.details["actor"]
+    login(client, "ana")
+    page = client.get("/admin/audit?who=cli:ops").text
+    assert "<td>thresholds.apply</td>" in page and "<td>users.create</td>" not in page
+    assert "<td>cli:ops</td>" in page
+    assert "<td>users.create</td>" in client.get(f"/admin/audit?who={other}").text

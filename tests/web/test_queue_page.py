@@ -70,6 +70,22 @@ def test_analyst_without_grants_sees_queue_contents_read_only(client, make_user,
     assert "no queue kind is granted to you" in told and "Well done" not in told
 
 
+def test_work_view_tells_an_analyst_without_grants_why(client, make_user, settings):
+    make_user("ana", "analyst", password=PASSWORD)
+    _queue(settings, "ML_BAD_HIGH", 2)
+    login(client, "ana")
+    csrf = _csrf(client.get("/queues").text)
+    # the work view's next card (fetch): the empty card says why, not "Nothing left"
+    r = client.post("/work/next", data={"csrf": csrf},
+                    headers={"X-Requested-With": "fetch"})
+    assert r.status_code == 200 and r.json()["task_id"] is None
+    assert "No queue is granted to you" in r.json()["html"]
+    assert "Nothing left to do here" not in r.json()["html"]
+    # the same without JavaScript: back to the queues with the sentence
+    r = client.post("/work/next", data={"csrf": csrf}, follow_redirects=False)
+    assert r.headers["location"] == "/queues?notice=nogrants"
+
+
 def test_golden_agreement_says_when_nothing_golden_was_answered(client, make_user, settings):
     make_user("mia", "moderator", ["MANUAL"], password=PASSWORD)
     login(client, "mia")

@@ -284,14 +284,25 @@ def test_admin_edits_grants_with_audit(client, make_user, mod, settings):
 
     with session_scope(settings.resolved_database_url) as s:
         mia_id = get_user(session=s, username="mia").id
-    r = client.post(f"/admin/users/{mia_id}/grants",
-                    data={"kinds": "manual, GMV", "csrf": _csrf(page.text)},
-                    follow_redirects=False)
+    # a kind nobody routes to is refused with a sentence; nothing changes
+    bad = client.post(f"/admin/users/{mia_id}/grants",
+                      data={"kinds": "manual, GMV, MANUL", "csrf": _csrf(page.text)})
+    assert bad.status_code == 422
+    assert "grants were not changed: MANUL is not a known queue kind" in bad.text
+    # first press: what is added and taken away, asking for confirmation
+    ask = client.post(f"/admin/users/{mia_id}/grants",
+                      data={"kinds": "manual, GMV", "csrf": _csrf(page.text)})
+    assert ask.status_code == 200 and "Change the queue kinds mia may work?" in ask.text
+    assert "<strong>GMV</strong>" in ask.text
+    with session_scope(settings.resolved_database_url) as s:
+        assert get_user(session=s, username="mia").granted_kinds == {"MANUAL"}
+    r = client.post(f"/admin/users/{mia_id}/grants", follow_redirects=False,
+                    data={"kinds": "GMV MANUAL", "csrf": _csrf(page.text), "confirm": "yes"})
     assert r.status_code == 303
     with session_scope(settings.resolved_database_url) as s:
         assert get_user(session=s, username="mia").granted_kinds == {"MANUAL", "GMV"}
         entry = s.scalar(select(AuditEntry).where(AuditEntry.action == "user.grants"))
-        assert entry.details == {"from": ["MANUAL"], "to": ["GMV", "MANUAL"]}
+        assert entry.details == {"from": ["MANUAL"], "to": ["GMV", "MANUAL"], "via": "web"}
     assert "user.grants" in client.get("/admin/audit").text
 
 
@@ -323,24 +334,29 @@ def test_analyst_applies_and_restores_a_threshold_set_with_audit(client, make_us
     make_user("ana", "analyst", password=PASSWORD)
     with session_scope(settings.resolved_database_url) as s:
         active = thresholds.active_threshold_set(session=s, policy=get_policy())
+        # nothing unbacked changes (automation switched off): it may be applied from the page
         proposed = thresholds.propose(session=s, policy=get_policy(), bands=dict(active.bands),
-                                      reuse_distance=0.07, auto_decide=[], note="test")
+                                      reuse_distance=active.reuse_distance, auto_decide=[],
+                                      note="test")
         v1, v2 = active.version, proposed.version
     login(client, "ana")
     page = client.get("/admin/thresholds")
     assert page.status_code == 200 and f"v{v2}" in page.text and "Apply" in page.text
     assert client.post(f"/admin/thresholds/{v2}/apply", data={}).status_code == 403  # no CSRF
-    r = client.post(f"/admin/thresholds/{v2}/apply", data={"csrf": _csrf(page.text)},
-                    follow_redirects=False)
-    assert r.status_code == 303
+    ask = client.post(f"/admin/thresholds/{v2}/apply", data={"csrf": _csrf(page.text)})
+    assert ask.status_code == 200 and f"Apply threshold set v{v2}?" in ask.text  # confirm
+    r = client.post(f"/admin/thresholds/{v2}/apply", follow_redirects=False,
+                    data={"csrf": _csrf(page.text), "confirm": "yes"})
+    assert r.status_code == 303 and r.headers["location"] == f"/admin/thresholds?applied={v2}"
     with session_scope(settings.resolved_database_url) as s:
         states = dict(s.execute(select(ThresholdSet.version, ThresholdSet.state)).tuples().all())
         assert states == {v1: "retired", v2: "active"}
         entry = s.scalar(select(AuditEntry).where(AuditEntry.action == "thresholds.apply"))
-        assert entry.target_id == str(v2) and entry.details == {"previous": v1}
-    page = client.get("/admin/thresholds")
-    assert "Restore" in page.text
-    client.post(f"/admin/thresholds/{v1}/apply", data={"csrf": _csrf(page.text)})
+        assert entry.target_id == str(v2) and entry.details == {"previous": v1, "via": "web"}
+    page = client.get(f"/admin/thresholds?applied={v2}")
+    assert "Restore" in page.text and f"Threshold set v{v2} is active" in page.text
+    client.post(f"/admin/thresholds/{v1}/apply", data={"csrf": _csrf(page.text),
+                                                       "confirm": "yes"})
     with session_scope(settings.resolved_database_url) as s:
         assert thresholds.active_threshold_set(session=s, policy=get_policy()).version == v1
     assert client.post("/admin/thresholds/999/apply",
