@@ -147,3 +147,24 @@ def reliability(confidence: pd.Series, right: pd.Series, *,
                      "n": n, "stated": round(float(conf.loc[idx].mean()), 4),
                      "right": round(k / n, 4), "low": round(low, 4), "high": round(high, 4)})
     return pd.DataFrame(rows, columns=RELIABILITY_COLUMNS)
+
+
+def control_cost(answers: pd.DataFrame) -> dict:
+    """What the control tasks cost: ``answers`` (`crowd_metrics`'s input, paid answers
+    only) → control answers, their share of the paid answers, their cost (each
+    assignment's ``reward`` split evenly over its tasks) and its share of the spend, and
+    control answers per real item."""
+    if answers.empty:
+        return {"answers": 0, "share_of_answers": None, "cost": 0.0, "share_of_spend": None,
+                "per_item": None}
+    golden = answers["is_golden"].astype(bool)
+    per_task = answers["reward"].astype(float) / answers.groupby("assignment_id")[
+        "task"].transform("size")
+    spend = float(per_task.sum())
+    cost = float(per_task[golden].sum())
+    items = answers.loc[~golden, "task"].nunique()
+    return {"answers": int(golden.sum()),
+            "share_of_answers": round(float(golden.mean()), 4),
+            "cost": round(cost, 4),
+            "share_of_spend": round(cost / spend, 4) if spend else None,
+            "per_item": round(int(golden.sum()) / items, 4) if items else None}
