@@ -41,7 +41,20 @@ CONFIGS = {
     "sds-0.95-cap7": CrowdConfig(aggregation="sds", target_confidence=0.95, max_overlap=7),
     "sds-0.9-ban90": CrowdConfig(aggregation="sds", target_confidence=0.9,
                                  golden_ban_confidence=0.9),
+    # calibrated stopping (issue #13 item 2): start at one answer, buy the next while the
+    # posterior is under the target; control tasks: 5 per pool (at most 5 per worker)
+    "post-0.9": CrowdConfig(aggregation="sds", overlap=1, min_answers=1, max_overlap=7,
+                            target_confidence=0.9, golden_per_worker=5),
+    "post-0.95": CrowdConfig(aggregation="sds", overlap=1, min_answers=1, max_overlap=7,
+                             target_confidence=0.95, golden_per_worker=5),
+    "post-0.99": CrowdConfig(aggregation="sds", overlap=1, min_answers=1, max_overlap=9,
+                             target_confidence=0.99, golden_per_worker=5),
+    "post-0.95-gold-rate": CrowdConfig(aggregation="sds", overlap=1, min_answers=1,
+                                       max_overlap=7, target_confidence=0.95),
 }
+
+
+RELIABILITY = False
 
 
 def recording(name: str) -> pd.DataFrame:
@@ -70,7 +83,11 @@ def main() -> None:
                         "half (scored) reads its answers, as the backend's pools do")
     parser.add_argument("--shared", type=Path, help="the shared data folder (default: "
                         "../shared/data next to the repository)")
+    parser.add_argument("--reliability", action="store_true",
+                        help="print the reliability table of each row's stated confidence")
     args = parser.parse_args()
+    global RELIABILITY
+    RELIABILITY = args.reliability
     if args.shared:
         crowd_adultcontent.DATA = args.shared / "gal_adultcontent" / "AdultContent2"
         crowd_convabuse.DATA = args.shared / "convabuse" / "1_full"
@@ -81,7 +98,8 @@ def main() -> None:
           f"{rec['worker'].nunique()} workers, {rec.dropna(subset=['gold'])['item'].nunique()} "
           "with gold/reference")
     cols = ("config", "accuracy", "to people", "answers/item", "+control/item", "cost $",
-            "rounds", "MV-all acc.", "MV-all answers/item", "seconds")
+            "rounds", "MV-all acc.", "DS-all acc.", "MV-all answers/item", "share of MV-all",
+            "seconds")
     print(" | ".join(cols))
     for name in args.configs.split(","):
         context = None
@@ -103,8 +121,14 @@ def _row(name: str, r: ReplayReport) -> None:
     print(" | ".join([
         name, f"{r.accuracy:.3f}", f"{r.to_people:.1%}", f"{r.answers_per_item:.2f}",
         f"{r.control_answers_per_item:.2f}", f"{r.cost:.2f}", str(r.rounds),
-        f"{r.mv_all_accuracy:.3f}", f"{r.mv_all_answers_per_item:.2f}",
+        f"{r.mv_all_accuracy:.3f}", f"{r.ds_all_accuracy:.3f}",
+        f"{r.mv_all_answers_per_item:.2f}",
+        f"{(r.answers_per_item + r.control_answers_per_item) / r.mv_all_answers_per_item:.0%}",
         f"{r.seconds:.0f}"]), flush=True)
+    if RELIABILITY:
+        for row in r.reliability:
+            print(f"    stated {row['bin']}: n={row['n']} stated {row['stated']:.3f} right "
+                  f"{row['right']:.3f} [{row['low']:.3f}, {row['high']:.3f}]", flush=True)
 
 
 if __name__ == "__main__":

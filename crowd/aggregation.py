@@ -23,7 +23,17 @@ can be measured); callers drop them from verdicts if they only served as control
 Answers go into crowd-kit as integer codes (`Coded`), 3–5× faster than strings on
 large pools; results carry the original task and label names.
 
-Confidence is the method's posterior (``predict_proba``; vote share for ``mv``).
+Confidence is the method's posterior (``predict_proba``). For ``mv`` it is the vote share
+smoothed by a symmetric Dirichlet prior of total weight one over the labels answered,
+``(votes_l + 1/K) / (n + 1)`` (weighted votes with gold): one answer of two labels states
+0.75, not 1.0 — a pool that starts at one answer buys a second where the target asks
+for it. crowd-kit's `MajorityVote` states raw shares, hence the few numpy lines.
+
+**Priors and the classifier** (``sds`` only; other methods ignore them): ``prior`` is a
+``task × label`` frame of probabilities (the classifier's calibrated score of the item)
+that replaces the crowd's learned base rate as the item's prior; ``classifier`` the same
+frame used instead as one more annotator with its own confusion matrix
+(`classifier_symbols`, `crowd.skill.ShrunkDawidSkene`).
 ``status`` is ``"decided"`` or ``"needs_more"``: a tie for the top label (``label``
 is then ``None``: never a coin flip), fewer than ``min_answers`` answers, or a
 confidence under ``target_confidence``.
@@ -86,6 +96,24 @@ class Coded:
         return cls(data=data, tasks=pd.Index(tasks), workers=pd.Index(workers),
                    labels=pd.Index(labels), gold=coded_gold)
 
+    def align(self, frame: pd.DataFrame | None) -> np.ndarray | None:
+        """A ``task × label`` frame (any task names, label columns) as a tasks × labels
+        array in code order: NaN rows for tasks it lacks, its mass on labels nobody
+        answered dropped (rows renormalised). None when nothing of it applies."""
+        if frame is None or not len(frame):
+            return None
+        f = frame.copy()
+        f.index = f.index.astype(str)
+        f.columns = [str(c) for c in f.columns]
+        f = f.reindex(columns=list(self.labels)).astype(float)
+        f = f[~f.index.duplicated()].reindex(list(self.tasks))
+        values = f.to_numpy(dtype=float)
+        known = ~np.isnan(values).all(axis=1)
+        values[known] = np.nan_to_num(values[known], nan=0.0)
+        total = values.sum(axis=1, keepdims=True)
+        values = np.where(total > 0, values / np.where(total > 0, total, 1.0), np.nan)
+        return values if (~np.isnan(values).any(axis=1)).any() else None
+
     def decode(self, probas: pd.DataFrame) -> pd.DataFrame:
         """crowd-kit's ``task code × label code`` probabilities with the real names, every
         label a column (in label order)."""
@@ -114,12 +142,43 @@ def _gold_skills(data: pd.DataFrame, gold: pd.Series, *, unknown: float | None =
     return skills.reindex(np.unique(data["worker"].to_numpy())).fillna(unknown)
 
 
-def _posteriors(coded: Coded, *, method: str, seed: int) -> pd.DataFrame:
+#: The confidence bins of the classifier's top score (`classifier_symbols`).
+SCORE_BINS = (0.6, 0.75, 0.9)
+
+
+def classifier_symbols(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """The classifier's output on each task as one discrete answer: its top label × the
+    bin of its top probability (`SCORE_BINS`). ``scores``: tasks × labels (NaN rows: no
+    score). Returns ``(task codes, symbol codes, n_symbols)``."""
+    known = np.flatnonzero(~np.isnan(scores).any(axis=1))
+    top = np.argmax(scores[known], axis=1)
+    conf = scores[known, top]
+    n_bins = len(SCORE_BINS) + 1
+    return known, top * n_bins + np.digitize(conf, SCORE_BINS), scores.shape[1] * n_bins
+
+
+def _smoothed_vote(data: pd.DataFrame, n_labels: int, skills: pd.Series | None = None
+                   ) -> pd.DataFrame:
+    """(Weighted) vote share with a symmetric Dirichlet prior of total weight 1."""
+    t = data["task"].to_numpy(dtype=np.int64)
+    lab = data["label"].to_numpy(dtype=np.int64)
+    weight = (np.ones(len(t)) if skills is None
+              else skills.reindex(data["worker"].to_numpy()).fillna(0.5).to_numpy(dtype=float))
+    n_tasks = int(t.max()) + 1
+    sums = np.zeros((n_tasks, n_labels))
+    np.add.at(sums, (t, lab), weight)
+    answered = np.unique(t)
+    sums = sums[answered] + 1.0 / n_labels
+    return pd.DataFrame(sums / sums.sum(axis=1, keepdims=True),
+                        index=pd.Index(answered, name="task"))
+
+
+def _posteriors(coded: Coded, *, method: str, seed: int, prior: np.ndarray | None = None,
+                classifier: np.ndarray | None = None) -> pd.DataFrame:
     data, gold = coded.data, coded.gold
     if method == "mv":
-        if gold is not None:
-            return MajorityVote().fit(data, skills=_gold_skills(data, gold)).probas_
-        return MajorityVote().fit_predict_proba(data)
+        skills = _gold_skills(data, gold) if gold is not None else None
+        return _smoothed_vote(data, len(coded.labels), skills)
     if method == "wawa":
         # Wawa.predict_proba trips sklearn>=1.6's check_is_fitted; its own definition is
         # a majority vote weighted by the fitted skills, so apply that directly.
@@ -127,7 +186,9 @@ def _posteriors(coded: Coded, *, method: str, seed: int) -> pd.DataFrame:
     if method == "ds":
         return DawidSkene(n_iter=100).fit(data, true_labels=gold).probas_
     if method == "sds":
-        return ShrunkDawidSkene().fit(data, true_labels=gold).probas_
+        annotator = classifier_symbols(classifier) if classifier is not None else None
+        return ShrunkDawidSkene().fit(data, true_labels=gold, task_prior=prior,
+                                      annotator=annotator).probas_
     if method == "glad":
         np.random.seed(seed)  # GLAD's initialisation draws from numpy's global RNG
         return GLAD(n_iter=100).fit_predict_proba(data)
@@ -156,16 +217,20 @@ def aggregate(
     target_confidence: float = 0.0,
     min_answers: int = 1,
     seed: int = 0,
+    prior: pd.DataFrame | None = None,
+    classifier: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Aggregate ``answers`` (columns ``task``, ``worker``, ``label``; one row per answer).
 
     ``gold``: known labels (Series/Mapping ``task -> label`` or a frame ``task, label``).
+    ``prior`` / ``classifier``: ``task × label`` probabilities (``sds``; see the module).
     Returns one row per task: ``task, label, confidence, n_answers, method, status``.
     """
     if answers.empty:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in RESULT_COLUMNS})
     coded = Coded.of(answers, _gold_series(gold))
-    raw = _posteriors(coded, method=method, seed=seed).fillna(0.0)
+    raw = _posteriors(coded, method=method, seed=seed, prior=coded.align(prior),
+                      classifier=coded.align(classifier)).fillna(0.0)
     probas = raw.reindex(columns=range(len(coded.labels)), fill_value=0.0)
     values = probas.to_numpy(dtype=float)
     order = np.argsort(-values, axis=1, kind="stable")

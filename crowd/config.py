@@ -29,6 +29,14 @@ class CrowdConfig:
     on the golden accuracy, which Toloka cannot express) is always Quorum's, and keeps
     the golden rule out of the pool. Either way `crowd.review` rejects suites answered
     too fast and the suites of banned workers.
+
+    The classifier's score of an item (``sds`` only): ``classifier="prior"`` takes it as
+    the item's prior in place of the crowd's base rate, ``"annotator"`` as one more
+    annotator with a confusion matrix of its own, ``"off"`` ignores it.
+
+    Control tasks: ``golden_per_worker`` > 0 puts that many control tasks in a pool
+    (each worker answers each at most once, so at most that many per worker, in their
+    first suites) instead of sizing them by the number of items; 0 keeps the old sizing.
     """
 
     overlap: int = 2
@@ -55,6 +63,8 @@ class CrowdConfig:
     aggregation: str = "ds"
     may_contain_adult_content: bool = True
     pool_lifetime_days: int = 30
+    classifier: str = "prior"
+    golden_per_worker: int = 0
 
     def __post_init__(self) -> None:
         if not 1 <= self.overlap <= self.max_overlap:
@@ -67,6 +77,10 @@ class CrowdConfig:
             raise ValueError("quality_control is 'toloka' or 'quorum'")
         if not 0.0 <= self.target_confidence <= 1.0:
             raise ValueError("target_confidence is a probability")
+        if self.classifier not in ("off", "prior", "annotator"):
+            raise ValueError("classifier is one of off, prior, annotator")
+        if self.golden_per_worker < 0:
+            raise ValueError("golden_per_worker is a count >= 0")
         if self.reward_per_suite < 0.005:
             raise ValueError("Toloka pays at least $0.005 per suite")
 

@@ -19,7 +19,15 @@ import toloka.client as tc
 
 from crowd.aggregation import RESULT_COLUMNS
 from crowd.push import PushPlan, PushResult, push
-from crowd.rounds import STOP_CROWD, STOP_DONE, STOP_ROUNDS, MemoryBook, RoundState, play_round
+from crowd.rounds import (
+    STOP_CROWD,
+    STOP_DONE,
+    STOP_ROUNDS,
+    MemoryBook,
+    RoundState,
+    play_round,
+    scores_frame,
+)
 from crowd.store import Store
 from crowd.toloka import output_field
 
@@ -95,7 +103,9 @@ def run_flow(
     pulled answers count. ``max_rounds`` (None: no limit) stops early: the result says
     how many items are still waiting (and a warning does). The pull cursor is kept in
     ``store`` under ``"flow:<key>"``. ``context``: earlier pools' valid answers, so that
-    worker skill carries over (`crowd.rounds.decide`).
+    worker skill carries over (`crowd.rounds.decide`). A ``scores`` column in
+    ``plan.items`` (``{label: probability}``, the classifier's calibrated score; never
+    shown to workers) is the items' prior (`crowd.config.CrowdConfig.classifier`).
     """
     cfg = plan.config
     result = push(client, plan=plan, store=store)
@@ -113,6 +123,8 @@ def run_flow(
         cursor=(store.get(flow_key) or {}).get("cursor"),
         check=check,
         context=context,
+        scores=(scores_frame(dict(zip(real, plan.items["scores"], strict=True)))
+                if "scores" in plan.items else None),
     )
     book = MemoryBook(real)
     rounds: list[dict] = []

@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 import pandas as pd
 from crowdkit.metrics.data import alpha_krippendorff
+from scipy.stats import beta
 
 METRIC_COLUMNS = [
     "workers",
@@ -107,3 +108,63 @@ def worker_metrics(answers: pd.DataFrame) -> pd.DataFrame:
     out["golden_answers"] = out["golden_answers"].fillna(0).astype(int)
     out.index.name = "worker"
     return out.reset_index()
+
+
+#: Bin edges of stated confidence for `reliability` (a reliability diagram's x axis).
+CONFIDENCE_BINS = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+RELIABILITY_COLUMNS = ["bin", "n", "stated", "right", "low", "high"]
+
+
+def clopper_pearson(right: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact binomial interval of a share ``right / n``."""
+    if n == 0:
+        return float("nan"), float("nan")
+    a = (1 - level) / 2
+    low = 0.0 if right == 0 else float(beta.ppf(a, right, n - right + 1))
+    high = 1.0 if right == n else float(beta.ppf(1 - a, right + 1, n - right))
+    return low, high
+
+
+def reliability(confidence: pd.Series, right: pd.Series, *,
+                bins: tuple[float, ...] = CONFIDENCE_BINS) -> pd.DataFrame:
+    """Reliability-diagram data: per bin of stated ``confidence``, the decisions ``n``,
+    the mean stated confidence, the share ``right`` and its 95% Clopper–Pearson interval
+    (``low``, ``high``). A calibrated crowd has ``stated`` inside ``[low, high]``."""
+    conf = pd.Series(confidence, dtype=float).reset_index(drop=True)
+    ok = pd.Series(right, dtype=bool).reset_index(drop=True)
+    cut = pd.cut(conf, list(bins), include_lowest=True, right=False)
+    # the top bin is closed on both sides (1.0 falls in it)
+    cut = cut.where(conf < bins[-1], cut.cat.categories[-1])
+    rows = []
+    for interval, idx in conf.groupby(cut, observed=True).groups.items():
+        n = len(idx)
+        if not n:
+            continue
+        k = int(ok.loc[idx].sum())
+        low, high = clopper_pearson(k, n)
+        rows.append({"bin": f"[{interval.left:g}, {interval.right:g}"
+                            f"{']' if interval.right == bins[-1] else ')'}",
+                     "n": n, "stated": round(float(conf.loc[idx].mean()), 4),
+                     "right": round(k / n, 4), "low": round(low, 4), "high": round(high, 4)})
+    return pd.DataFrame(rows, columns=RELIABILITY_COLUMNS)
+
+
+def control_cost(answers: pd.DataFrame) -> dict:
+    """What the control tasks cost: ``answers`` (`crowd_metrics`'s input, paid answers
+    only) → control answers, their share of the paid answers, their cost (each
+    assignment's ``reward`` split evenly over its tasks) and its share of the spend, and
+    control answers per real item."""
+    if answers.empty:
+        return {"answers": 0, "share_of_answers": None, "cost": 0.0, "share_of_spend": None,
+                "per_item": None}
+    golden = answers["is_golden"].astype(bool)
+    per_task = answers["reward"].astype(float) / answers.groupby("assignment_id")[
+        "task"].transform("size")
+    spend = float(per_task.sum())
+    cost = float(per_task[golden].sum())
+    items = answers.loc[~golden, "task"].nunique()
+    return {"answers": int(golden.sum()),
+            "share_of_answers": round(float(golden.mean()), 4),
+            "cost": round(cost, 4),
+            "share_of_spend": round(cost / spend, 4) if spend else None,
+            "per_item": round(int(golden.sum()) / items, 4) if items else None}

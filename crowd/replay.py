@@ -32,6 +32,7 @@ from crowd.config import CrowdConfig
 from crowd.emulator import Emulator
 from crowd.flow import FlowResult, run_flow
 from crowd.push import PushPlan
+from crowd.quality import reliability
 from crowd.store import MemoryStore
 from crowd.toloka import make_client
 
@@ -94,11 +95,16 @@ class ReplayReport:
     mv_all_answers_per_item: float
     reward_per_task: float
     seconds: float
+    ds_all_accuracy: float = float("nan")  # Dawid–Skene over every recorded answer
+    #: `crowd.quality.reliability` of the stated confidence of the crowd's decisions on
+    #: the scored gold (bin, n, stated, right, low, high)
+    reliability: tuple[dict, ...] = ()
 
     def rows(self) -> list[tuple[str, str, str]]:
         """(what, Quorum, majority vote over all answers) for printing."""
         return [
             ("accuracy on gold", f"{self.accuracy:.3f}", f"{self.mv_all_accuracy:.3f}"),
+            ("(Dawid–Skene, all answers)", "", f"{self.ds_all_accuracy:.3f}"),
             ("sent to people / ties", f"{self.to_people:.1%}", f"{self.mv_all_ties:.1%}"),
             ("answers per item", f"{self.answers_per_item:.2f}",
              f"{self.mv_all_answers_per_item:.2f}"),
@@ -132,10 +138,14 @@ def replay(
     golden_max: int = 500,
     max_rounds: int | None = None,
     context: pd.DataFrame | None = None,
+    scores: pd.DataFrame | None = None,
 ) -> Replayed:
     """Replay ``recording`` (`read_recording`'s columns) under ``config``; see the module.
     ``context``: an earlier pool's valid answers (``Replayed.flow.valid``), so that worker
-    skill carries over as in the backend (`crowd.rounds.decide`)."""
+    skill carries over as in the backend (`crowd.rounds.decide`). ``scores``: the
+    classifier's probabilities, ``item × label`` (the items' prior, `CrowdConfig.classifier`).
+    With ``config.golden_per_worker`` > 0 the pool holds that many control tasks (instead
+    of ``golden_share`` of the items)."""
     import time as _time
 
     started = _time.perf_counter()
@@ -148,14 +158,21 @@ def replay(
     order = list(gold.index[rng.permutation(len(gold))]) if len(gold) else []
     n_control = 0
     if config.golden_per_suite and len(order) >= 2:
-        want = min(max(math.ceil(golden_share * len(items)), golden_min), golden_max)
+        want = (config.golden_per_worker if config.golden_per_worker
+                else min(max(math.ceil(golden_share * len(items)), golden_min), golden_max))
         n_control = min(want, len(order) // 2)  # keep at least half of the gold to score
     control, scored_ids = order[:n_control], order[n_control:]
     real = [i for i in items if i not in set(control)]
+    item_frame = pd.DataFrame({"item_id": real, "title": real})
+    if scores is not None and len(scores):
+        by_item = scores.copy()
+        by_item.index = by_item.index.astype(str)
+        rows = by_item[~by_item.index.duplicated()].to_dict("index")
+        item_frame["scores"] = [rows.get(i) for i in real]
     plan = PushPlan(
         key=f"replay-{seed}",
         policy=[{"key": lab, "title": lab} for lab in labels],
-        items=pd.DataFrame({"item_id": real, "title": real}),
+        items=item_frame,
         golden=(pd.DataFrame({"item_id": control, "title": control,
                               "label": gold.reindex(control).astype(str).to_numpy()})
                 if control else None),
@@ -173,8 +190,14 @@ def replay(
     right = (on_gold["label"] == scored) & by_crowd
     paid = flow.answers[flow.answers["assignment_status"] != "REJECTED"]
     is_control = paid["is_golden"].astype(bool)
-    all_mv = aggregate(shuffled.rename(columns={"item": "task"}), method="mv").set_index("task")
+    everything = shuffled.rename(columns={"item": "task"})
+    all_mv = aggregate(everything, method="mv").set_index("task")
     mv_on_gold = all_mv["label"].reindex(scored.index)
+    all_ds = aggregate(everything, method="ds").set_index("task")
+    ds_on_gold = all_ds["label"].reindex(scored.index)
+    decided = on_gold[by_crowd]
+    table = reliability(decided["confidence"].astype(float),
+                        decided["label"] == scored.reindex(decided.index))
     n_real = len(real)
     report = ReplayReport(
         items=n_real,
@@ -191,6 +214,8 @@ def replay(
         rounds=len(flow.rounds),
         stopped=flow.stopped,
         mv_all_accuracy=float((mv_on_gold == scored).mean()) if len(scored) else float("nan"),
+        ds_all_accuracy=float((ds_on_gold == scored).mean()) if len(scored) else float("nan"),
+        reliability=tuple(table.to_dict("records")),
         mv_all_ties=float(all_mv["label"].isna().mean()),
         mv_all_answers_per_item=float(
             shuffled[shuffled["item"].isin(set(real))].shape[0] / n_real),

@@ -64,6 +64,7 @@ def decide(
     open_items: Collection[str],
     exhausted: bool,
     context: pd.DataFrame | None = None,
+    scores: pd.DataFrame | None = None,
 ) -> Outcome:
     """Decide the open items from ``valid`` answers (``task, worker, label``; rejected
     assignments and banned workers already removed). See the module docstring.
@@ -90,6 +91,8 @@ def decide(
             gold=gold,
             target_confidence=config.target_confidence,
             min_answers=config.min_answers,
+            prior=scores if config.classifier == "prior" else None,
+            classifier=scores if config.classifier == "annotator" else None,
         )
         if len(data)
         else aggregate(data)
@@ -133,6 +136,14 @@ def decide(
     )
 
 
+def scores_frame(scores: Mapping[str, Mapping[str, float] | None]) -> pd.DataFrame | None:
+    """``item → {label: probability}`` (None or empty: no score) as `decide`'s ``scores``."""
+    rows = {str(k): dict(v) for k, v in scores.items() if isinstance(v, Mapping) and v}
+    if not rows:
+        return None
+    return pd.DataFrame.from_dict(rows, orient="index").astype(float)
+
+
 class RoundBook(Protocol):
     """Where a pool's answers and outcomes live between rounds (memory or a database)."""
 
@@ -171,6 +182,8 @@ class RoundState:
     check: bool = True
     #: Earlier pools' valid answers (`decide`'s ``context``): worker skill carried over.
     context: pd.DataFrame | None = None
+    #: The classifier's probabilities of the items that have one (`decide`'s ``scores``).
+    scores: pd.DataFrame | None = None
 
 
 @dataclass(frozen=True)
@@ -232,6 +245,7 @@ def play_round(client: tc.TolokaClient, *, state: RoundState, book: RoundBook) -
         open_items=state.open_items,
         exhausted=exhausted,
         context=state.context,
+        scores=state.scores,
     )
     still = book.resolve(outcome=outcome, history=history, statuses=statuses, banned=state.banned)
     state.open_items = set(still)

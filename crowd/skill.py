@@ -13,6 +13,17 @@ so a new worker counts as an average worker and earns a matrix of their own as t
 answers accumulate (the "two-coin shrunk to the pooled estimate" of issue #13). crowd-kit
 offers no prior on the matrices, hence this small EM (numpy, integer codes).
 
+A **prior per item** (``task_prior``): the E-step starts each task from the learned class
+base rate, or, where the caller knows more (the classifier's calibrated score of the item
+that sent it to the crowd), from that distribution.
+
+**The classifier as one more annotator** (``annotator``, as cleanlab's CROWDLAB treats a
+model beside the annotators): its output on a task, discretised into a symbol (the top
+label × a confidence bin), is one more observation with a confusion matrix of its own
+(true label × symbol, Dirichlet(1)-smoothed), learned by the same EM from the agreement
+with the crowd — so a classifier that is wrong on the items it sends to the crowd counts
+for little, unlike a prior taken at its word.
+
 Input: the `crowd.aggregation.Coded` columns ``task, worker, label`` (int codes).
 """
 
@@ -31,12 +42,25 @@ class ShrunkDawidSkene:
     ``errors_`` (workers × K × K), ``pooled_`` (K × K), ``priors_`` (K).
     """
 
-    def __init__(self, *, strength: float = 4.0, n_iter: int = 50, tol: float = 1e-6) -> None:
+    def __init__(self, *, strength: float = 4.0, pooled_strength: float = 20.0,
+                 n_iter: int = 50, tol: float = 1e-6) -> None:
         self.strength = strength
+        self.pooled_strength = pooled_strength
         self.n_iter = n_iter
         self.tol = tol
 
-    def fit(self, data: pd.DataFrame, true_labels: pd.Series | None = None) -> Self:
+    def fit(
+        self,
+        data: pd.DataFrame,
+        true_labels: pd.Series | None = None,
+        *,
+        task_prior: np.ndarray | None = None,
+        annotator: tuple[np.ndarray, np.ndarray, int] | None = None,
+    ) -> Self:
+        """``task_prior``: tasks × labels (task codes as rows, label codes as columns; a
+        row of NaN = no prior: the class base rate). ``annotator``: ``(task codes, symbol
+        codes, n_symbols)`` of one extra annotator with a tasks' × symbols confusion
+        matrix (`aggregation.classifier_symbols`)."""
         t = data["task"].to_numpy(dtype=np.int64)
         w = data["worker"].to_numpy(dtype=np.int64)
         lab = data["label"].to_numpy(dtype=np.int64)
@@ -53,28 +77,81 @@ class ShrunkDawidSkene:
             gold_t = true_labels.index.to_numpy(dtype=np.int64)
             gold_l = true_labels.to_numpy(dtype=np.int64)
             post[gold_t] = np.eye(k)[gold_l]
+        has_prior = None
+        if task_prior is not None:
+            tp = np.full((n_tasks, k), np.nan)
+            rows = min(n_tasks, task_prior.shape[0])
+            cols = min(k, task_prior.shape[1])
+            tp[:rows, :cols] = task_prior[:rows, :cols]
+            has_prior = ~np.isnan(tp).any(axis=1)
+            if has_prior.any():
+                tp = np.where(np.isnan(tp), 0.0, tp)
+                tp = np.clip(tp, 1e-4, None)
+                tp /= tp.sum(axis=1, keepdims=True)
+                log_tp = np.log(tp)
+            else:
+                has_prior = None
+        a_t = a_s = None
+        n_sym = 0
+        if annotator is not None and len(annotator[0]):
+            a_t, a_s, n_sym = annotator
+            keep = a_t < n_tasks
+            a_t, a_s = a_t[keep].astype(np.int64), a_s[keep].astype(np.int64)
+        a_err = None
         wl = w * k + lab
+        # answers on tasks with no other evidence (one answer, no gold, no prior, no
+        # classifier) say nothing about their worker: they stay out of the M-step
+        n_per_task = np.bincount(t, minlength=n_tasks)
+        evidence = n_per_task > 1
+        if gold_t is not None:
+            evidence[gold_t] = True
+        if has_prior is not None:
+            evidence |= has_prior
+        if a_t is not None:
+            evidence[a_t] = True
+        use = evidence[t]
         for _ in range(self.n_iter):
             # M-step: per-worker counts n_w[true, observed], the pooled matrix, the shrinkage
+            # (a task's lone answer would only confirm itself: left out, see above)
+            weights = post[t] * use[:, None]
             counts = np.stack(
-                [np.bincount(wl, weights=post[t, c], minlength=n_workers * k) for c in range(k)],
+                [np.bincount(wl, weights=weights[:, c], minlength=n_workers * k)
+                 for c in range(k)],
                 axis=1,
             ).reshape(n_workers, k, k)  # worker × observed × true
             counts = counts.transpose(0, 2, 1)  # worker × true × observed
-            pooled_n = counts.sum(axis=0) + 1e-3
+            # the pooled matrix has a prior too: ``pooled_strength`` pseudo-answers per true
+            # class of a "typical worker" (the overall agreement on the diagonal, the rest
+            # spread evenly). Without it a class nobody truly has (an answer given only in
+            # error, e.g. "page not found") gets a row estimated from the messy tasks EM
+            # parks there, and then absorbs every messy task with high confidence.
+            pooled_n = counts.sum(axis=0)
+            total = pooled_n.sum()
+            agree = float(np.trace(pooled_n) / total) if total > 0 else 1.0 / k
+            typical = np.full((k, k), (1.0 - agree) / max(k - 1, 1))
+            np.fill_diagonal(typical, agree)
+            pooled_n = pooled_n + self.pooled_strength * typical + 1e-3
             pooled = pooled_n / pooled_n.sum(axis=1, keepdims=True)
             errors = (counts + self.strength * pooled) / (
                 counts.sum(axis=2, keepdims=True) + self.strength
             )
             priors = post.mean(axis=0) + 1e-9
             priors /= priors.sum()
+            if a_t is not None:
+                a_counts = np.stack(
+                    [np.bincount(a_s, weights=post[a_t, c], minlength=n_sym) for c in range(k)]
+                )  # true × symbol
+                a_err = (a_counts + 1.0) / (a_counts.sum(axis=1, keepdims=True) + n_sym)
             # E-step
             logp = np.tile(np.log(priors), (n_tasks, 1))
+            if has_prior is not None:
+                logp[has_prior] = log_tp[has_prior]
+            if a_err is not None:
+                np.add.at(logp, a_t, np.log(a_err[:, a_s]).T)
             log_err = np.log(errors)
             for c in range(k):
                 logp[:, c] += np.bincount(t, weights=log_err[w, c, lab], minlength=n_tasks)
-            logp -= logp.max(axis=1, keepdims=True)
-            new = np.exp(logp)
+            new = np.exp(logp - logp.max(axis=1, keepdims=True))
             new /= new.sum(axis=1, keepdims=True)
             if gold_t is not None:
                 new[gold_t] = np.eye(k)[gold_l]
@@ -82,7 +159,27 @@ class ShrunkDawidSkene:
             post = new
             if change < self.tol:
                 break
+        # The posterior stated for a task judges its workers by their *other* tasks: each
+        # answer's likelihood comes from its worker's matrix with this task's own soft
+        # count taken out (leave-one-task-out), so a task never vouches for the workers
+        # who vouch for it — in-sample matrices make thin evidence look certain.
+        own = post[t] * use[:, None]  # answers × true: the task's share of the counts
+        num = counts[w, :, lab] - own + self.strength * pooled[:, lab].T
+        den = counts[w].sum(axis=2) - own + self.strength
+        held = np.log(np.clip(num, 1e-12, None) / den)
+        logp = np.tile(np.log(priors), (n_tasks, 1))
+        if has_prior is not None:
+            logp[has_prior] = log_tp[has_prior]
+        if a_err is not None:
+            np.add.at(logp, a_t, np.log(a_err[:, a_s]).T)
+        for c in range(k):
+            logp[:, c] += np.bincount(t, weights=held[:, c], minlength=n_tasks)
+        post = np.exp(logp - logp.max(axis=1, keepdims=True))
+        post /= post.sum(axis=1, keepdims=True)
+        if gold_t is not None:
+            post[gold_t] = np.eye(k)[gold_l]
         answered = np.unique(t)
         self.probas_ = pd.DataFrame(post[answered], index=pd.Index(answered, name="task"))
         self.errors_, self.pooled_, self.priors_ = errors, pooled, priors
+        self.annotator_errors_ = a_err
         return self

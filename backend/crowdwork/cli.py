@@ -306,6 +306,22 @@ def print_report(data: dict[str, Any], out: Console, *, workers: int = 10) -> No
                       _fmt(o["decided_on_first_overlap"], pct=True),
                       _fmt(o["saving_vs_max_overlap"], pct=True))
     out.print(table)
+    c = data.get("control") or {}
+    if c.get("answers") is not None:
+        out.print(f"Control tasks: {c['answers']} answers ({_fmt(c['share_of_answers'], pct=True)}"
+                  f" of the paid answers, {_fmt(c['per_item'])} per item), ${_fmt(c['cost'])}"
+                  f" = {_fmt(c['share_of_spend'], pct=True)} of the spend")
+    rel = data.get("reliability") or []
+    table = Table(title="Stated confidence vs later human verdicts (reliability)")
+    for col in ("stated", "decisions", "mean stated", "people agreed", "95% interval"):
+        table.add_column(col, justify="right")
+    for r in rel:
+        table.add_row(str(r["bin"]), str(r["n"]), _fmt(r["stated"]), _fmt(r["right"], pct=True),
+                      f"{_fmt(r['low'], pct=True)}–{_fmt(r['high'], pct=True)}")
+    if rel:
+        out.print(table)
+    else:
+        out.print("Reliability: no crowd decision has been decided again by a person yet")
 
 
 @crowd_app.command("report")

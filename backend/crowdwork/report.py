@@ -13,7 +13,7 @@ from backend.crowdwork.models import CrowdPool, CrowdTask
 from backend.crowdwork.service import answers_frame, get_pool, pool_config
 from backend.errors import ValidationFailed
 from backend.queues.models import Queue
-from crowd.quality import crowd_metrics, worker_metrics
+from crowd.quality import control_cost, crowd_metrics, reliability, worker_metrics
 
 
 def _num(value: Any) -> float | None:
@@ -49,7 +49,10 @@ def pool_rows(*, session: Session, pool_ids: list[int] | None = None) -> list[di
     answers = answers_frame(session=session, pool_ids=ids)
     gold = answers[answers["is_golden"].astype(bool)
                    & (answers["assignment_status"] != "REJECTED")]
-    acc = (gold["label"] == gold["golden_label"]).groupby(gold["crowd_pool_id"]).mean()
+    # a plain dict: Series.get(int) on an empty (object-indexed) Series falls back to a
+    # position (pandas' FutureWarning)
+    acc = {int(k): float(v) for k, v in (gold["label"] == gold["golden_label"])
+           .groupby(gold["crowd_pool_id"]).mean().items()}
     out = []
     for pool, queue in pools:
         c = counts.get(pool.id, _NO_TASKS)
@@ -119,7 +122,8 @@ def crowd_report(*, session: Session, by: str = "pool", top_workers: int = 20
     answers = answers_frame(session=session)
     paid = answers[answers["assignment_status"] != "REJECTED"]
     if paid.empty:
-        return {"by": by, "groups": [], "overall": None, "workers": [], "overlap": []}
+        return {"by": by, "groups": [], "overall": None, "workers": [], "overlap": [],
+                "control": control_cost(paid), "reliability": []}
     if by == "pool":
         paid = paid.assign(pool_id=paid["crowd_pool_id"])
     groups = crowd_metrics(paid, by=by).reset_index()
@@ -130,4 +134,30 @@ def crowd_report(*, session: Session, by: str = "pool", top_workers: int = 20
                                                ascending=[True, False], na_position="last")
     return {"by": by, "groups": _records(groups), "overall": _records(overall)[0],
             "workers": _records(workers.head(top_workers)),
-            "n_workers": int(len(workers)), "overlap": overlap_effect(session=session)}
+            "n_workers": int(len(workers)), "overlap": overlap_effect(session=session),
+            "control": control_cost(paid),
+            "reliability": _records(confidence_reliability(session=session))}
+
+
+def confidence_reliability(*, session: Session) -> pd.DataFrame:
+    """Reliability-diagram data of the crowd's stated confidence: its decisions that a
+    person decided again later (spot checks, appeals, moderators), per bin of stated
+    confidence — how often the person agreed, with a 95% interval
+    (`crowd.quality.reliability`)."""
+    from sqlalchemy.orm import aliased
+
+    from backend.decisions.models import DecisionEvent
+
+    later = aliased(DecisionEvent)
+    first_human = (select(later.label).where(later.item_id == DecisionEvent.item_id,
+                                             later.is_human.is_(True),
+                                             later.id > DecisionEvent.id)
+                   .order_by(later.id).limit(1).scalar_subquery())
+    rows = session.execute(
+        select(DecisionEvent.confidence, DecisionEvent.label, first_human)
+        .where(DecisionEvent.source == "crowd", DecisionEvent.confidence.is_not(None))).all()
+    checked = [(float(c), lab == human) for c, lab, human in rows if human is not None]
+    if not checked:
+        return reliability(pd.Series(dtype=float), pd.Series(dtype=bool))
+    conf, right = zip(*checked, strict=True)
+    return reliability(pd.Series(conf), pd.Series(right))

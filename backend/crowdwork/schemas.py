@@ -44,3 +44,7 @@ class CrowdReport(BaseModel):
     workers: list[dict[str, Any]]
     n_workers: int = 0
     overlap: list[dict[str, Any]]
+    #: control tasks' answers, cost and share of the spend (`crowd.quality.control_cost`)
+    control: dict[str, Any] = {}
+    #: stated confidence vs later human verdicts, per bin (`crowd.quality.reliability`)
+    reliability: list[dict[str, Any]] = []

@@ -71,7 +71,7 @@ with warnings.catch_warnings():
     from crowd.aggregation import METHODS
     from crowd.pull import ANSWER_COLUMNS
     from crowd.push import PushPlan, push
-    from crowd.rounds import Outcome, RoundState, play_round
+    from crowd.rounds import Outcome, RoundState, play_round, scores_frame
     from crowd.toloka import labels_for, output_field
 
 OPEN_STATES = ("intent", "open")
@@ -177,7 +177,10 @@ def create_pool_intent(*, session: Session, queue: Queue, crowd: CrowdSettings, 
     if n_real == 0:
         raise ValidationFailed(f"queue {queue.name} holds only golden items; they are mixed "
                                "into other queues' pools as control tasks")
-    want = min(max(math.ceil(crowd.golden_rate * n_real), crowd.golden_min), crowd.golden_max)
+    # golden_per_worker: that many control tasks (a worker answers each once at most, so
+    # control answers stop after their first few suites), else a share of the items
+    want = (cfg.golden_per_worker if cfg.golden_per_worker else
+            min(max(math.ceil(crowd.golden_rate * n_real), crowd.golden_min), crowd.golden_max))
     extra = golden_items(session, labels=labels, exclude=set(items),
                          n=max(want - len(control), 0))
     if cfg.golden_per_suite and not control and not extra:
@@ -427,6 +430,7 @@ class _Snapshot:
     open_real: set[int]
     kind: str = "item"
     context: pd.DataFrame | None = None  # earlier pools' answers (label pools)
+    scores: pd.DataFrame | None = None  # the classifier's probabilities of the open items
 
 
 def earlier_answers(*, session: Session, pool_id: int, limit: int = SKILL_HISTORY
@@ -447,6 +451,26 @@ def earlier_answers(*, session: Session, pool_id: int, limit: int = SKILL_HISTOR
         columns=["task", "worker", "label", "is_golden", "golden_label"])
 
 
+def classifier_scores(*, session: Session, item_ids: Collection[int]) -> pd.DataFrame | None:
+    """The classifier's probabilities (``item × label``) of ``item_ids`` that were scored:
+    each item's newest ``ItemScore``, the champion's where a challenger scored beside it
+    (the champion's row is written first). `crowd.rounds.decide`'s ``scores``: the item's
+    prior (``CrowdConfig.classifier``). None when none was scored."""
+    from backend.items.models import ItemScore
+
+    ids = sorted(set(item_ids))
+    newest: dict[int, dict[str, float]] = {}
+    for start in range(0, len(ids), 500):
+        rows = session.execute(
+            select(ItemScore.item_id, ItemScore.scores)
+            .where(ItemScore.item_id.in_(ids[start:start + 500]))
+            .order_by(ItemScore.item_id, ItemScore.created_at.desc(), ItemScore.id)).all()
+        for item_id, scores in rows:
+            if item_id not in newest and scores:
+                newest[item_id] = scores
+    return scores_frame({str(k): v for k, v in newest.items()})
+
+
 def _snapshot(session: Session, pool: CrowdPool) -> _Snapshot:
     cts = list(session.scalars(select(CrowdTask).where(CrowdTask.pool_id == pool.id)))
     gold_ids = [ct.item_id for ct in cts if ct.is_golden]
@@ -458,17 +482,21 @@ def _snapshot(session: Session, pool: CrowdPool) -> _Snapshot:
                                       .where(Item.id.in_(gold_ids))).tuples().all())
     else:
         golden = {}
+    open_real = {ct.item_id for ct in cts if not ct.is_golden and ct.outcome is None}
+    cfg = pool_config(pool)
     return _Snapshot(
         kind=pool.kind,
         toloka_pool_id=str(pool.toloka_pool_id), project_id=str(pool.toloka_project_id),
-        cursor=pool.last_assignment_id, config=pool_config(pool),
+        cursor=pool.last_assignment_id, config=cfg,
         method=pool.aggregation_method, banned=list(pool.config.get("banned", [])),
         queue_tasks={ct.item_id: ct.task_id for ct in cts},
         toloka_tasks={ct.item_id: ct.toloka_task_id for ct in cts},
         golden={k: v for k, v in golden.items() if v is not None},
         context=(None if pool.kind == "pair"
                  else earlier_answers(session=session, pool_id=pool.id)),
-        open_real={ct.item_id for ct in cts if not ct.is_golden and ct.outcome is None})
+        scores=(classifier_scores(session=session, item_ids=open_real)
+                if pool.kind == "item" and cfg.classifier != "off" else None),
+        open_real=open_real)
 
 
 def _resolve(session: Session, *, pool: CrowdPool, snap: _Snapshot, outcome: Outcome,
@@ -585,7 +613,8 @@ def pull_pool(*, rt: CrowdRuntime, pool_id: int, now: datetime | None = None) ->
         gold=gold if len(gold) and not is_pair else None,
         open_items={str(i) for i in snap.open_real},
         toloka_tasks={str(k): v for k, v in snap.toloka_tasks.items()},
-        cursor=snap.cursor, banned=set(snap.banned), context=snap.context)
+        cursor=snap.cursor, banned=set(snap.banned), context=snap.context,
+        scores=snap.scores)
     book = DbBook(rt=rt, pool_id=pool_id, snap=snap, now=now)
     report = play_round(rt.client, state=state, book=book)
     summary = book.summary

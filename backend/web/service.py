@@ -103,6 +103,23 @@ class WorkCard:
     appealed: Any = None
 
     @property
+    def crowd_votes(self) -> list[tuple[str, int]] | None:
+        """A task the crowd could not settle (``CROWD_DISAGREE``): its votes, label →
+        count, most first (None for other tasks)."""
+        payload = self.task.payload or {}
+        if "crowd_pool_id" not in payload:
+            return None
+        counts: dict[str, int] = {}
+        for answer in payload.get("answers") or []:
+            label = str(answer.get("label"))
+            counts[label] = counts.get(label, 0) + 1
+        return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+
+    @property
+    def crowd_reason(self) -> str | None:
+        return (self.task.payload or {}).get("reason")
+
+    @property
     def neighbours_disagree(self) -> bool:
         """The nearest past verdicts do not all carry the same label."""
         return len({n.label for n in self.nearest}) > 1

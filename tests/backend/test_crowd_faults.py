@@ -129,8 +129,9 @@ def test_spammer_is_banned_by_golden_accuracy(settings, policy):
 
 def test_ties_never_decide_and_go_to_moderators_at_max_overlap(settings, policy):
     queue, truth = seed_queue(settings, policy, n=12, n_golden=0)
+    # mv states two agreeing answers as (2 + 1/K) / 3 (0.75 for four labels), a tie 0.5
     crowd = CrowdSettings(overlap=2, min_answers=2, max_overlap=2, golden_per_suite=0,
-                          tasks_per_suite=4, aggregation="mv")
+                          tasks_per_suite=4, aggregation="mv", target_confidence=0.7)
     workers = [SimWorker("honest", accuracy=1.0, seconds_per_task=10.0),
                SimWorker("always-ok", kind="constant", seconds_per_task=10.0)]
     with Emulator(seed=4, workers=workers, truth=truth) as emu:

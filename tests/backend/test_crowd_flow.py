@@ -114,3 +114,61 @@ def test_training_pool_from_golden_items(settings, policy):
     trained_on = {t.input_values["item_id"] for t in training_tasks}
     assert len(trained_on) == 16 and not trained_on & {str(i) for i in control}
     assert all(t.known_solutions for t in training_tasks)
+
+
+def test_the_classifier_score_is_the_prior_and_the_report_shows_control_cost(settings, policy):
+    """Issue #13: an item the classifier scored starts from that score (the crowd stops
+    sooner where it agrees with a sharp score); ``golden_per_worker`` puts that many control
+    tasks in the pool; the crowd report states the control tasks' cost and the reliability
+    of the stated confidence against later human verdicts."""
+    from backend.crowdwork.report import crowd_report
+    from backend.db import utcnow
+    from backend.decisions.service import NewDecision, record_decisions
+    from backend.items.models import ItemScore
+
+    queue, truth = seed_queue(settings, policy, n=16, n_golden=8)
+    real = sorted(int(k) for k in truth if int(k) in _queued(queue))
+    sharp = real[:8]  # a sharp, right score on half of the items; none on the rest
+    with session_scope() as s:
+        for i in sharp:
+            scores = {lab: (0.97 if lab == truth[str(i)] else 0.03 / (len(LABELS) - 1))
+                      for lab in LABELS}
+            s.add(ItemScore(item_id=i, model_id="m1", threshold_set_version=None,
+                            scores=scores, band="ML_UNSURE", created_at=utcnow()))
+    crowd = CrowdSettings(overlap=1, min_answers=1, max_overlap=4, target_confidence=0.95,
+                          tasks_per_suite=4, golden_per_suite=1, aggregation="sds",
+                          pool_config={"golden_per_worker": 3})
+    workers = [SimWorker(f"w{i}", accuracy=0.9, seconds_per_task=10.0) for i in range(8)]
+    with Emulator(seed=5, workers=workers, truth=truth) as emu:
+        rt = crowd_runtime(settings, crowd, policy, emu.url)
+        pushed = push_queue(rt=rt, queue_name=queue)
+        assert pushed.golden == 3
+        for _ in range(8):
+            emu.work(pushed.toloka_pool_id)
+            last = pull_pool(rt=rt, pool_id=pushed.pool_id)
+            if last.state == "closed":
+                break
+    assert last.state == "closed"
+    with session_scope() as s:
+        n = dict(s.execute(select(CrowdTask.item_id, CrowdTask.overlap)
+                           .where(CrowdTask.is_golden.is_(False))).tuples().all())
+        events = s.scalars(select(DecisionEvent).where(DecisionEvent.source == "crowd")).all()
+    with_score = sum(n[i] for i in sharp) / len(sharp)
+    without = sum(n[i] for i in real if i not in sharp) / (len(real) - len(sharp))
+    assert with_score < without, (with_score, without)
+    assert all(e.label == truth[str(e.item_id)] for e in events)
+    with session_scope() as s:  # a moderator re-decides one crowd decision, differently
+        e = events[0]
+        other = next(lab for lab in LABELS if lab != e.label)
+        record_decisions(session=s, decisions=[NewDecision(
+            item_id=e.item_id, label=other, source="moderator")], now=utcnow())
+        report = crowd_report(session=s)
+    control = report["control"]
+    assert 0 < control["answers"] <= 3 * len(workers)
+    assert 0 < control["share_of_spend"] < 0.5 and control["cost"] > 0
+    assert [(r["n"], r["right"]) for r in report["reliability"]] == [(1, 0.0)]
+
+
+def _queued(queue: str) -> set[int]:
+    with session_scope() as s:
+        return set(s.scalars(select(Task.item_id).join(Queue).where(Queue.name == queue)))

@@ -80,6 +80,9 @@ def test_next_round_asks_only_where_unsure():
 def test_dynamic_overlap_stops_early_on_agreement(emulator_factory, client_for, plan, truth):
     perfect = [SimWorker(f"p{i}", accuracy=1.0, seconds_per_task=10) for i in range(5)]
     emu = emulator_factory(seed=1, workers=perfect, truth=truth)
+    # two agreeing answers of four labels: mv states (2 + 1/4) / (2 + 1) = 0.75, not 1.0
+    plan = dataclasses.replace(plan, config=dataclasses.replace(plan.config,
+                                                                target_confidence=0.7))
     result = run_flow(client_for(emu), plan=plan, store=MemoryStore(), wait=emu.work, method="mv")
     assert len(result.rounds) == 1  # everybody agreed on the first two answers
     real = result.valid[~result.valid["is_golden"]]
@@ -90,7 +93,8 @@ def test_dynamic_overlap_stops_early_on_agreement(emulator_factory, client_for, 
 def test_full_flow_reaches_verdicts(emulator_factory, client_for, plan, truth):
     emu = emulator_factory(seed=11, workers=20, truth=truth)
     client = client_for(emu)
-    plan = dataclasses.replace(plan, config=CrowdConfig(tasks_per_suite=5, target_confidence=0.6))
+    # mv's smoothed share: 2 of 3 and 3 of 5 state ~0.55 (raw shares 0.67 / 0.6)
+    plan = dataclasses.replace(plan, config=CrowdConfig(tasks_per_suite=5, target_confidence=0.5))
     result = run_flow(client, plan=plan, store=MemoryStore(), wait=emu.work, method="mv")
     verdicts = result.verdicts
     assert list(verdicts.columns) == [
@@ -108,7 +112,9 @@ def test_full_flow_reaches_verdicts(emulator_factory, client_for, plan, truth):
     mean_worker = sum(w.accuracy for w in emu.workers if w.kind == "honest") / 18
     assert len(decided) >= 0.8 * len(truth) and accuracy >= mean_worker + 0.05
     per_item = result.valid[~result.valid["is_golden"]].groupby("task").size()
-    assert per_item.max() <= plan.config.max_overlap and per_item.min() >= plan.config.min_answers
+    assert per_item.max() <= plan.config.max_overlap
+    # decided on at least min_answers (a worker banned later may take one of them away)
+    assert (decided["n_answers"] >= plan.config.min_answers).all()
     assert len(result.rounds) > 1  # some items needed more answers
     assert result.banned  # make_workers' spammers got caught
     metrics = crowd_metrics(result.valid)

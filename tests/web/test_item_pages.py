@@ -7,8 +7,12 @@ import re
 
 from backend.db import session_scope, utcnow
 from backend.decisions.service import NewDecision, record_decisions
+from backend.items.service import ingest
+from backend.policy import get_policy
+from backend.queues import service as queues
 from backend.web import service as web
 from backend.web.history import format_distance
+from tests.conftest import item_row
 from tests.web.test_web import PASSWORD, _csrf, _queue, login
 
 
@@ -104,3 +108,28 @@ def test_nearest_verdicts_are_cards_that_say_when_they_disagree(client, make_use
     assert "Nearest verdicts disagree" in page
     # the item itself links to its page
     assert f'href="/items/{ids[0]}"' in page
+
+
+def test_an_item_the_crowd_could_not_settle_shows_its_votes_on_the_work_card(
+        client, make_user, settings):
+    """Items still ambiguous at the crowd's cap reach moderators with the votes and the
+    reason (issue #13): the card lists label → count."""
+    make_user("cara", "moderator", ["CROWD_DISAGREE"], password=PASSWORD)
+    with session_scope(settings.resolved_database_url) as s:
+        _, ids = ingest(session=s, rows=[item_row(0)], policy=get_policy())
+        queues.enqueue(session=s, kind="CROWD_DISAGREE", item_ids=ids, now=utcnow(),
+                       settings=settings,
+                       payloads=[{"crowd_pool_id": 7, "reason": "no agreement at 5 answers "
+                                  "(confidence 0.71)",
+                                  "answers": [{"worker": "w1", "label": "adult"},
+                                              {"worker": "w2", "label": "ok"},
+                                              {"worker": "w3", "label": "adult"}]}])
+    login(client, "cara")
+    csrf = _csrf(client.get("/queues").text)
+    start = client.post("/work/start", data={"csrf": csrf}, follow_redirects=False)
+    page = client.get(start.headers["location"]).text
+    assert "Crowd votes" in page
+    votes = re.search(r'<ul class="crowd-votes"[^>]*>(.*?)</ul>', page, re.S).group(1)
+    assert re.findall(r'label-(\w+)">\w+</span> <b>(\d+)</b>', votes) == [("adult", "2"),
+                                                                           ("ok", "1")]
+    assert "no agreement at 5 answers (confidence 0.71)" in page
