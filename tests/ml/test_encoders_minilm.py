@@ -76,3 +76,21 @@ def test_default_encoder_uses_clip_when_checkpoint_exists(clip_checkpoint: Path)
 
     encoder = load_default_encoder(str(clip_checkpoint))
     assert isinstance(encoder, OpenClipEncoder) and encoder.dim == 512
+
+
+def test_texts_are_batched_by_length_and_rows_come_back_in_order(minilm_encoder,
+                                                                 monkeypatch) -> None:
+    texts = ["a much longer text that pads the batch with many more tokens than the rest",
+             "hi", "a medium sized one here", "ok", "another rather long sentence about shoes",
+             "yes"]
+    seen: list[list[str]] = []
+    tokenize = minilm_encoder.tokenize
+    monkeypatch.setattr(minilm_encoder, "tokenize",
+                        lambda chunk: seen.append(list(chunk)) or tokenize(chunk))
+    sorted_rows = minilm_encoder.encode_texts(texts, batch_size=2)
+    # each batch holds texts of similar length: the three shortest share no batch with
+    # the longest (padding is most of the cost on short texts)
+    assert seen == [["hi", "ok"], ["yes", "a medium sized one here"],
+                    [texts[4], texts[0]]]
+    one_by_one = np.vstack([minilm_encoder.encode_texts([t]) for t in texts])
+    np.testing.assert_allclose(sorted_rows, one_by_one, atol=1e-5)
