@@ -112,8 +112,10 @@ def what_if(
     cum_lab = np.concatenate([[0], labelled["n_auto"].to_numpy(), [n_labelled]])
     cum_tp = np.concatenate([[0], labelled["tp"].to_numpy(), [n_pos]])
     n_items = np.diff(cum)
-    lab_n = np.diff(cum_lab)
-    lab_tp = np.diff(cum_tp)
+    # a weighted curve (inverse-probability weights) has effective counts: the bands'
+    # differences are then an approximation of each band's effective size, kept >= 0
+    lab_n = np.maximum(np.diff(cum_lab), 0)
+    lab_tp = np.clip(np.diff(cum_tp), 0, lab_n)
     lower, upper = proportion_bounds(
         successes=lab_tp, trials=lab_n, confidence=confidence, method=method, sided="two"
     )

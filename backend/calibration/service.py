@@ -179,6 +179,55 @@ def labelled_set(*, session: Session, policy: Policy, as_of: datetime) -> list[t
             ItemStatus.decided_at <= as_of).order_by(ItemStatus.item_id)).tuples()]
 
 
+def sampling_probabilities(*, session: Session, ids: Sequence[int],
+                           settings: Settings | None = None) -> np.ndarray:
+    """The chance each labelled item got its current human verdict, in ``ids`` order.
+
+    Recorded where the label was made: a spot check's task payload (its band's rate,
+    ``routing/spot_checks.py``), an import row (``sampling_probability`` in the event's
+    details); a spot-check task from before the rate was recorded falls back to the
+    band's current ``QUORUM_SPOT_CHECK_RATES``. Anything else went to people because no
+    automation decided it: probability 1."""
+    from backend.decisions.models import DecisionEvent
+    from backend.routing.spot_checks import KIND as SPOT_CHECK
+
+    settings = settings or get_settings()
+    rates = settings.spot_check_rates
+    found: dict[int, float] = {}
+    ids = list(ids)
+    for start in range(0, len(ids), 500):
+        rows = session.execute(
+            select(ItemStatus.item_id, DecisionEvent.details, Task.payload, Queue.kind)
+            .join(DecisionEvent, DecisionEvent.id == ItemStatus.event_id)
+            .outerjoin(Task, Task.id == DecisionEvent.task_id)
+            .outerjoin(Queue, Queue.id == Task.queue_id)
+            .where(ItemStatus.item_id.in_(ids[start:start + 500])))
+        for item_id, details, payload, kind in rows:
+            p = (details or {}).get("sampling_probability")
+            if p is None:
+                p = (payload or {}).get("sampling_probability")
+            if p is None and kind == SPOT_CHECK:
+                band = (payload or {}).get("band")
+                p = rates.get(band, rates.get((payload or {}).get("source"), 1.0))
+            try:
+                value = float(p) if p is not None else 1.0
+            except (TypeError, ValueError):
+                value = 1.0
+            found[int(item_id)] = value if 0.0 < value <= 1.0 else 1.0
+    return np.array([found.get(int(i), 1.0) for i in ids], dtype=np.float64)
+
+
+def _weighting(weights: np.ndarray) -> dict[str, Any]:
+    """What ``result["weighting"]`` says about the labels' inverse-probability weights."""
+    from ml.calibration import effective_size
+
+    probs = pd.Series(np.round(1.0 / weights, 6)).value_counts().sort_index()
+    return {"weighted": bool(np.any(weights != 1.0)), "n_labels": int(weights.size),
+            "n_effective": round(effective_size(weights), 2) if weights.size else 0.0,
+            "estimated_items": round(float(weights.sum()), 2),
+            "by_probability": {f"{p:g}": int(n) for p, n in probs.items()}}
+
+
 def _scores(session: Session, *, ids: list[int], labels: list[str], cal: CalibrationSettings,
             policy: Policy) -> tuple[np.ndarray, list[str], str, bool]:
     """Probabilities ``[n, k]`` for the labelled items, the classes, the model id, and
@@ -280,6 +329,10 @@ def _calibrate_classifier(session: Session, *, run: CalibrationRun, cal: Calibra
                                             policy=policy)
     encoder_id = _encoder_id()
     result.update(model_id=model_id, encoder_id=encoder_id, out_of_fold=oof, classes=classes)
+    # inverse-probability weights: a label from a 5 % spot check stands for 20 items
+    weights = 1.0 / sampling_probabilities(session=session, ids=ids, settings=settings)
+    result["weighting"] = _weighting(weights)
+    curve_weights = weights if result["weighting"]["weighted"] else None
     kinds = thresholds.class_kinds(policy)
     bands = {lab: dict(cuts) for lab, cuts in base.bands.items()}
     # evidence carried from the base set (the reuse distance, labels this model lacks);
@@ -290,7 +343,8 @@ def _calibrate_classifier(session: Session, *, run: CalibrationRun, cal: Calibra
     for label in classes:
         if label not in kinds:
             continue
-        curve = label_curve(proba=proba, y_true=labels, classes=classes, label=label)
+        curve = label_curve(proba=proba, y_true=labels, classes=classes, label=label,
+                            weights=curve_weights)
         totals[label] = dict(curve.attrs)
         curves.append(curve.assign(kind="classifier", label=label))
         (upper, upper_band), (lower, lower_band) = LADDERS[kinds[label]]
@@ -328,11 +382,12 @@ def _calibrate_classifier(session: Session, *, run: CalibrationRun, cal: Calibra
             assess=lambda curve, value: thresholds.assess(
                 curve=curve, value=value, target=cal.target_precision,
                 confidence=cal.confidence, method=cal.bound_method, run_id=run.id,
-                model_id=model_id, encoder_id=encoder_id))
+                model_id=model_id, encoder_id=encoder_id), weights=curve_weights)
         curves += group_curves
         backed |= group_backed
     result["curve_totals"] = totals
     scores = pd.DataFrame(proba, columns=[f"p_{c}" for c in classes])
+    scores.insert(0, "sampling_probability", 1.0 / weights)
     scores.insert(0, "true_label", labels)
     scores.insert(0, "item_id", ids)
     result["files"] = _write_frames(run_dir(settings, run.id), {
