@@ -9,10 +9,12 @@
   target and the routing cut-off (``good`` / ``middle``) at the routing target, both by
   the lower-confidence-bound rule. Where nothing can be backed the current cut-off stays
   and the run says how many more labels are needed.
-- ``kind="similarity"``: pair tasks (``PAIRS`` queue, ``task_type="pair"``) ask people
-  whether two neighbours deserve the same decision ("similar" is not "same decision");
-  their answers are aggregated by majority vote and ``choose_reuse_distance`` picks
-  the reuse distance.
+- ``kind="similarity"``: the reuse distance is chosen (``choose_reuse_distance``) on
+  pairs from two places: the **history** (each item with a human verdict and its nearest
+  labelled neighbour: did they get the same label? ``history_pairs``; no fresh pair
+  tasks are needed where history answers the question) and **pair tasks** (``PAIRS``
+  queue, ``task_type="pair"``) that ask people whether two neighbours deserve the same
+  decision ("similar" is not "same decision"), aggregated by majority vote.
 
 A run stores its curves as CSV and Parquet under ``data_dir/reports/calibration-<id>/``
 and proposes a new threshold set (linked to the run) only when something is backed.
@@ -626,26 +628,91 @@ def pair_votes(*, session: Session, cal: CalibrationSettings,
     return out[columns]
 
 
+#: at most this many labelled items anchor a history pair per run (a seeded sample)
+HISTORY_PAIR_ANCHORS = 50_000
+
+
+def history_pairs(*, session: Session, policy: Policy, as_of: datetime | None = None,
+                  limit: int = HISTORY_PAIR_ANCHORS, seed: int = 0) -> tuple[pd.DataFrame, str]:
+    """Pairs of labelled neighbours from the history (``ml.similarity.
+    labelled_neighbour_pairs``): for each item with a human verdict of a policy class
+    (imported, moderator, crowd; at most ``limit``, a seeded sample), its nearest
+    neighbour among the others, at the current encoder's distance. Returns the pairs
+    (``item_id``, ``other_item_id``, ``distance``, ``same``) and the encoder id."""
+    from backend.ml_adapter.service import ensure_embeddings, get_encoder, get_store, sync_index
+    from backend.ml_adapter.settings import get_ml_settings
+    from ml.similarity import labelled_neighbour_pairs
+
+    ml = get_ml_settings()
+    encoder = get_encoder(ml)
+    empty = pd.DataFrame(columns=["item_id", "other_item_id", "distance", "same"])
+    stmt = select(ItemStatus.item_id, ItemStatus.label).where(
+        ItemStatus.is_human.is_(True), ItemStatus.label.in_(policy.class_keys))
+    if as_of is not None:
+        stmt = stmt.where(ItemStatus.decided_at <= as_of)
+    labels = {int(i): str(lab) for i, lab in session.execute(stmt).tuples()}
+    if len(labels) < 2:
+        return empty, encoder.encoder_id
+    store = get_store(encoder=encoder, session=session, ml=ml)
+    sync_index(session=session, encoder=encoder, store=store, batch_size=ml.batch_size)
+    anchors = sorted(labels)
+    if len(anchors) > limit:
+        anchors = sorted(random.Random(seed).sample(anchors, limit))
+    frames = []
+    k = min(max(ml.neighbours, 2) + 1, len(store)) if len(store) else 0
+    if k < 2:
+        return empty, encoder.encoder_id
+    for start in range(0, len(anchors), 2000):
+        chunk = anchors[start:start + 2000]
+        rows = [r._asdict() for part in range(0, len(chunk), 500) for r in session.execute(
+            select(Item.id, Item.title, Item.description, Item.image)
+            .where(Item.id.in_(chunk[part:part + 500])))]
+        vecs = ensure_embeddings(session=session, rows=rows, encoder=encoder,
+                                 batch_size=ml.batch_size)
+        nids, dists = store.search(vecs, k)
+        frames.append(labelled_neighbour_pairs([r["id"] for r in rows], nids, dists, labels))
+    pairs = pd.concat(frames, ignore_index=True) if frames else empty
+    if len(frames) > 1:  # a mutual pair split across chunks counts once
+        key = pairs[["item_id", "other_item_id"]].min(axis=1).astype(str) + ":" + pairs[
+            ["item_id", "other_item_id"]].max(axis=1).astype(str)
+        pairs = pairs[~key.duplicated()].reset_index(drop=True)
+    return pairs, encoder.encoder_id
+
+
 def _calibrate_similarity(session: Session, *, run: CalibrationRun, cal: CalibrationSettings,
                           settings: Settings, policy: Policy, user_id: int | None
                           ) -> dict[str, Any]:
     from ml.calibration import choose_reuse_distance, similarity_curve
 
-    pairs = pair_votes(session=session, cal=cal, as_of=run.as_of)
+    tasks = pair_votes(session=session, cal=cal, as_of=run.as_of)
+    tasks["source"] = "pair_task"
+    history, history_encoder = history_pairs(session=session, policy=policy, as_of=run.as_of)
+    history = history.assign(pair_id=None, n_votes=None, n_same=None, source="history",
+                             encoder_id=history_encoder)
+    pairs = pd.concat([frame for frame in (tasks, history[tasks.columns]) if len(frame)],
+                      ignore_index=True) if len(tasks) or len(history) else tasks
     run.labelled_set = pairs.to_dict(orient="records") if len(pairs) else []
     run.labelled_set = [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
                         for r in run.labelled_set]
     run.labelled_count = len(pairs)
     base = base_set(session=session, policy=policy)
     result: dict[str, Any] = {"base_version": base.version, "current": base.reuse_distance,
-                              "proposed_version": None, "labels_needed": {}, "messages": []}
+                              "proposed_version": None, "labels_needed": {}, "messages": [],
+                              "pairs": {"pair_tasks": int(len(tasks)),
+                                        "history": int(len(history))}}
     if pairs.empty:
-        run.message = ("no answered pair tasks: sample some with `quorum calibrate pairs` "
-                       "and let people answer them")
+        run.message = ("no answered pair tasks and no two labelled neighbours in the history: "
+                       "import or decide some items, or sample pair tasks with `quorum "
+                       "calibrate pairs` and let people answer them")
         result["messages"].append(run.message)
         return result
+    result["messages"].append(
+        f"{len(history)} pair(s) of labelled neighbours from the history (each labelled "
+        f"item and its nearest labelled neighbour: same label or not) and {len(tasks)} "
+        "answered pair task(s)")
+    # the history pairs were measured with the current encoder: calibrate for it
     encoders = [e for e in pairs["encoder_id"].tolist() if e]
-    encoder_id = encoders[-1] if encoders else None  # the newest pair task's encoder
+    encoder_id = history_encoder if len(history) else (encoders[-1] if encoders else None)
     if encoder_id is not None and len(set(encoders)) > 1:
         keep = pairs["encoder_id"] == encoder_id
         result["messages"].append(f"{int((~keep).sum())} pair(s) measured with another "
