@@ -308,10 +308,8 @@ def choose_threshold(
     i = int(idx[pick])
     lower_i = float(tied_lower[pick])
     precision = tp[i] / n_auto[i] if n_auto[i] else float("nan")
-    if weighted:
-        recall = float(curve["recall"].iat[i])
-    else:
-        recall = tp[i] / n_pos if n_pos else float("nan")
+    plain_recall = tp[i] / n_pos if n_pos else float("nan")
+    recall = float(curve["recall"].iat[i]) if weighted else plain_recall
     bound_text = (
         ""
         if target_precision is None

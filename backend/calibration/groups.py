@@ -25,7 +25,8 @@ def calibrate_groups(*, proba: np.ndarray, labels: list[str], classes: list[str]
                      choose: Callable[..., Any], as_dict: Callable[[Any], dict[str, Any]],
                      backing: dict[str, Any] | None = None,
                      assess: Callable[..., dict[str, Any]] | None = None,
-                     weights: np.ndarray | None = None) -> tuple[dict[str, Any], list[pd.DataFrame], bool]:
+                     weights: np.ndarray | None = None
+                     ) -> tuple[dict[str, Any], list[pd.DataFrame], bool]:
     """Per group: the choices (for ``run.result["groups"]``), its curve, and whether
     anything was backed; ``bands`` gets the backed cut-offs in place. With ``backing`` and
     ``assess``, the deciding (``high``) cut-off's evidence goes to
