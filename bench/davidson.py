@@ -21,8 +21,10 @@ What it does (fixed seed 0):
    ``import``), ``train`` (the family picked by out-of-fold backed automation),
    then per target (95 %, 99 %) ``run_calibration`` + ``thresholds.apply`` and ingest
    of the new tweets (``items.service.ingest`` + ``route_items``) under a source of
-   their own; similarity reuse is switched off in the applied set (no calibration
-   backs a reuse distance here: that needs pair answers);
+   their own; ``train`` refits the chosen family on the whole history
+   (``quorum train --refit``); the reuse distance is calibrated (``kind="similarity"``)
+   on pairs of labelled neighbours in the imported history (no pair task) at the same
+   target and used only where backed;
 5. measures on the new tweets: the share decided automatically, and the precision of
    each side ("needs action": decided label in the group; "OK") against the true label;
 6. runs the baseline in the same script: TF-IDF 1-2-gram + logistic regression, the
@@ -217,7 +219,7 @@ def product_run(policy_name: str, tweets: pd.DataFrame, vectors: np.ndarray,
 
         started = time.perf_counter()
         with session_scope() as session:
-            art = ml_service.train(session=session)
+            art = ml_service.train(session=session, refit=True)
             selection = art.metrics["family_selection"]
         shares = {k: v.get("auto_share") for k, v in selection["families"].items()}
         print(f"trained classifier-v{art.version} ({art.kind}) in "
@@ -233,12 +235,25 @@ def product_run(policy_name: str, tweets: pd.DataFrame, vectors: np.ndarray,
                 if version is None:
                     print(f"target {target:.0%}: nothing backed ({run.message})")
                     continue
+                # the reuse distance from pairs of labelled neighbours in the history
+                sim = run_calibration(session=session, kind="similarity",
+                                      overrides={"reuse_target_precision": target})
+                reuse = sim.result.get("backing", {}).get("threshold") \
+                    if sim.result["proposed_version"] is not None else None
+                print(f"target {target:.0%}: reuse distance "
+                      + (f"{reuse:g} backed on {sim.result['pairs']['history']} history pairs "
+                         f"(lower bound {sim.result['backing']['lower']:.4f})" if reuse
+                         else f"not backed ({sim.message})"))
                 ts = thresholds.get_version(session=session, version=version)
                 bands = backed_only(run.result, dict(ts.bands))
-                # similarity reuse off: nothing here backs a reuse distance
+                backing = dict(ts.backing or {})
+                if reuse is not None:
+                    backing[thresholds.REUSE_KEY] = sim.result["backing"]
                 ts = thresholds.propose(session=session, policy=policy, bands=bands,
-                                        reuse_distance=None, auto_decide=list(ts.auto_decide),
-                                        calibration_run_id=run.id, note="bench: no reuse")
+                                        reuse_distance=reuse, auto_decide=list(ts.auto_decide),
+                                        calibration_run_id=run.id, note="bench",
+                                        model_id=ts.model_id, encoder_id=ts.encoder_id,
+                                        backing=backing)
                 thresholds.apply(session=session, version=ts.version)
             cal_s = time.perf_counter() - started
             source = f"new{int(target * 100)}"
