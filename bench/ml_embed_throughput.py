@@ -202,7 +202,11 @@ def tweets_bench(n: int, *, bs: int, chunk: int, repeats: int) -> None:
                     for s in range(0, len(part), bs)]
         return out
 
-    sorted_batches = batches(length_order)
+    def token_order(part: list[str]) -> object:
+        return length_order(sorted_enc.tokenizer(part, truncation=True,
+                                                 max_length=sorted_enc.max_length)["input_ids"])
+
+    sorted_batches = batches(token_order)
     plain_batches = batches(lambda part: range(len(part)))
     pad = {name: sum(int(b["input_ids"].numel()) for b in bb) / sum(
         int(b["attention_mask"].sum()) for b in bb)

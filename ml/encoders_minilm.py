@@ -34,9 +34,9 @@ class MiniLMEncoder:
 
     ``max_length`` caps tokens per text (256, as the model was trained). A batch is
     padded to its longest text, and on short texts padding is most of the forward's
-    cost, so :meth:`encode_texts` orders each call's texts by length before cutting
-    batches (``sort_by_length=True``, the default) and puts the rows back in the
-    caller's order: the vectors are the same (attention masks make padding inert, up to
+    cost, so :meth:`encode_texts` tokenises each call's texts once, orders them by token
+    count before cutting batches (``sort_by_length=True``, the default), pads each batch
+    to its own longest text and puts the rows back in the caller's order: the vectors are the same (attention masks make padding inert, up to
     float rounding), the batches are tighter.
     """
 
@@ -80,10 +80,24 @@ class MiniLMEncoder:
         self, texts: Sequence[str], *, batch_size: int = DEFAULT_BATCH_SIZE
     ) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        order = length_order(texts) if self.sort_by_length else np.arange(len(texts))
+        if not self.sort_by_length:
+            for start in range(0, len(texts), batch_size):
+                chunk = texts[start : start + batch_size]
+                pooled = self.forward(self.tokenize(chunk))
+                out[start : start + len(chunk)] = l2_normalize(pooled.float().cpu().numpy())
+            return out
+        # tokenise once, unpadded; cut batches in token-length order, pad each batch
+        # to its own longest text (characters are a poor proxy on tweets: an emoji
+        # entity or a URL is many tokens)
+        encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
+        order = length_order(encoded["input_ids"])
         for start in range(0, len(texts), batch_size):
             rows = order[start : start + batch_size]
-            pooled = self.forward(self.tokenize([texts[i] for i in rows]))
+            batch = self.tokenizer.pad(
+                {key: [encoded[key][i] for i in rows] for key in encoded.keys()},
+                return_tensors="pt",
+            )
+            pooled = self.forward({key: value.to(self.device) for key, value in batch.items()})
             out[rows] = l2_normalize(pooled.float().cpu().numpy())
         return out
 
@@ -100,15 +114,14 @@ class MiniLMEncoder:
         from tqdm.auto import tqdm
 
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        order = length_order(texts) if self.sort_by_length else np.arange(len(texts))
         for start in tqdm(range(0, len(texts), batch_size), desc="encode minilm", unit="batch"):
-            rows = order[start : start + batch_size]
-            out[rows] = self.encode_texts([texts[i] for i in rows], batch_size=batch_size)
+            chunk = texts[start : start + batch_size]
+            out[start : start + len(chunk)] = self.encode_texts(chunk, batch_size=batch_size)
         return out
 
 
-def length_order(texts: Sequence[str]) -> np.ndarray:
-    """Indices of ``texts`` from shortest to longest (characters, a cheap proxy for
-    tokens; stable, so equal lengths keep their order)."""
+def length_order(texts: Sequence[Sequence[Any]]) -> np.ndarray:
+    """Indices of ``texts`` (token id lists, or strings) from shortest to longest
+    (stable, so equal lengths keep their order)."""
     return np.argsort(np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts)),
                       kind="stable")
