@@ -36,8 +36,9 @@ class MiniLMEncoder:
     padded to its longest text, and on short texts padding is most of the forward's
     cost, so :meth:`encode_texts` tokenises each call's texts once, orders them by token
     count before cutting batches (``sort_by_length=True``, the default), pads each batch
-    to its own longest text and puts the rows back in the caller's order: the vectors are the same (attention masks make padding inert, up to
-    float rounding), the batches are tighter.
+    to its own longest text and puts the rows back in the caller's order: the vectors
+    are the same (attention masks make padding inert, up to float rounding), the
+    batches are tighter.
     """
 
     encoder_id = "minilm:all-MiniLM-L6-v2"
@@ -94,7 +95,7 @@ class MiniLMEncoder:
         for start in range(0, len(texts), batch_size):
             rows = order[start : start + batch_size]
             batch = self.tokenizer.pad(
-                {key: [encoded[key][i] for i in rows] for key in encoded.keys()},
+                {key: [encoded[key][i] for i in rows] for key in encoded},
                 return_tensors="pt",
             )
             pooled = self.forward({key: value.to(self.device) for key, value in batch.items()})
