@@ -34,7 +34,7 @@ class MiniLMEncoder:
 
     ``max_length`` caps tokens per text (256, as the model was trained). A batch is
     padded to its longest text, and on short texts padding is most of the forward's
-    cost, so :meth:`encode_texts` tokenises each call's texts once, orders them by token
+    cost, so :meth:`encode_texts` counts each call's tokens, orders the texts by token
     count before cutting batches (``sort_by_length=True``, the default), pads each batch
     to its own longest text and puts the rows back in the caller's order: the vectors
     are the same (attention masks make padding inert, up to float rounding), the
@@ -87,18 +87,16 @@ class MiniLMEncoder:
                 pooled = self.forward(self.tokenize(chunk))
                 out[start : start + len(chunk)] = l2_normalize(pooled.float().cpu().numpy())
             return out
-        # tokenise once, unpadded; cut batches in token-length order, pad each batch
-        # to its own longest text (characters are a poor proxy on tweets: an emoji
-        # entity or a URL is many tokens)
-        encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
-        order = length_order(encoded["input_ids"])
+        # token counts from one unpadded call (the Rust tokenizer: cheap), batches cut in
+        # token-length order (characters are a poor proxy on tweets: an emoji entity or
+        # a URL is many tokens), each tokenised again with padding to its own longest
+        # (``tokenizer.pad`` on python lists costs more than tokenising twice)
+        lengths = self.tokenizer(list(texts), truncation=True, max_length=self.max_length,
+                                 return_attention_mask=False)["input_ids"]
+        order = length_order(lengths)
         for start in range(0, len(texts), batch_size):
             rows = order[start : start + batch_size]
-            batch = self.tokenizer.pad(
-                {key: [encoded[key][i] for i in rows] for key in encoded},
-                return_tensors="pt",
-            )
-            pooled = self.forward({key: value.to(self.device) for key, value in batch.items()})
+            pooled = self.forward(self.tokenize([texts[i] for i in rows]))
             out[rows] = l2_normalize(pooled.float().cpu().numpy())
         return out
 
