@@ -21,8 +21,10 @@ What it does (fixed seed 0):
    ``import``), ``train`` (the family picked by out-of-fold backed automation),
    then per target (95 %, 99 %) ``run_calibration`` + ``thresholds.apply`` and ingest
    of the new tweets (``items.service.ingest`` + ``route_items``) under a source of
-   their own; similarity reuse is switched off in the applied set (no calibration
-   backs a reuse distance here: that needs pair answers);
+   their own; ``train`` refits the chosen family on the whole history
+   (``quorum train --refit``); the reuse distance is calibrated (``kind="similarity"``)
+   on pairs of labelled neighbours in the imported history (no pair task) at the same
+   target and used only where backed;
 5. measures on the new tweets: the share decided automatically, and the precision of
    each side ("needs action": decided label in the group; "OK") against the true label;
 6. runs the baseline in the same script: TF-IDF 1-2-gram + logistic regression, the
@@ -156,7 +158,8 @@ def _store_vectors(session, item_ids: list[int], vectors: np.ndarray, encoder_id
 
 
 def product_run(policy_name: str, tweets: pd.DataFrame, vectors: np.ndarray,
-                history: np.ndarray, new: np.ndarray, encoder_name: str = "minilm"
+                history: np.ndarray, new: np.ndarray, encoder_name: str = "minilm",
+                targets: tuple[float, ...] = TARGETS, families: list[str] | None = None
                 ) -> list[dict[str, object]]:
     import yaml
     from sqlalchemy import select
@@ -217,7 +220,7 @@ def product_run(policy_name: str, tweets: pd.DataFrame, vectors: np.ndarray,
 
         started = time.perf_counter()
         with session_scope() as session:
-            art = ml_service.train(session=session)
+            art = ml_service.train(session=session, refit=True, families=families)
             selection = art.metrics["family_selection"]
         shares = {k: v.get("auto_share") for k, v in selection["families"].items()}
         print(f"trained classifier-v{art.version} ({art.kind}) in "
@@ -225,7 +228,7 @@ def product_run(policy_name: str, tweets: pd.DataFrame, vectors: np.ndarray,
               f"{selection['target_precision']:.0%}: "
               + ", ".join(f"{k} {v:.1%}" for k, v in shares.items() if v is not None))
 
-        for target in TARGETS:
+        for target in targets:
             started = time.perf_counter()
             with session_scope() as session:
                 run = run_calibration(session=session, overrides={"target_precision": target})
@@ -233,12 +236,25 @@ def product_run(policy_name: str, tweets: pd.DataFrame, vectors: np.ndarray,
                 if version is None:
                     print(f"target {target:.0%}: nothing backed ({run.message})")
                     continue
+                # the reuse distance from pairs of labelled neighbours in the history
+                sim = run_calibration(session=session, kind="similarity",
+                                      overrides={"reuse_target_precision": target})
+                reuse = sim.result.get("backing", {}).get("threshold") \
+                    if sim.result["proposed_version"] is not None else None
+                print(f"target {target:.0%}: reuse distance "
+                      + (f"{reuse:g} backed on {sim.result['pairs']['history']} history pairs "
+                         f"(lower bound {sim.result['backing']['lower']:.4f})" if reuse
+                         else f"not backed ({sim.message})"))
                 ts = thresholds.get_version(session=session, version=version)
                 bands = backed_only(run.result, dict(ts.bands))
-                # similarity reuse off: nothing here backs a reuse distance
+                backing = dict(ts.backing or {})
+                if reuse is not None:
+                    backing[thresholds.REUSE_KEY] = sim.result["backing"]
                 ts = thresholds.propose(session=session, policy=policy, bands=bands,
-                                        reuse_distance=None, auto_decide=list(ts.auto_decide),
-                                        calibration_run_id=run.id, note="bench: no reuse")
+                                        reuse_distance=reuse, auto_decide=list(ts.auto_decide),
+                                        calibration_run_id=run.id, note="bench",
+                                        model_id=ts.model_id, encoder_id=ts.encoder_id,
+                                        backing=backing)
                 thresholds.apply(session=session, version=ts.version)
             cal_s = time.perf_counter() - started
             source = f"new{int(target * 100)}"
@@ -283,7 +299,8 @@ def product_run(policy_name: str, tweets: pd.DataFrame, vectors: np.ndarray,
 
 # ------------------------------------------------------------------ baseline
 def baseline_run(policy_name: str, tweets: pd.DataFrame, history: np.ndarray,
-                 new: np.ndarray) -> list[dict[str, object]]:
+                 new: np.ndarray, targets: tuple[float, ...] = TARGETS
+                 ) -> list[dict[str, object]]:
     """TF-IDF 1-2-gram + LR; thresholds by the same rule on out-of-fold history scores."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -309,7 +326,7 @@ def baseline_run(policy_name: str, tweets: pd.DataFrame, history: np.ndarray,
     p_new = fit_predict(history, new)
     rows = []
     group = POLICIES[policy_name].get("groups", {}).get("action")
-    for target in TARGETS:
+    for target in targets:
         decided = np.full(len(new), None, dtype=object)
         if group:  # the group decides "action"; OK by its own band
             curve = group_curve(oof, list(y[history]), classes, group)
@@ -349,7 +366,13 @@ def main() -> None:
                         help="a stratified sample of this many tweets (smoke runs)")
     parser.add_argument("--encoder", choices=["minilm", "hashing"], default="minilm",
                         help="hashing: a weightless smoke run (figures mean nothing)")
+    parser.add_argument("--targets", default=",".join(str(t) for t in TARGETS),
+                        help="comma-separated precision targets (default 0.95,0.99)")
+    parser.add_argument("--families", default=None,
+                        help="comma-separated candidate families for train (default all)")
     args = parser.parse_args()
+    targets = tuple(float(t) for t in args.targets.split(","))
+    families = args.families.split(",") if args.families else None
     from threadpoolctl import threadpool_limits
 
     tweets = load_tweets()
@@ -373,9 +396,10 @@ def main() -> None:
     for name in POLICIES if args.policy == "all" else [args.policy]:
         with threadpool_limits(1):
             started = time.perf_counter()
-            rows += baseline_run(name, tweets, history, new)
+            rows += baseline_run(name, tweets, history, new, targets)
             print(f"baseline for {name} in {time.perf_counter() - started:.1f} s")
-        rows += product_run(name, tweets, vectors, history, new, args.encoder)
+        rows += product_run(name, tweets, vectors, history, new, args.encoder, targets,
+                            families)
     table = pd.DataFrame(rows).sort_values(["policy", "target", "model"])
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print("\n" + table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))

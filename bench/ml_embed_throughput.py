@@ -9,6 +9,15 @@ preprocessed beforehand. ``ratio = pipeline items/s รท bare items/s`` (target โ
 Models: random-init OpenCLIP ViT-B-32 (weights don't change the cost) and the bundled
 MiniLM. Each figure is the best (minimum time) of ``--repeats`` alternating runs: on a
 shared machine the minimum is the run least disturbed by other processes.
+
+``--tweets N`` measures instead what ``quorum embed`` does on real short texts: the first
+``N`` Davidson tweets (read in place from ``../shared/data/davidson_hate_offensive``),
+in chunks of ``--chunk`` items (``quorum embed``'s transaction size, 512), through
+``ensure_embeddings`` into a throwaway SQLite database (the CLI's loop: read stored
+vectors, encode the missing ones, store them) with the encoder sorting each chunk's
+texts by length (the default) and without (``sort_by_length=False``, the old order),
+against the bare MiniLM forward on the same batches of each order, tokenised beforehand;
+the four measurements alternate within each of ``--repeats`` rounds, best of the rounds.
 """
 
 from __future__ import annotations
@@ -66,8 +75,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--tweets", type=int, default=0,
+                        help="measure quorum embed on this many Davidson tweets instead")
+    parser.add_argument("--chunk", type=int, default=512)
     args = parser.parse_args()
     bs = args.batch_size
+    if args.tweets:
+        tweets_bench(args.tweets, bs=bs, chunk=args.chunk, repeats=args.repeats)
+        return
     n_text = 64 if args.quick else 256
     n_image = 32 if args.quick else 64
     texts = generate_texts(n_text, seed=3)
@@ -148,6 +163,112 @@ def main() -> None:
         minilm_bare,
         args.repeats,
     )
+
+
+def davidson_tweets(n: int) -> list[str]:
+    import pandas as pd
+
+    rel = Path("shared") / "data" / "davidson_hate_offensive" / "labeled_data.csv"
+    for base in Path(__file__).resolve().parents:
+        if (base / rel).exists():
+            return pd.read_csv(base / rel, index_col=0)["tweet"].astype(str).tolist()[:n]
+    raise SystemExit(f"../{rel} not found beside the repository")
+
+
+def tweets_bench(n: int, *, bs: int, chunk: int, repeats: int) -> None:
+    """``quorum embed``'s loop vs the bare forward on the same batches (see the docstring)."""
+    from sqlalchemy import delete, select
+
+    from backend.db import dispose_engines, session_scope, utcnow
+    from backend.items.models import Item, ItemEmbedding
+    from backend.migrate import upgrade
+    from backend.ml_adapter.service import ensure_embeddings
+    from ml.encoders_minilm import MiniLMEncoder, length_order
+
+    texts = davidson_tweets(n)
+    n = len(texts)
+    chunks = [list(range(s, min(s + chunk, n))) for s in range(0, n, chunk)]
+    sorted_enc = create_encoder("minilm")
+    unsorted_enc = MiniLMEncoder(sort_by_length=False)
+    unsorted_enc.model, unsorted_enc.tokenizer = sorted_enc.model, sorted_enc.tokenizer
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {bs}, "
+          f"{n} Davidson tweets in chunks of {chunk}, best of {repeats}")
+
+    def batches(order_of: Callable[[list[str]], object]) -> list[dict]:
+        out = []
+        for ids in chunks:
+            part = [texts[i] for i in ids]
+            order = list(order_of(part))  # type: ignore[call-overload]
+            out += [sorted_enc.tokenize([part[j] for j in order[s:s + bs]])
+                    for s in range(0, len(part), bs)]
+        return out
+
+    def token_order(part: list[str]) -> object:
+        return length_order(sorted_enc.tokenizer(part, truncation=True,
+                                                 max_length=sorted_enc.max_length)["input_ids"])
+
+    sorted_batches = batches(token_order)
+    plain_batches = batches(lambda part: range(len(part)))
+    pad = {name: sum(int(b["input_ids"].numel()) for b in bb) / sum(
+        int(b["attention_mask"].sum()) for b in bb)
+        for name, bb in (("sorted", sorted_batches), ("unsorted", plain_batches))}
+
+    def bare(bb: list[dict]) -> Callable[[], object]:
+        def run() -> None:
+            with torch.inference_mode():
+                for batch in bb:
+                    sorted_enc.model(**batch)
+        return run
+
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{Path(tmp) / 'embed.sqlite3'}"
+        os.environ.update({"QUORUM_DATABASE_URL": url, "QUORUM_DATA_DIR": tmp})
+        from backend.settings import get_settings
+
+        get_settings.cache_clear()
+        upgrade(url)
+        from backend.items.service import ingest
+        from backend.policy import get_policy
+
+        with session_scope() as session:
+            ingest(session=session, rows=[{"source": "bench", "external_id": str(i),
+                                           "title": t} for i, t in enumerate(texts)],
+                   policy=get_policy(), now=utcnow())
+        with session_scope() as session:
+            ids = list(session.scalars(select(Item.id).order_by(Item.id)))
+
+        def embed(encoder: object) -> Callable[[], object]:
+            def run() -> None:  # the loop of `quorum embed`, from no stored vectors
+                with session_scope() as session:
+                    session.execute(delete(ItemEmbedding))
+                for part in chunks:
+                    with session_scope() as session:
+                        rows = [r._asdict() for r in session.execute(
+                            select(Item.id, Item.title, Item.description, Item.image)
+                            .where(Item.id.in_([ids[i] for i in part])))]
+                        ensure_embeddings(session=session, rows=rows, encoder=encoder,
+                                          batch_size=bs)
+            return run
+
+        # all four measurements alternate within each round (the load of a shared
+        # machine moves between rounds), best of the rounds for each
+        runs = {"sorted pipeline": embed(sorted_enc), "sorted bare": bare(sorted_batches),
+                "unsorted pipeline": embed(unsorted_enc), "unsorted bare": bare(plain_batches)}
+        for fn in runs.values():  # warm-up
+            fn()
+        best = {name: timed(fn) for name, fn in runs.items()}
+        for _ in range(repeats - 1):
+            for name, fn in runs.items():
+                best[name] = min(best[name], timed(fn))
+        for key, title in (("sorted", "sorted by token length"),
+                           ("unsorted", "unsorted (before)")):
+            p, b = n / best[f"{key} pipeline"], n / best[f"{key} bare"]
+            print(f"quorum embed, {title:<24} token slots per real token {pad[key]:.2f}: "
+                  f"pipeline {p:7.1f}/s   bare forward {b:7.1f}/s   ratio {p / b:.3f}")
+        speedup = best["unsorted pipeline"] / best["sorted pipeline"]
+        print(f"sorted vs unsorted: pipeline x{speedup:.2f}, "
+              f"bare x{best['unsorted bare'] / best['sorted bare']:.2f}")
+        dispose_engines()
 
 
 if __name__ == "__main__":

@@ -47,7 +47,10 @@ from ml.calibration_curves import (
     counts_at,
     curve_direction,
     curve_totals,
+    effective_size,
+    is_weighted,
     label_curve,
+    weighted_binary_curve,
 )
 
 Objective = Literal["max_automation", "f_beta", "cost"]
@@ -65,6 +68,9 @@ __all__ = [
     "curve_direction",
     "curve_totals",
     "curve_table",
+    "effective_size",
+    "is_weighted",
+    "weighted_binary_curve",
     "WhatIf",
     "label_curve",
     "lower_bound_clears",
@@ -124,6 +130,11 @@ class ThresholdChoice:
     labels_needed: int | None
     labels_needed_threshold: float | None
     message: str
+    #: weighted curves only: the effective sample size the bound rests on (Kish) and
+    #: the estimated number of stream items decided (``sum(w)`` above the threshold);
+    #: ``n_auto`` is then the number of labels behind it, ``tp``/``fp`` effective counts
+    n_effective: float | None = None
+    weight_auto: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able values (for a calibration run's ``result``)."""
@@ -234,12 +245,14 @@ def choose_threshold(
     direction = curve_direction(curve)
     n_pos, n_neg = curve_totals(curve)
     n = n_pos + n_neg
+    weighted = is_weighted(curve)
+    count = np.float64 if weighted else np.int64  # weighted: effective (float) counts
     t = curve["threshold"].to_numpy(dtype=np.float64)
-    tp = curve["tp"].to_numpy(dtype=np.int64)
-    fp = curve["fp"].to_numpy(dtype=np.int64)
-    fn = curve["fn"].to_numpy(dtype=np.int64)
-    n_auto = curve["n_auto"].to_numpy(dtype=np.int64)
-    n_routed = curve["n_routed"].to_numpy(dtype=np.int64)
+    tp = curve["tp"].to_numpy(dtype=count)
+    fp = curve["fp"].to_numpy(dtype=count)
+    fn = curve["fn"].to_numpy(dtype=count)
+    n_auto = curve["n_auto"].to_numpy(dtype=count)
+    n_routed = curve["n_routed"].to_numpy(dtype=count)
     if target_precision is None:
         eligible = np.ones(t.shape, dtype=bool)
     else:
@@ -252,7 +265,9 @@ def choose_threshold(
         )
 
     if objective == "max_automation":
-        value = n_auto.astype(np.float64)
+        # weighted: the estimated stream items decided, not the labels behind them
+        value = (curve["weight_auto"].to_numpy(dtype=np.float64) if weighted
+                 else n_auto.astype(np.float64))
     elif objective == "f_beta":
         b2 = beta * beta
         denom = (1.0 + b2) * tp + b2 * fn + fp
@@ -293,7 +308,8 @@ def choose_threshold(
     i = int(idx[pick])
     lower_i = float(tied_lower[pick])
     precision = tp[i] / n_auto[i] if n_auto[i] else float("nan")
-    recall = tp[i] / n_pos if n_pos else float("nan")
+    plain_recall = tp[i] / n_pos if n_pos else float("nan")
+    recall = float(curve["recall"].iat[i]) if weighted else plain_recall
     bound_text = (
         ""
         if target_precision is None
@@ -302,13 +318,24 @@ def choose_threshold(
             f"{target_precision}"
         )
     )
+    weighted_fields: dict[str, Any] = {}
+    decided_text = f"decides {n_auto[i]} of {n} labelled items"
+    if weighted:
+        labels_i = int(curve["labels_auto"].iat[i])
+        weight_i = float(curve["weight_auto"].iat[i])
+        weighted_fields = {"n_effective": float(n_auto[i]), "weight_auto": weight_i}
+        decided_text = (f"decides an estimated {weight_i:.0f} of "
+                        f"{float(curve.attrs.get('weight_total', n)):.0f} items (weighted by "
+                        f"sampling probability; rests on {labels_i} labels, effective sample "
+                        f"size {n_auto[i]:.0f})")
     return ThresholdChoice(
         **common,
+        **weighted_fields,
         threshold=float(t[i]),
-        n_auto=int(n_auto[i]),
-        n_routed=int(n_routed[i]),
-        tp=int(tp[i]),
-        fp=int(fp[i]),
+        n_auto=int(curve["labels_auto"].iat[i]) if weighted else int(n_auto[i]),
+        n_routed=(n - int(curve["labels_auto"].iat[i])) if weighted else int(n_routed[i]),
+        tp=int(round(tp[i])),
+        fp=int(round(fp[i])),
         precision=_none_if_nan(precision),
         precision_lower=_none_if_nan(lower_i),
         recall=_none_if_nan(recall),
@@ -316,7 +343,7 @@ def choose_threshold(
         labels_needed=None,
         labels_needed_threshold=None,
         message=(
-            f"{objective}: threshold {t[i]:.6g} decides {n_auto[i]} of {n} labelled items "
+            f"{objective}: threshold {t[i]:.6g} {decided_text} "
             f"automatically (precision {precision:.4f}){bound_text}"
         ),
     )

@@ -112,8 +112,10 @@ def what_if(
     cum_lab = np.concatenate([[0], labelled["n_auto"].to_numpy(), [n_labelled]])
     cum_tp = np.concatenate([[0], labelled["tp"].to_numpy(), [n_pos]])
     n_items = np.diff(cum)
-    lab_n = np.diff(cum_lab)
-    lab_tp = np.diff(cum_tp)
+    # a weighted curve (inverse-probability weights) has effective counts: the bands'
+    # differences are then an approximation of each band's effective size, kept >= 0
+    lab_n = np.maximum(np.diff(cum_lab), 0)
+    lab_tp = np.clip(np.diff(cum_tp), 0, lab_n)
     lower, upper = proportion_bounds(
         successes=lab_tp, trials=lab_n, confidence=confidence, method=method, sided="two"
     )
@@ -169,10 +171,14 @@ def spot_check_precision(
 
     Input columns: ``band`` (str), ``auto_label`` (what the automation decided),
     ``human_label`` (the spot checker's verdict; rows where it is missing are
-    ignored). ``target_precision``: one target, or ``{band: target}``.
+    ignored), optionally ``weight`` (``1 / sampling probability`` of the check: pooling
+    bands checked at different rates into one row weighs each check by the items it
+    stands for). ``target_precision``: one target, or ``{band: target}``.
 
     Output, one row per band (sorted): ``band``, ``n`` (checked), ``agreements``
-    (``auto_label == human_label``), ``precision`` (agreements / n), ``precision_lower``
+    (``auto_label == human_label``), ``precision`` (agreements / n; weighted:
+    ``sum(w * agree) / sum(w)``), ``n_effective`` (the sample size the interval rests
+    on: ``n``, or Kish's ``sum(w)**2 / sum(w**2)`` with weights), ``precision_lower``
     / ``precision_upper`` (two-sided interval at ``confidence``, ``method``),
     ``target``, ``below_target`` (the upper bound is below the target: the data
     shows the band misses it) and ``unproven`` (the lower bound is below the target:
@@ -183,18 +189,29 @@ def spot_check_precision(
         raise ValueError(f"checks lacks columns {sorted(missing)}")
     done = checks[checks["human_label"].notna()]
     agree = (done["auto_label"] == done["human_label"]).astype(np.int64)
+    if "weight" in done.columns:
+        w = done["weight"].astype(np.float64)
+        if not np.all(np.isfinite(w)) or (w <= 0).any():
+            raise ValueError("weights must be positive and finite (1 / sampling probability)")
+    else:
+        w = pd.Series(1.0, index=done.index)
     grouped = agree.groupby(done["band"])
     out = pd.DataFrame({"n": grouped.size(), "agreements": grouped.sum()}).reset_index()
     out["n"] = out["n"].astype(np.int64)
     out["agreements"] = out["agreements"].astype(np.int64)
+    frame = pd.DataFrame({"band": done["band"], "w": w, "wa": w * agree, "w2": w * w})
+    sums = frame.groupby("band")[["w", "wa", "w2"]].sum().reindex(out["band"])
+    precision = (sums["wa"] / sums["w"]).to_numpy()
+    n_eff = (sums["w"] ** 2 / sums["w2"]).to_numpy()
     lower, upper = proportion_bounds(
-        successes=out["agreements"].to_numpy(),
-        trials=out["n"].to_numpy(),
+        successes=precision * n_eff,
+        trials=n_eff,
         confidence=confidence,
         method=method,
         sided="two",
     )
-    out["precision"] = out["agreements"] / out["n"]
+    out["precision"] = precision
+    out["n_effective"] = n_eff
     out["precision_lower"] = lower
     out["precision_upper"] = upper
     if isinstance(target_precision, Mapping):

@@ -117,14 +117,15 @@ def group_scores(proba: np.ndarray, classes: Sequence[str], members: Sequence[st
 
 def group_curve(proba: np.ndarray, y_true: Sequence[str], classes: Sequence[str],
                 members: Sequence[str], *, ok_label: str | None = None,
-                score: GroupScore = "sum") -> Any:
+                score: GroupScore = "sum", weights: Any = None) -> Any:
     """Precision / recall curve of deciding "in the group" at ``group score >= t``:
-    positives are items whose true label is a member (``ml.calibration.binary_curve``)."""
+    positives are items whose true label is a member (``ml.calibration.binary_curve``;
+    ``weights``: inverse sampling probabilities, a weighted curve)."""
     from ml.calibration import binary_curve
 
     s = group_scores(proba, classes, members, ok_label=ok_label, score=score)
     positive = np.isin(np.asarray(y_true, dtype=object), list(members))
-    return binary_curve(scores=s, positive=positive)
+    return binary_curve(scores=s, positive=positive, weights=weights)
 
 
 @dataclass

@@ -83,7 +83,7 @@ class TextStackClassifier:
         max_features: int | None = 200_000,
         embedding_weight: float = 1.0,
         C: float = 10.0,  # noqa: N803 - scikit-learn's name
-        class_weight: str | Mapping[str, float] | None = "balanced",
+        class_weight: str | Mapping[str, float] | None = None,
         max_iter: int = 2000,
     ) -> None:
         unknown = set(log_signals) - set(signal_names)

@@ -24,13 +24,15 @@ def calibrate_groups(*, proba: np.ndarray, labels: list[str], classes: list[str]
                      policy: Policy, cal: Any, bands: dict[str, dict[str, Any]],
                      choose: Callable[..., Any], as_dict: Callable[[Any], dict[str, Any]],
                      backing: dict[str, Any] | None = None,
-                     assess: Callable[..., dict[str, Any]] | None = None
+                     assess: Callable[..., dict[str, Any]] | None = None,
+                     weights: np.ndarray | None = None
                      ) -> tuple[dict[str, Any], list[pd.DataFrame], bool]:
     """Per group: the choices (for ``run.result["groups"]``), its curve, and whether
     anything was backed; ``bands`` gets the backed cut-offs in place. With ``backing`` and
     ``assess``, the deciding (``high``) cut-off's evidence goes to
     ``backing["group:<name>.high"]``, so the group band is live only while it holds for
-    the model it was calibrated for (``backend.calibration.thresholds.band_states``)."""
+    the model it was calibrated for (``backend.calibration.thresholds.band_states``).
+    ``weights``: the labels' inverse sampling probabilities (weighted curves)."""
     from ml.bands import group_key
     from ml.families import group_curve
 
@@ -42,7 +44,7 @@ def calibrate_groups(*, proba: np.ndarray, labels: list[str], classes: list[str]
         if not members:
             continue
         curve = group_curve(proba, labels, classes, members, ok_label=policy.ok_key,
-                            score=group.score)  # type: ignore[arg-type]
+                            score=group.score, weights=weights)  # type: ignore[arg-type]
         key = group_key(group.name)
         curves.append(curve.assign(kind="group", label=key))
         up = choose(curve, target=cal.target_precision, cal=cal, objective=cal.objective)

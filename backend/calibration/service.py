@@ -9,10 +9,12 @@
   target and the routing cut-off (``good`` / ``middle``) at the routing target, both by
   the lower-confidence-bound rule. Where nothing can be backed the current cut-off stays
   and the run says how many more labels are needed.
-- ``kind="similarity"``: pair tasks (``PAIRS`` queue, ``task_type="pair"``) ask people
-  whether two neighbours deserve the same decision ("similar" is not "same decision");
-  their answers are aggregated by majority vote and ``choose_reuse_distance`` picks
-  the reuse distance.
+- ``kind="similarity"``: the reuse distance is chosen (``choose_reuse_distance``) on
+  pairs from two places: the **history** (each item with a human verdict and its nearest
+  labelled neighbour: did they get the same label? ``history_pairs``; no fresh pair
+  tasks are needed where history answers the question) and **pair tasks** (``PAIRS``
+  queue, ``task_type="pair"``) that ask people whether two neighbours deserve the same
+  decision ("similar" is not "same decision"), aggregated by majority vote.
 
 A run stores its curves as CSV and Parquet under ``data_dir/reports/calibration-<id>/``
 and proposes a new threshold set (linked to the run) only when something is backed.
@@ -179,6 +181,55 @@ def labelled_set(*, session: Session, policy: Policy, as_of: datetime) -> list[t
             ItemStatus.decided_at <= as_of).order_by(ItemStatus.item_id)).tuples()]
 
 
+def sampling_probabilities(*, session: Session, ids: Sequence[int],
+                           settings: Settings | None = None) -> np.ndarray:
+    """The chance each labelled item got its current human verdict, in ``ids`` order.
+
+    Recorded where the label was made: a spot check's task payload (its band's rate,
+    ``routing/spot_checks.py``), an import row (``sampling_probability`` in the event's
+    details); a spot-check task from before the rate was recorded falls back to the
+    band's current ``QUORUM_SPOT_CHECK_RATES``. Anything else went to people because no
+    automation decided it: probability 1."""
+    from backend.decisions.models import DecisionEvent
+    from backend.routing.spot_checks import KIND as SPOT_CHECK
+
+    settings = settings or get_settings()
+    rates = settings.spot_check_rates
+    found: dict[int, float] = {}
+    ids = list(ids)
+    for start in range(0, len(ids), 500):
+        rows = session.execute(
+            select(ItemStatus.item_id, DecisionEvent.details, Task.payload, Queue.kind)
+            .join(DecisionEvent, DecisionEvent.id == ItemStatus.event_id)
+            .outerjoin(Task, Task.id == DecisionEvent.task_id)
+            .outerjoin(Queue, Queue.id == Task.queue_id)
+            .where(ItemStatus.item_id.in_(ids[start:start + 500])))
+        for item_id, details, payload, kind in rows:
+            p = (details or {}).get("sampling_probability")
+            if p is None:
+                p = (payload or {}).get("sampling_probability")
+            if p is None and kind == SPOT_CHECK:
+                band = (payload or {}).get("band")
+                p = rates.get(band, rates.get((payload or {}).get("source"), 1.0))
+            try:
+                value = float(p) if p is not None else 1.0
+            except (TypeError, ValueError):
+                value = 1.0
+            found[int(item_id)] = value if 0.0 < value <= 1.0 else 1.0
+    return np.array([found.get(int(i), 1.0) for i in ids], dtype=np.float64)
+
+
+def _weighting(weights: np.ndarray) -> dict[str, Any]:
+    """What ``result["weighting"]`` says about the labels' inverse-probability weights."""
+    from ml.calibration import effective_size
+
+    probs = pd.Series(np.round(1.0 / weights, 6)).value_counts().sort_index()
+    return {"weighted": bool(np.any(weights != 1.0)), "n_labels": int(weights.size),
+            "n_effective": round(effective_size(weights), 2) if weights.size else 0.0,
+            "estimated_items": round(float(weights.sum()), 2),
+            "by_probability": {f"{p:g}": int(n) for p, n in probs.items()}}
+
+
 def _scores(session: Session, *, ids: list[int], labels: list[str], cal: CalibrationSettings,
             policy: Policy) -> tuple[np.ndarray, list[str], str, bool]:
     """Probabilities ``[n, k]`` for the labelled items, the classes, the model id, and
@@ -280,6 +331,10 @@ def _calibrate_classifier(session: Session, *, run: CalibrationRun, cal: Calibra
                                             policy=policy)
     encoder_id = _encoder_id()
     result.update(model_id=model_id, encoder_id=encoder_id, out_of_fold=oof, classes=classes)
+    # inverse-probability weights: a label from a 5 % spot check stands for 20 items
+    weights = 1.0 / sampling_probabilities(session=session, ids=ids, settings=settings)
+    result["weighting"] = _weighting(weights)
+    curve_weights = weights if result["weighting"]["weighted"] else None
     kinds = thresholds.class_kinds(policy)
     bands = {lab: dict(cuts) for lab, cuts in base.bands.items()}
     # evidence carried from the base set (the reuse distance, labels this model lacks);
@@ -290,7 +345,8 @@ def _calibrate_classifier(session: Session, *, run: CalibrationRun, cal: Calibra
     for label in classes:
         if label not in kinds:
             continue
-        curve = label_curve(proba=proba, y_true=labels, classes=classes, label=label)
+        curve = label_curve(proba=proba, y_true=labels, classes=classes, label=label,
+                            weights=curve_weights)
         totals[label] = dict(curve.attrs)
         curves.append(curve.assign(kind="classifier", label=label))
         (upper, upper_band), (lower, lower_band) = LADDERS[kinds[label]]
@@ -328,11 +384,12 @@ def _calibrate_classifier(session: Session, *, run: CalibrationRun, cal: Calibra
             assess=lambda curve, value: thresholds.assess(
                 curve=curve, value=value, target=cal.target_precision,
                 confidence=cal.confidence, method=cal.bound_method, run_id=run.id,
-                model_id=model_id, encoder_id=encoder_id))
+                model_id=model_id, encoder_id=encoder_id), weights=curve_weights)
         curves += group_curves
         backed |= group_backed
     result["curve_totals"] = totals
     scores = pd.DataFrame(proba, columns=[f"p_{c}" for c in classes])
+    scores.insert(0, "sampling_probability", 1.0 / weights)
     scores.insert(0, "true_label", labels)
     scores.insert(0, "item_id", ids)
     result["files"] = _write_frames(run_dir(settings, run.id), {
@@ -571,26 +628,91 @@ def pair_votes(*, session: Session, cal: CalibrationSettings,
     return out[columns]
 
 
+#: at most this many labelled items anchor a history pair per run (a seeded sample)
+HISTORY_PAIR_ANCHORS = 50_000
+
+
+def history_pairs(*, session: Session, policy: Policy, as_of: datetime | None = None,
+                  limit: int = HISTORY_PAIR_ANCHORS, seed: int = 0) -> tuple[pd.DataFrame, str]:
+    """Pairs of labelled neighbours from the history (``ml.similarity.
+    labelled_neighbour_pairs``): for each item with a human verdict of a policy class
+    (imported, moderator, crowd; at most ``limit``, a seeded sample), its nearest
+    neighbour among the others, at the current encoder's distance. Returns the pairs
+    (``item_id``, ``other_item_id``, ``distance``, ``same``) and the encoder id."""
+    from backend.ml_adapter.service import ensure_embeddings, get_encoder, get_store, sync_index
+    from backend.ml_adapter.settings import get_ml_settings
+    from ml.similarity import labelled_neighbour_pairs
+
+    ml = get_ml_settings()
+    encoder = get_encoder(ml)
+    empty = pd.DataFrame(columns=["item_id", "other_item_id", "distance", "same"])
+    stmt = select(ItemStatus.item_id, ItemStatus.label).where(
+        ItemStatus.is_human.is_(True), ItemStatus.label.in_(policy.class_keys))
+    if as_of is not None:
+        stmt = stmt.where(ItemStatus.decided_at <= as_of)
+    labels = {int(i): str(lab) for i, lab in session.execute(stmt).tuples()}
+    if len(labels) < 2:
+        return empty, encoder.encoder_id
+    store = get_store(encoder=encoder, session=session, ml=ml)
+    sync_index(session=session, encoder=encoder, store=store, batch_size=ml.batch_size)
+    anchors = sorted(labels)
+    if len(anchors) > limit:
+        anchors = sorted(random.Random(seed).sample(anchors, limit))
+    frames = []
+    k = min(max(ml.neighbours, 2) + 1, len(store)) if len(store) else 0
+    if k < 2:
+        return empty, encoder.encoder_id
+    for start in range(0, len(anchors), 2000):
+        chunk = anchors[start:start + 2000]
+        rows = [r._asdict() for part in range(0, len(chunk), 500) for r in session.execute(
+            select(Item.id, Item.title, Item.description, Item.image)
+            .where(Item.id.in_(chunk[part:part + 500])))]
+        vecs = ensure_embeddings(session=session, rows=rows, encoder=encoder,
+                                 batch_size=ml.batch_size)
+        nids, dists = store.search(vecs, k)
+        frames.append(labelled_neighbour_pairs([r["id"] for r in rows], nids, dists, labels))
+    pairs = pd.concat(frames, ignore_index=True) if frames else empty
+    if len(frames) > 1:  # a mutual pair split across chunks counts once
+        key = pairs[["item_id", "other_item_id"]].min(axis=1).astype(str) + ":" + pairs[
+            ["item_id", "other_item_id"]].max(axis=1).astype(str)
+        pairs = pairs[~key.duplicated()].reset_index(drop=True)
+    return pairs, encoder.encoder_id
+
+
 def _calibrate_similarity(session: Session, *, run: CalibrationRun, cal: CalibrationSettings,
                           settings: Settings, policy: Policy, user_id: int | None
                           ) -> dict[str, Any]:
     from ml.calibration import choose_reuse_distance, similarity_curve
 
-    pairs = pair_votes(session=session, cal=cal, as_of=run.as_of)
+    tasks = pair_votes(session=session, cal=cal, as_of=run.as_of)
+    tasks["source"] = "pair_task"
+    history, history_encoder = history_pairs(session=session, policy=policy, as_of=run.as_of)
+    history = history.assign(pair_id=None, n_votes=None, n_same=None, source="history",
+                             encoder_id=history_encoder)
+    pairs = pd.concat([frame for frame in (tasks, history[tasks.columns]) if len(frame)],
+                      ignore_index=True) if len(tasks) or len(history) else tasks
     run.labelled_set = pairs.to_dict(orient="records") if len(pairs) else []
     run.labelled_set = [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
                         for r in run.labelled_set]
     run.labelled_count = len(pairs)
     base = base_set(session=session, policy=policy)
     result: dict[str, Any] = {"base_version": base.version, "current": base.reuse_distance,
-                              "proposed_version": None, "labels_needed": {}, "messages": []}
+                              "proposed_version": None, "labels_needed": {}, "messages": [],
+                              "pairs": {"pair_tasks": int(len(tasks)),
+                                        "history": int(len(history))}}
     if pairs.empty:
-        run.message = ("no answered pair tasks: sample some with `quorum calibrate pairs` "
-                       "and let people answer them")
+        run.message = ("no answered pair tasks and no two labelled neighbours in the history: "
+                       "import or decide some items, or sample pair tasks with `quorum "
+                       "calibrate pairs` and let people answer them")
         result["messages"].append(run.message)
         return result
+    result["messages"].append(
+        f"{len(history)} pair(s) of labelled neighbours from the history (each labelled "
+        f"item and its nearest labelled neighbour: same label or not) and {len(tasks)} "
+        "answered pair task(s)")
+    # the history pairs were measured with the current encoder: calibrate for it
     encoders = [e for e in pairs["encoder_id"].tolist() if e]
-    encoder_id = encoders[-1] if encoders else None  # the newest pair task's encoder
+    encoder_id = history_encoder if len(history) else (encoders[-1] if encoders else None)
     if encoder_id is not None and len(set(encoders)) > 1:
         keep = pairs["encoder_id"] == encoder_id
         result["messages"].append(f"{int((~keep).sum())} pair(s) measured with another "

@@ -55,6 +55,8 @@ class BandState:
     target: float | None = None
     run_id: int | None = None
     bound_to: str | None = None  # the model (bands) or encoder (reuse) it was backed for
+    #: weighted calibration: the effective sample size the bound rests on (Kish)
+    n_effective: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,7 +75,7 @@ def _state(*, key: str, label: str | None, band: str, value: float | None, enabl
         info = {"lower": backing.get("lower"), "precision": backing.get("precision"),
                 "n_auto": backing.get("n_auto"), "n_labelled": backing.get("n_labelled"),
                 "target": backing.get("target"), "run_id": backing.get("run_id"),
-                "bound_to": backing.get(bound_name)}
+                "bound_to": backing.get(bound_name), "n_effective": backing.get("n_effective")}
     base = {"key": key, "label": label, "band": band, "value": value, **info}
     if not enabled:
         return BandState(**base, state="off", reason=off_reason)
@@ -89,7 +91,7 @@ def _state(*, key: str, label: str | None, band: str, value: float | None, enabl
         return BandState(**base, state="shadow", reason=(
             f"not backed: lower bound {'undefined' if lower is None else f'{lower:.2%}'} "
             f"< target {backing.get('target'):.0%} on {backing.get('n_auto') or 0} of "
-            f"{backing.get('n_labelled') or 0} labels"))
+            f"{backing.get('n_labelled') or 0} labels{_effective(backing)}"))
     if bound is not None and backing.get(bound_name) != bound:
         return BandState(**base, state="shadow", reason=(
             f"backed for {backing.get(bound_name)}, not for {bound}: calibrate "
@@ -97,7 +99,18 @@ def _state(*, key: str, label: str | None, band: str, value: float | None, enabl
     return BandState(**base, state="live", reason=(
         f"backed: lower bound {backing.get('lower'):.2%} >= target "
         f"{backing.get('target'):.0%} on {backing.get('n_auto')} of "
-        f"{backing.get('n_labelled')} labels"))
+        f"{backing.get('n_labelled')} labels{_effective(backing)}"))
+
+
+def _effective(backing: dict[str, Any]) -> str:
+    """``" (effective sample size N, weighted ...)"`` where the bound came from a weighted
+    curve whose effective size differs from the label count."""
+    n_eff = backing.get("n_effective")
+    if n_eff is None or math.isclose(float(n_eff), float(backing.get("n_auto") or 0),
+                                     abs_tol=0.5):
+        return ""
+    return (f" (effective sample size {float(n_eff):.0f}: labels weighted by their "
+            "sampling probability)")
 
 
 def band_states(ts: ThresholdSet, *, policy: Policy, model_id: str | None = None,
@@ -145,21 +158,31 @@ def assess(*, curve: Any, value: float, target: float, confidence: float, method
            run_id: int | None, **bound: Any) -> dict[str, Any]:
     """The evidence a calibration curve gives for one cut-off ``value``: the curve read at
     ``value``, the one-sided lower bound on precision, and whether it clears ``target``."""
-    from ml.calibration import counts_at, lower_bound_clears, proportion_bounds
+    from ml.calibration import counts_at, is_weighted, lower_bound_clears, proportion_bounds
 
     row = counts_at(curve, thresholds=[value]).iloc[0]
-    tp, n_auto = int(row["tp"]), int(row["n_auto"])
+    weighted = is_weighted(curve)
+    if weighted:  # effective counts (inverse-probability weights): the bound's sample size
+        tp, n_auto = float(row["tp"]), float(row["n_auto"])
+    else:
+        tp, n_auto = int(row["tp"]), int(row["n_auto"])
     lower, _ = proportion_bounds(successes=tp, trials=n_auto, confidence=confidence,
                                  method=method, sided="one")  # type: ignore[arg-type]
     lower = float(lower)
     backed = bool(n_auto > 0 and lower_bound_clears(
         successes=[tp], trials=[n_auto], target=target, confidence=confidence,
         method=method)[0])  # type: ignore[arg-type]
-    return {"threshold": float(value), "backed": backed, "target": float(target),
-            "precision": tp / n_auto if n_auto else None,
-            "lower": None if math.isnan(lower) else lower, "n_auto": n_auto,
-            "n_labelled": int(row["n_auto"] + row["n_routed"]), "confidence": confidence,
-            "method": method, "run_id": run_id, **bound}
+    out = {"threshold": float(value), "backed": backed, "target": float(target),
+           "precision": tp / n_auto if n_auto else None,
+           "lower": None if math.isnan(lower) else lower, "n_auto": n_auto,
+           "n_labelled": int(row["n_auto"] + row["n_routed"]), "confidence": confidence,
+           "method": method, "run_id": run_id, **bound}
+    if weighted:
+        out.update(n_auto=int(row["labels_auto"]), n_effective=round(n_auto, 2),
+                   weight_auto=round(float(row["weight_auto"]), 2),
+                   n_labelled=int(curve.attrs.get("n_positive", 0)
+                                  + curve.attrs.get("n_negative", 0)))
+    return out
 
 
 def default_threshold_set(*, policy: Policy, auto_decide: list[str],

@@ -14,7 +14,7 @@ import_app = typer.Typer(help="Bring your history: labelled items as human decis
 @import_app.command("verdicts")
 def import_verdicts_cmd(
     file: Annotated[Path, typer.Argument(help="CSV, JSONL or Parquet: item fields + label, "
-                                         "decided_by, decided_at")],
+                                         "decided_by, decided_at, sampling_probability")],
     fmt: Annotated[str | None, typer.Option("--format", help="jsonl | csv | parquet")] = None,
     partial: Annotated[bool, typer.Option(help="store the valid rows even if some are bad")
                        ] = False,

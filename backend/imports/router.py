@@ -29,7 +29,7 @@ def import_verdicts_route(
     response: Response,
     body: list[Any] | dict[str, Any] = Body(
         ..., description="a JSON array of labelled items, or {\"items\": [...]}; each is an "
-        "item plus label, decided_by, decided_at"),
+        "item plus label, decided_by, decided_at, sampling_probability"),
     partial: bool = Query(False, description="store the valid rows even if some are bad"),
 ) -> ImportResult:
     """Import up to ``max_ingest_batch`` labelled items as human decisions (source

@@ -4,15 +4,22 @@ A row is an item (the fields of ``POST /api/v1/items``) plus ``label`` (a policy
 key), ``decided_by`` (who decided, free text, optional) and ``decided_at`` (when,
 optional, ISO 8601). Importing stores the item (as ingest does, without routing it:
 no queue, no task) and records one human decision event with ``source="import"``;
-its details keep ``decided_by`` and ``decided_at``. Imported verdicts are final human
-verdicts like a moderator's: ``quorum train`` learns from them, ``quorum calibrate``
-measures on them and the neighbour index takes them in at its next sync.
+its details keep ``decided_by``, ``decided_at`` and ``sampling_probability``. Imported
+verdicts are final human verdicts like a moderator's: ``quorum train`` learns from them,
+``quorum calibrate`` measures on them and the neighbour index takes them in at its next
+sync.
 
 Idempotent: re-importing the same row changes nothing (the item is ``unchanged`` and
 no event is appended). A row whose label differs from the item's current *imported*
 verdict records a new import decision (``relabelled``: the file was corrected). A
 verdict made in Quorum (moderator, crowd) is never overridden by an import: the row
 is counted as ``kept``.
+
+``sampling_probability`` (optional, in (0, 1], default 1): the chance the item got a
+human label at all. A history where every item was labelled leaves it out; one where
+automatic decisions were labelled only through 5 % spot checks gives those rows 0.05,
+and calibration weighs each label by ``1 / sampling_probability`` (inverse-probability
+weighting, ``docs/calibration.md``).
 
 A batch with a bad row is refused whole (nothing stored) unless ``partial``.
 """
@@ -36,7 +43,19 @@ from backend.items.service import ingest
 from backend.policy import Policy
 
 SOURCE = "import"
-VERDICT_FIELDS = ("label", "decided_by", "decided_at")
+VERDICT_FIELDS = ("label", "decided_by", "decided_at", "sampling_probability")
+
+
+def _probability(value: Any) -> float:
+    if value is None or value == "":
+        return 1.0
+    try:
+        p = float(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"sampling_probability {value!r} is not a number") from exc
+    if not 0.0 < p <= 1.0:  # NaN fails too
+        raise ValueError(f"sampling_probability must be in (0, 1], not {value!r}")
+    return p
 
 
 class ImportResult(BaseModel):
@@ -94,9 +113,15 @@ def _split(rows: Sequence[Any], *, policy: Policy
             errors.append(RowError(row=n, field="decided_at", message=str(exc)))
             verdicts.append(None)
             continue
+        try:
+            probability = _probability(raw.get("sampling_probability"))
+        except ValueError as exc:
+            errors.append(RowError(row=n, field="sampling_probability", message=str(exc)))
+            verdicts.append(None)
+            continue
         by = raw.get("decided_by")
         verdicts.append({"label": label, "decided_by": None if by is None else str(by)[:200],
-                         "decided_at": decided_at})
+                         "decided_at": decided_at, "sampling_probability": probability})
     return items, verdicts, errors
 
 
@@ -167,7 +192,9 @@ def import_verdicts(*, session: Session, rows: Sequence[Any], policy: Policy,
         decisions.append(NewDecision(item_id=item_id, label=verdict["label"], source=SOURCE,
                                      details={"decided_by": verdict["decided_by"],
                                               "decided_at": decided_at.isoformat()
-                                              if decided_at else None}))
+                                              if decided_at else None,
+                                              "sampling_probability":
+                                                  verdict["sampling_probability"]}))
     record_decisions(session=session, decisions=decisions, now=now)
     result.decisions = len(decisions)
     result.stored = stored

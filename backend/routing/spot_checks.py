@@ -5,7 +5,9 @@ A configurable share (``QUORUM_SPOT_CHECK_RATES``, per band — ``auto_ok``, ``M
 ``SPOT_CHECK`` with the automatic decision in the task's payload. The people's verdicts
 measure the precision of automation per band; a disagreeing verdict corrects the item
 (a human decision supersedes an automatic one). Sampling is deterministic (a hash of the
-item and the event), so re-running it picks the same items.
+item and the event), so re-running it picks the same items. The task's payload records
+the rate as ``sampling_probability``: calibration weighs the verdict by its inverse (a
+check at 5 % stands for 20 automatic decisions; ``docs/calibration.md``).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def sample_spot_checks(*, session: Session, decisions: Sequence[NewDecision],
         if rate > 0 and _draw(d.item_id, event_id) < rate:
             items.append(d.item_id)
             payloads.append({"spot_check_of": event_id, "band": band, "auto_label": d.label,
-                             "source": d.source})
+                             "source": d.source, "sampling_probability": min(float(rate), 1.0)})
     if items:
         queues.enqueue(session=session, kind=KIND, item_ids=items, payloads=payloads, now=now,
                        settings=settings)

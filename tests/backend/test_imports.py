@@ -39,7 +39,8 @@ def test_api_import_records_human_decisions_without_queues(client, make_user, se
     assert {(s.source, s.is_human, s.state) for s in statuses} == {("import", True, "decided")}
     assert count(session, Task) == 0  # no queue, no task: history is not work
     event = session.scalars(select(DecisionEvent)).first()
-    assert event.details == {"decided_by": "mod0", "decided_at": "2026-03-01T10:00:00+00:00"}
+    assert event.details == {"decided_by": "mod0", "decided_at": "2026-03-01T10:00:00+00:00",
+                             "sampling_probability": 1.0}
 
 
 def test_reimport_changes_nothing_and_a_corrected_file_relabels(client, make_user, session):
@@ -70,17 +71,19 @@ def test_import_never_overrides_a_verdict_made_in_quorum(session, settings, poli
 def test_bad_rows_store_nothing_and_say_which(client, make_user, session):
     _, token = make_user("ana", "analyst")
     rows = [labelled(1, "ok"), labelled(2, "spam"), {**labelled(3, "ok"), "price": -1},
-            {**item_row(4)}, labelled(5, "ok", decided_at="yesterday")]
+            {**item_row(4)}, labelled(5, "ok", decided_at="yesterday"),
+            {**labelled(6, "ok"), "sampling_probability": 0}]
     rows[4]["decided_at"] = "yesterday"
     r = client.post("/api/v1/imports/verdicts", json=rows, headers=auth(token))
     assert r.status_code == 422
     errors = {(e["row"], e["field"]) for e in r.json()["details"]["errors"]}
-    assert errors == {(2, "label"), (3, "price"), (4, "label"), (5, "decided_at")}
+    assert errors == {(2, "label"), (3, "price"), (4, "label"), (5, "decided_at"),
+                      (6, "sampling_probability")}
     assert count(session, Item) == 0 and count(session, DecisionEvent) == 0
     session.rollback()
     part = client.post("/api/v1/imports/verdicts?partial=true", json=rows, headers=auth(token))
     assert part.status_code == 207
-    assert (part.json()["decisions"], part.json()["rejected"]) == (1, 4)
+    assert (part.json()["decisions"], part.json()["rejected"]) == (1, 5)
     assert count(session, Item) == 1
 
 

@@ -174,6 +174,8 @@ def test_spot_checks_sample_automatic_decisions(session, settings, policy, monke
     event = session.get(DecisionEvent, t.payload["spot_check_of"])
     assert (event.item_id, t.payload["auto_label"], t.payload["band"]) == (t.item_id, "fraud",
                                                                            "rule")
+    # the rate is recorded where the label will be made: calibration weighs it by 1 / 0.5
+    assert t.payload["sampling_probability"] == 0.5
     # spot-checked items stay decided (the automatic decision holds until a person speaks)
     assert session.get(ItemStatus, t.item_id).state == "decided"
 

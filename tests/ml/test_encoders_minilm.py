@@ -76,3 +76,28 @@ def test_default_encoder_uses_clip_when_checkpoint_exists(clip_checkpoint: Path)
 
     encoder = load_default_encoder(str(clip_checkpoint))
     assert isinstance(encoder, OpenClipEncoder) and encoder.dim == 512
+
+
+def test_texts_are_batched_by_length_and_rows_come_back_in_order(minilm_encoder,
+                                                                 monkeypatch) -> None:
+    texts = ["a much longer text that pads the batch with many more tokens than the rest",
+             "hi", "a medium sized one here", "ok", "another rather long sentence about shoes",
+             "yes &#128514;&#128514; http://t.co/abc"]  # short in characters, long in tokens
+    seen: list[list[int]] = []
+    forward = minilm_encoder.forward
+    monkeypatch.setattr(minilm_encoder, "forward", lambda batch: seen.append(
+        batch["attention_mask"].sum(dim=1).tolist()) or forward(batch))
+    sorted_rows = minilm_encoder.encode_texts(texts, batch_size=2)
+    # batches hold texts of similar token counts: padding is most of the cost on short
+    # texts, so no short text shares a batch with a long one
+    assert len(seen) == 3
+    assert [max(b) for b in seen[:-1]] <= [min(b) for b in seen[1:]]
+    assert sorted(n for b in seen for n in b) == [n for b in seen for n in b]
+    one_by_one = np.vstack([minilm_encoder.encode_texts([t]) for t in texts])
+    np.testing.assert_allclose(sorted_rows, one_by_one, atol=1e-5)
+    minilm_encoder.sort_by_length = False
+    try:
+        np.testing.assert_allclose(minilm_encoder.encode_texts(texts, batch_size=2),
+                                   one_by_one, atol=1e-5)
+    finally:
+        minilm_encoder.sort_by_length = True
