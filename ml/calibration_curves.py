@@ -47,6 +47,17 @@ CURVE_COLUMNS: tuple[str, ...] = (
 # --------------------------------------------------------------------------- curves
 
 
+def _cut_offs(s_sorted: np.ndarray, thresholds: Any) -> np.ndarray:
+    """The cut-offs to tabulate: the given ones (sorted, unique), or every distinct
+    finite score."""
+    if thresholds is None:
+        return _distinct_sorted(s_sorted[np.isfinite(s_sorted)])
+    t = np.asarray(thresholds, dtype=np.float64).ravel()
+    if np.isnan(t).any():
+        raise ValueError("thresholds contain NaN")
+    return np.unique(t)
+
+
 def _distinct_sorted(values: np.ndarray) -> np.ndarray:
     """Distinct values of an ascending array (cheaper than ``np.unique`` re-sorting)."""
     if values.size == 0:
@@ -102,13 +113,7 @@ def binary_curve(
     n = int(s.size)
     n_pos = int(cum_pos[-1])
     n_neg = n - n_pos
-    if thresholds is None:
-        t = _distinct_sorted(s_sorted[np.isfinite(s_sorted)])
-    else:
-        t = np.asarray(thresholds, dtype=np.float64).ravel()
-        if np.isnan(t).any():
-            raise ValueError("thresholds contain NaN")
-        t = np.unique(t)
+    t = _cut_offs(s_sorted, thresholds)
     if direction == "ge":
         below = np.searchsorted(s_sorted, t, side="left")
         n_auto = n - below
@@ -200,13 +205,7 @@ def weighted_binary_curve(
 
     c_n = np.arange(s.size + 1, dtype=np.int64)
     c_w, c_w2, c_wp = cum(w_sorted), cum(w_sorted * w_sorted), cum(w_sorted * y_sorted)
-    if thresholds is None:
-        t = _distinct_sorted(s_sorted[np.isfinite(s_sorted)])
-    else:
-        t = np.asarray(thresholds, dtype=np.float64).ravel()
-        if np.isnan(t).any():
-            raise ValueError("thresholds contain NaN")
-        t = np.unique(t)
+    t = _cut_offs(s_sorted, thresholds)
     if direction == "ge":
         cut = np.searchsorted(s_sorted, t, side="left")
 
