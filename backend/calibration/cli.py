@@ -197,6 +197,12 @@ def report_daily(day: Annotated[str | None, typer.Option(
         report = daily_report(session=session, day=when, source=source)
     console = _console()
     of = f" from {source}" if source else ""
+    decided = int(report.class_mix["n"].sum()) if len(report.class_mix) else 0
+    if decided == 0:
+        # an empty day says so (not a table of 0.0% that "adds up to 100%")
+        console.print(f"No item{of} was decided on {report.day}: there is no class mix to "
+                      "show. Pick another day with --day YYYY-MM-DD.")
+        return
     table = Table(title=f"Class mix of the items{of} decided on {report.day} (%)")
     table.add_column("subset")
     table.add_column("items", justify="right")

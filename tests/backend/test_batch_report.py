@@ -93,3 +93,8 @@ def test_daily_report_filters_by_platform_source(session, settings, policy):
         out = quorum(settings, "report", "daily", "--day", str(day), "--source", "ads")
         assert out.returncode == 0, out.stderr
         assert "from ads" in out.stdout and "│ all " in out.stdout
+        # an empty day (here: a source with nothing decided) says so, not 0.0% rows
+        out = quorum(settings, "report", "daily", "--day", str(day), "--source", "nowhere")
+        assert out.returncode == 0, out.stderr
+        assert "No item from nowhere was decided on" in out.stdout
+        assert "0.0" not in out.stdout
