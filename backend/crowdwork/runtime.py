@@ -60,6 +60,7 @@ def open_crowd(*, settings: Settings, crowd: CrowdSettings, policy: Policy,
     database (a record of a previous run's emulator would point at nothing)."""
     sessions = get_sessionmaker(database_url or settings.resolved_database_url)
     if crowd.toloka_url:
+        check_public_media_url(crowd.toloka_url)
         client = make_client(url=crowd.toloka_url,
                              token=crowd.toloka_token.get_secret_value() or "none",
                              retries=crowd.request_retries, timeout=crowd.request_timeout_s)
@@ -76,6 +77,38 @@ def open_crowd(*, settings: Settings, crowd: CrowdSettings, policy: Policy,
                                  crowd=crowd, policy=policy, store=MemoryStore(),
                                  toloka_url=emu.url, local_emulator=True),
                     emulator=emu)
+
+
+def _local_host(host: str) -> bool:
+    import ipaddress
+
+    if host in ("localhost", "") or host.endswith(".localhost"):
+        return True
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return ip.is_loopback or ip.is_private or ip.is_link_local
+
+
+def check_public_media_url(toloka_url: str) -> None:
+    """Refuse to work a remote Toloka while task images would point at this machine.
+
+    Pushed tasks carry signed image URLs under ``QUORUM_MEDIA_PUBLIC_BASE_URL``; its
+    default (``http://127.0.0.1:8000``) is right for the emulator and unreachable for
+    Toloka's workers. A Toloka on loopback (an emulator run standalone) is let through."""
+    from urllib.parse import urlsplit
+
+    from backend.errors import ValidationFailed
+    from backend.media.settings import get_media_settings
+
+    toloka_host = urlsplit(toloka_url).hostname or ""
+    base = get_media_settings().public_base_url
+    if not _local_host(toloka_host) and _local_host(urlsplit(base).hostname or ""):
+        raise ValidationFailed(
+            f"QUORUM_MEDIA_PUBLIC_BASE_URL is {base}, an address Toloka's workers cannot "
+            f"open, while the crowd is {toloka_url}: set it to Quorum's public address "
+            "(the signed image URLs in every task start with it)")
 
 
 def work_rounds(crowd: Crowd, *, pool_id: int, max_rounds: int) -> list[PullSummary]:
