@@ -3,7 +3,7 @@
     .venv/bin/python bench/ingest_accept.py [--items 20000] [--e2e-items 2000]
                                             [--batch 1000] [--workers 1,2]
                                             [--encoder minilm] [--threads N]
-                                            [--compare /work/main] [--accept-only]
+                                            [--compare DIR] [--accept-only]
 
 1. **Acceptance**: ``POST /api/v1/items`` (in-process ASGI client, batches of
    ``--batch``, ``wait=false``) with ML on: each call validates, stores the items

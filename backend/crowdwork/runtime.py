@@ -80,15 +80,14 @@ def open_crowd(*, settings: Settings, crowd: CrowdSettings, policy: Policy,
 
 
 def _local_host(host: str) -> bool:
-    import ipaddress
+    """A name or address Toloka's workers cannot reach (the image fetcher's own test of
+    an address: `backend.media.fetch`)."""
+    from backend.media.fetch import _ip, _public
 
     if host in ("localhost", "") or host.endswith(".localhost"):
         return True
-    try:
-        ip = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return ip.is_loopback or ip.is_private or ip.is_link_local
+    ip = _ip(host)
+    return ip is not None and not _public(ip)
 
 
 def check_public_media_url(toloka_url: str) -> None:

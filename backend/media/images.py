@@ -32,6 +32,7 @@ from typing import Any
 from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from backend.db import read_only
 from backend.errors import QuorumError
 from backend.media.fetch import _sniff, fetch_image
 from backend.media.models import FAILED, FETCHED, LOCAL, ItemImage
@@ -136,7 +137,7 @@ def prefetch(*, sessions: sessionmaker[Session], item_ids: Sequence[int],
         return {}  # nothing is embedded, or every URL is refused without a connection
     refs: dict[int, str] = {}
     ids = sorted(set(item_ids))
-    with sessions() as session:
+    with read_only(sessions) as session:  # no write lock for a read (SQLite)
         for start in range(0, len(ids), 1000):
             refs.update((i, ref) for i, ref in session.execute(
                 select(Item.id, Item.image).join(ItemStatus, ItemStatus.item_id == Item.id)
