@@ -102,6 +102,7 @@ def item_hashes(*, session: Session, items: Sequence[dict[str, Any]], now: datet
                 data_dir: Path | None = None) -> dict[int, str]:
     """Each item's usable image hash (quality >= ``min_quality``), computing and storing
     the missing ones."""
+    from backend.media.images import ready_image
     from ml.hashes import pdq_hash
 
     hs = settings or get_hash_settings()
@@ -123,6 +124,9 @@ def item_hashes(*, session: Session, items: Sequence[dict[str, Any]], now: datet
             hex_ = given
             q = r.get("pdq_quality", meta.get("pdq_quality", 100))
             quality = int(q) if isinstance(q, int | float) and 0 <= q <= 100 else 100
+        elif (ready := ready_image(r["id"], r.get("image"))) is not None and ready.hashed:
+            if ready.pdq is not None:  # hashed before the routing transaction
+                hex_, quality = ready.pdq
         else:
             path = _local_image(r.get("image"), data_dir)
             if path is not None:
@@ -256,6 +260,19 @@ def pdq_reuse(*, session: Session, hashes: dict[int, str], k: int = 5,
                          {"id": m.id, "distance": m.distance, "label": labels.get(m.id)}
                          for m in ms]})
     return out
+
+
+def warm_banks(*, sessions: Any) -> None:
+    """Build (or refresh) the process's bank index through a read-only session, before
+    the routing transaction: at 1M banked hashes the first build takes seconds, which
+    must not be spent holding SQLite's write lock."""
+    from backend.db import read_only
+
+    if not get_hash_settings().enabled:
+        return
+    with read_only(sessions) as session:
+        if session.scalar(select(HashBank.id).limit(1)) is not None:
+            _bank_index(session)
 
 
 def image_signals(*, session: Session, items: Sequence[dict[str, Any]], now: datetime,

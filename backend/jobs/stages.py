@@ -66,10 +66,18 @@ def route_staged(*, sessions: sessionmaker[Session], item_ids: Sequence[int] | N
        status rows on PostgreSQL) and routes those, reusing each rule outcome whose rule
        versions and item inputs are unchanged (anything else is evaluated again there).
 
-    Between the two, the items' http(s) images are downloaded (``backend.media.images``),
-    also outside any transaction. The routing itself stays one atomic, idempotent
-    transaction (`route_received`)."""
+    Between the two, also outside any transaction: the items' images are loaded (http(s)
+    ones downloaded, local files read) and PDQ-hashed (``backend.media.images.prefetch``),
+    the items without a vector are encoded (``ml_adapter.service.prepare_embeddings``)
+    and the hash-bank index is built if it is stale (``hashes.matching.warm_banks``). The
+    routing transaction stores those vectors and hashes where the item's inputs are
+    unchanged, and computes anything else itself. The routing stays one atomic,
+    idempotent transaction (`route_received`)."""
+    from backend.hashes.matching import warm_banks
     from backend.media.images import prefetch, prefetched
+    from backend.ml_adapter.hooks import MLHooks
+    from backend.ml_adapter.service import prepare_embeddings, prepared_vectors
+    from backend.routing.hooks import get_pipeline_hooks
 
     with read_only(sessions) as rs:
         if item_ids is None:
@@ -79,9 +87,13 @@ def route_staged(*, sessions: sessionmaker[Session], item_ids: Sequence[int] | N
         if not ids:
             return RoutingSummary()
         pre = precompute_rules(session=rs, item_ids=ids)
-    # http(s) images are downloaded outside any transaction (SQLite's write lock)
+    # no lock is held while images download or hash, the encoder runs or banks load
     images = prefetch(sessions=sessions, item_ids=ids)
-    with prefetched(images), transaction(sessions) as session:
+    hooks = get_pipeline_hooks()
+    vectors = (prepare_embeddings(sessions=sessions, item_ids=ids, images=images, ml=hooks.ml)
+               if isinstance(hooks, MLHooks) else {})
+    warm_banks(sessions=sessions)
+    with prefetched(images), prepared_vectors(vectors), transaction(sessions) as session:
         return route_received(session=session, item_ids=ids, now=now or utcnow(),
                               settings=settings, precomputed=pre)
 

@@ -11,10 +11,11 @@ type declared and sniffed). A refused or failed download is never fatal: the ite
 ``failed`` row with the sentence why and is embedded and routed on its text.
 
 Downloads of one batch run in parallel (``QUORUM_IMAGE_FETCH_WORKERS`` threads), each
-bounded by ``QUORUM_IMAGE_FETCH_TIMEOUT_S``. The job engine's ``route`` task and the
-in-process worker fetch *before* the routing transaction (:func:`prefetch`, handed over
-with :func:`prefetched`), so no lock is held while a remote server answers; a caller that
-routes inside its own transaction (``?wait=true``, ``quorum ingest``) fetches inline.
+bounded by ``QUORUM_IMAGE_FETCH_TIMEOUT_S``. Routing (``jobs.stages.route_staged``: the
+job engine's ``route`` task, the in-process worker, ``?wait=true`` and ``quorum ingest``)
+loads every image *before* the routing transaction (:func:`prefetch`: downloads, local
+file reads and PDQ hashes, handed over with :func:`prefetched`), so no lock is held while
+a remote server answers or an image decodes; anything not prefetched is loaded inline.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import contextvars
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,10 @@ class LoadedImage:
     content: bytes | None = None
     content_type: str | None = None
     reason: str | None = None
+    #: the PDQ hash (hex, quality) when computed before the routing transaction
+    #: (``hashed``: it was; ``pdq`` None then means the image gave no hash)
+    pdq: tuple[str, int] | None = None
+    hashed: bool = False
 
 
 def is_remote(ref: str | None) -> bool:
@@ -125,25 +130,51 @@ def prefetched(images: Mapping[tuple[int, str], LoadedImage]) -> Iterator[None]:
 
 def prefetch(*, sessions: sessionmaker[Session], item_ids: Sequence[int],
              cfg: ImageFetchSettings | None = None) -> dict[tuple[int, str], LoadedImage]:
-    """Download the http(s) images of those of ``item_ids`` still waiting for routing,
-    outside any transaction (a short read first). Nothing is stored: the routing
-    transaction records what it uses."""
+    """The images of those of ``item_ids`` still waiting for routing, loaded outside any
+    transaction (a short read first): http(s) ones downloaded (when a host is allowed),
+    local files read, and each image's PDQ hash computed. Nothing is stored: the routing
+    transaction records what it uses (``record``, ``hashes.matching.item_hashes``)."""
     from backend.decisions.models import ItemStatus
+    from backend.hashes.settings import get_hash_settings
     from backend.items.models import Item
     from backend.ml_adapter.settings import get_ml_settings
 
     cfg = cfg or get_image_fetch_settings()
-    if not item_ids or not cfg.hosts or not get_ml_settings().enabled:
-        return {}  # nothing is embedded, or every URL is refused without a connection
+    embeds = get_ml_settings().enabled
+    if not item_ids or not (embeds or get_hash_settings().enabled):
+        return {}  # nothing is embedded or hashed
     refs: dict[int, str] = {}
     ids = sorted(set(item_ids))
     with read_only(sessions) as session:  # no write lock for a read (SQLite)
         for start in range(0, len(ids), 1000):
-            refs.update((i, ref) for i, ref in session.execute(
+            refs.update((i, str(ref)) for i, ref in session.execute(
                 select(Item.id, Item.image).join(ItemStatus, ItemStatus.item_id == Item.id)
-                .where(Item.id.in_(ids[start:start + 1000]), ItemStatus.state == "received"))
-                if is_remote(ref))
-    return {(i, got.ref): got for i, got in fetch_remote(refs, cfg=cfg).items()}
+                .where(Item.id.in_(ids[start:start + 1000]), ItemStatus.state == "received",
+                       Item.image.is_not(None), Item.image != "")))
+    # with no host allowed, every URL is refused without a connection: left to the txn
+    # (only the embed stage downloads: hash banks match local files and given hashes)
+    remote = ({i: ref for i, ref in refs.items() if is_remote(ref)}
+              if cfg.hosts and embeds else {})
+    loaded = fetch_remote(remote, cfg=cfg)
+    loaded.update((i, read_local(i, ref, max_bytes=cfg.max_bytes))
+                  for i, ref in refs.items() if not is_remote(ref))
+    return {(i, got.ref): _hashed(got) for i, got in loaded.items()}
+
+
+def _hashed(im: LoadedImage) -> LoadedImage:
+    if im.content is None:
+        return im
+    hex_, quality = _pdq(im.content)
+    return replace(im, pdq=(hex_, int(quality)) if hex_ is not None and quality is not None
+                   else None, hashed=True)
+
+
+def ready_image(item_id: int, ref: Any) -> LoadedImage | None:
+    """The image loaded for this item and reference before the routing transaction
+    (`prefetch`, handed over with `prefetched`), if any."""
+    if not ref:
+        return None
+    return (_PREFETCHED.get() or {}).get((int(item_id), str(ref)))
 
 
 # ---------------------------------------------------------------- in the routing txn
@@ -184,7 +215,10 @@ def record(*, session: Session, images: Iterable[LoadedImage], now: datetime) ->
     hash of every image that was read."""
     rows = []
     for im in images:
-        pdq, quality = _pdq(im.content) if im.content is not None else (None, None)
+        if im.hashed:  # computed before the routing transaction
+            pdq, quality = im.pdq if im.pdq is not None else (None, None)
+        else:
+            pdq, quality = _pdq(im.content) if im.content is not None else (None, None)
         rows.append({"item_id": im.item_id, "ref": im.ref[:4000], "state": im.state,
                      "reason": im.reason, "content_type": im.content_type,
                      "size": len(im.content) if im.content is not None else None,

@@ -11,20 +11,23 @@ items' current status, so a corrected verdict is reused as corrected.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import logging
 import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sqlalchemy import func, insert, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from backend.calibration.models import ModelArtifact
+from backend.db import read_only
 from backend.decisions.models import DecisionEvent, ItemStatus
 from backend.errors import ValidationFailed
 from backend.items.models import Item, ItemEmbedding
@@ -117,7 +120,16 @@ def ensure_embeddings(*, session: Session, rows: Sequence[dict[str, Any]], encod
             have[item_id] = np.frombuffer(blob, dtype=np.float32)
     missing = [r for r in rows if int(r["id"]) not in have]
     if missing:
-        vecs = encoder.encode(item_inputs(missing, images), batch_size=batch_size)
+        ready = _PREPARED_VECTORS.get() or {}
+        pre: dict[int, np.ndarray] = {}
+        for r in missing:  # encoded before the transaction, from the same inputs
+            hit = ready.get((int(r["id"]), encoder.encoder_id))
+            if hit is not None and hit[0] == _fingerprint(r):
+                pre[int(r["id"])] = hit[1]
+        to_encode = [r for r in missing if int(r["id"]) not in pre]
+        fresh = iter(encoder.encode(item_inputs(to_encode, images), batch_size=batch_size)
+                     if to_encode else ())
+        vecs = [pre[int(r["id"])] if int(r["id"]) in pre else next(fresh) for r in missing]
         session.execute(insert(ItemEmbedding), [
             {"item_id": int(r["id"]), "encoder_id": encoder.encoder_id, "dim": int(v.shape[0]),
              "vector": np.ascontiguousarray(v, dtype=np.float32).tobytes(),
@@ -128,6 +140,61 @@ def ensure_embeddings(*, session: Session, rows: Sequence[dict[str, Any]], encod
     if not ids:
         return np.zeros((0, encoder.dim), dtype=np.float32)
     return np.stack([have[i] for i in ids]).astype(np.float32)
+
+
+#: (item id, encoder id) -> (the inputs' fingerprint, vector), encoded before the routing
+#: transaction (`prepare_embeddings`, handed over with `prepared_vectors`)
+_PREPARED_VECTORS: contextvars.ContextVar[
+    Mapping[tuple[int, str], tuple[tuple[str, str, str | None], np.ndarray]] | None] = \
+    contextvars.ContextVar("quorum_prepared_vectors", default=None)
+
+
+def _fingerprint(row: Mapping[str, Any]) -> tuple[str, str, str | None]:
+    """What an item's vector is computed from (its image by reference: the bytes are the
+    ones prefetched for that reference, handed to both encodings)."""
+    image = row.get("image")
+    return (row.get("title") or "", row.get("description") or "",
+            str(image) if image else None)
+
+
+@contextlib.contextmanager
+def prepared_vectors(vectors: Mapping[tuple[int, str], tuple[Any, np.ndarray]]
+                     ) -> Iterator[None]:
+    """Within the block, `ensure_embeddings` stores these vectors (when the item's inputs
+    are unchanged) instead of encoding again."""
+    token = _PREPARED_VECTORS.set(vectors)
+    try:
+        yield
+    finally:
+        _PREPARED_VECTORS.reset(token)
+
+
+def prepare_embeddings(*, sessions: sessionmaker[Session], item_ids: Sequence[int],
+                       images: Mapping[tuple[int, str], Any] | None = None,
+                       ml: MLSettings | None = None
+                       ) -> dict[tuple[int, str], tuple[tuple[str, str, str | None], np.ndarray]]:
+    """Encode the items of ``item_ids`` that have no vector yet for the configured
+    encoder, outside any transaction: one short read-only session for their inputs, then
+    the encoder with no session open, so no lock is held while it runs (SQLite's write
+    lock above all). ``images``: ``backend.media.images.prefetch``'s result. Nothing is
+    stored here; the routing transaction stores what it uses (`ensure_embeddings`)."""
+    ml = ml or get_ml_settings()
+    if not item_ids or not ml.enabled:
+        return {}
+    encoder = get_encoder(ml)
+    with read_only(sessions) as session:
+        todo = missing_embeddings(session=session, item_ids=sorted(set(item_ids)),
+                                  encoder_id=encoder.encoder_id)
+        rows = _rows_for(session, todo) if todo else []
+    if not rows:
+        return {}
+    loaded = images or {}
+    by_id = {int(r["id"]): loaded[(int(r["id"]), str(r["image"]))].content
+             for r in rows if r.get("image") and (int(r["id"]), str(r["image"])) in loaded}
+    vecs = encoder.encode(item_inputs(rows, by_id), batch_size=ml.batch_size)
+    return {(int(r["id"]), encoder.encoder_id):
+            (_fingerprint(r), np.ascontiguousarray(v, dtype=np.float32))
+            for r, v in zip(rows, vecs, strict=True)}
 
 
 _safety: list[Any] = []
