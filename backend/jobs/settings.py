@@ -16,6 +16,10 @@ class JobSettings(BaseSettings):
     ingest_wait: bool = False
     #: Items per routing job (one job = one transaction of ``route_items``).
     route_batch_size: int = Field(500, ge=1, le=10_000)
+    #: A ``route`` job also routes up to this many other ``received`` items whose own
+    #: jobs have not started (claimed with advisory locks: two workers never take the
+    #: same items), so a backlog is routed in batches. 0: each job routes its own only.
+    route_coalesce: int = Field(64, ge=0, le=10_000)
     #: Run the in-process worker thread in the API (SQLite; ``quorum serve`` sets it).
     inline_worker: bool = False
     #: Seconds the in-process worker sleeps when it finds nothing to do.

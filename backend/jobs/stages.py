@@ -8,12 +8,14 @@ rolled back, or committed just before the kill) routes each item exactly once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.db import read_only, transaction, utcnow
@@ -54,11 +56,71 @@ def _still_received(session: Session, item_ids: Sequence[int], *, lock: bool) ->
     return todo
 
 
+#: advisory-lock key space of routing claims: (1 << 62) | item id
+_CLAIM_SPACE = 1 << 62
+_CLAIM_OWN = text("SELECT pg_advisory_lock(CAST(:space AS bigint) | CAST(:id AS bigint))")
+_CLAIM_OTHERS = text(
+    "SELECT c.item_id FROM (SELECT item_id FROM item_status WHERE state = 'received' "
+    "AND NOT (item_id = ANY(:own)) ORDER BY item_id LIMIT :scan) AS c "
+    "WHERE pg_try_advisory_lock(CAST(:space AS bigint) | CAST(c.item_id AS bigint)) "
+    "LIMIT :n")
+
+
+@contextlib.contextmanager
+def _claimed(sessions: sessionmaker[Session], own: Sequence[int], extra: int
+             ) -> Iterator[list[int]]:
+    """PostgreSQL: claim ``own`` and up to ``extra`` other ``received`` items (oldest
+    first) for one routing job, with session advisory locks held until the block ends;
+    yields the other items claimed.
+
+    Another job's own items are taken only if nobody holds them (``pg_try_advisory_lock``),
+    and a job whose own items were taken waits for that job to finish (then finds them
+    routed), so two workers never encode the same items. The locks live on a connection
+    of their own: a worker that dies releases them with its connection, and the items it
+    had taken are routed by their own jobs, which still exist. SQLite (one in-process
+    worker, which routes the oldest items in batches anyway), or ``extra`` 0: nothing."""
+    bind = sessions.kw["bind"]
+    if extra <= 0 or bind.dialect.name != "postgresql":
+        yield []
+        return
+    with bind.connect() as raw:
+        conn = raw.execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            conn.execute(text("SELECT set_config('lock_timeout', '30s', false)"))
+            for item_id in sorted(set(own)):
+                # another job took it: wait until that one has routed it (not within
+                # 30 s: route it anyway, the status-row locks keep that exactly-once)
+                with contextlib.suppress(OperationalError):
+                    conn.execute(_CLAIM_OWN, {"space": _CLAIM_SPACE, "id": int(item_id)})
+            others = list(conn.scalars(_CLAIM_OTHERS, {
+                "space": _CLAIM_SPACE, "own": sorted({int(i) for i in own}),
+                "scan": extra * 4, "n": extra}))
+            yield others
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock_all()"))
+            conn.execute(text("RESET lock_timeout"))
+
+
 def route_staged(*, sessions: sessionmaker[Session], item_ids: Sequence[int] | None,
                  settings: Settings, limit: int = 500,
-                 now: datetime | None = None) -> RoutingSummary:
-    """Route ``item_ids`` (None: the oldest ``limit`` received items) in two steps, so
-    that no rule is evaluated while a lock other requests need is held:
+                 now: datetime | None = None, coalesce: int = 0) -> RoutingSummary:
+    """Route ``item_ids`` (None: the oldest ``limit`` received items); with
+    ``coalesce``, also up to that many other ``received`` items whose own jobs have not
+    started (`_claimed`: the ``route`` job, ``QUORUM_JOBS_ROUTE_COALESCE``), so a backlog
+    is routed in batches instead of one ingest call's items per job."""
+    if item_ids is None or coalesce <= 0:
+        return _route_staged(sessions=sessions, item_ids=item_ids, settings=settings,
+                             limit=limit, now=now)
+    with _claimed(sessions, item_ids, coalesce) as others:
+        return _route_staged(sessions=sessions, item_ids=[*item_ids, *others],
+                             settings=settings, limit=limit, now=now)
+
+
+def _route_staged(*, sessions: sessionmaker[Session], item_ids: Sequence[int] | None,
+                  settings: Settings, limit: int = 500,
+                  now: datetime | None = None) -> RoutingSummary:
+    """Route ``item_ids`` (None: the oldest ``limit`` received items) in steps, so that
+    no rule is evaluated while a lock other requests need is held:
 
     1. a read-only session (SQLite: a deferred transaction, no write lock) finds the
        items still ``received`` and evaluates the rules on them (`precompute_rules`);

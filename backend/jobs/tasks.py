@@ -29,7 +29,8 @@ def route(*, item_ids: list[int]) -> dict[str, Any]:
     """The ``route`` job: one batch of item ids (rules evaluated and http(s) images
     downloaded before its routing transaction: ``stages.route_staged``)."""
     settings = get_settings()
-    s = stages.route_staged(sessions=get_sessionmaker(), item_ids=item_ids, settings=settings)
+    s = stages.route_staged(sessions=get_sessionmaker(), item_ids=item_ids, settings=settings,
+                            coalesce=get_job_settings().route_coalesce)
     return {"items": s.items, "decided": sum(s.decided.values()),
             "queued": sum(s.queued.values())}
 

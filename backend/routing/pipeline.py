@@ -114,7 +114,7 @@ def precompute_rules(*, session: Session, item_ids: Sequence[int],
     not computed yet) are left out: they are evaluated inside the routing transaction."""
     signature = _rule_signature(session)
     ruleset = rules.compiled_rule_set(session=session)
-    if _rule_signature(session) != signature:
+    if ruleset.switched_off:
         # compiling switched a rule off (in this session, which is rolled back): let the
         # routing transaction compile again and record the switch-off for real
         signature = ((-1, -1, "stale"),)

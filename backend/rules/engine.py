@@ -194,11 +194,15 @@ class RuleSet:
     rules: list[CompiledRule]
     budget_ms: float | None = None
     over_budget: dict[int, OverBudget] = field(default_factory=dict)
+    #: rules switched off while this set was compiled (they no longer pass the checks)
+    switched_off: int = 0
 
     @classmethod
-    def build(cls, rules: Iterable[CompiledRule], *, budget_ms: float | None = None) -> RuleSet:
+    def build(cls, rules: Iterable[CompiledRule], *, budget_ms: float | None = None,
+              switched_off: int = 0) -> RuleSet:
         return cls(sorted((r for r in rules if r.mode in ("active", "shadow")),
-                          key=lambda r: (r.position, r.name)), budget_ms=budget_ms)
+                          key=lambda r: (r.position, r.name)), budget_ms=budget_ms,
+                   switched_off=switched_off)
 
     def evaluate(self, ctx: Mapping[str, Any]) -> RuleOutcome:
         """Precedence: the first active ``decide`` wins and stops evaluation; the first

@@ -209,6 +209,7 @@ def compiled_rule_set(*, session: Session) -> RuleSet:
     A stored rule that no longer passes the checks (saved before a limit existed, or
     under a looser one) is switched off here, with an audit entry, rather than run."""
     compiled: list[CompiledRule] = []
+    switched_off = 0
     for r in session.scalars(select(Rule).where(Rule.mode.in_(EVALUATED_MODES))):
         key = r.expression
         program = _compiled.get(key)
@@ -218,12 +219,14 @@ def compiled_rule_set(*, session: Session) -> RuleSet:
             except ExpressionError as exc:
                 switch_off(session=session, rule=r, reason=f"rule {r.name!r} was switched "
                            f"off: {exc.message}")
+                switched_off += 1
                 continue
         compiled.append(CompiledRule(
             id=r.id, name=r.name, version=r.version, position=r.position, action=r.action,
             mode=r.mode, program=program, label=r.label, queue_kind=r.queue_kind,
             priority=r.priority, tag=r.tag))
-    return RuleSet.build(compiled, budget_ms=get_rule_settings().item_budget_ms)
+    return RuleSet.build(compiled, budget_ms=get_rule_settings().item_budget_ms,
+                         switched_off=switched_off)
 
 
 def switch_off(*, session: Session, rule: Rule, reason: str,
