@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from backend.db import session_scope, utcnow
 from tests.web.browser import MISSING, browser_page, chromium_path, serve
+from tests.web.test_ux import _rgb, contrast
 
 pytestmark = pytest.mark.browser
 PASSWORD = "appeal-pass-1"
@@ -82,6 +83,11 @@ def test_an_appeal_is_reversed_in_the_work_view_and_shown_on_the_timeline(appeal
         page.wait_for_selector("text=Nothing left to do here")
         page.goto(f"{base}/items/{item}")
         timeline = page.locator("ol.timeline").inner_text()
+        # the "superseded" badge is readable (it was grey text on a grey pill)
+        fg, bg = page.evaluate("""() => { const b = document.querySelector(
+            'ol.timeline li.superseded .badge'); const cs = getComputedStyle(b);
+            return [cs.color, cs.backgroundColor]; }""")
+        assert contrast(_rgb(fg), _rgb(bg)) >= 4.5, (fg, bg)
         page.screenshot(path=str(ARTIFACTS / "item-timeline.png"), full_page=True)
     order = ["Decided fraud (classifier)", "Appeal opened by seller S9",
              "Decided ok (moderator)", "Appeal reversed"]
