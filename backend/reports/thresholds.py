@@ -193,6 +193,10 @@ def build_thresholds_report(*, session: Session, settings: Settings | None = Non
         f"Active set v{active.version}: {', '.join(shadow)} in shadow (not backed at the "
         f"target); {'only ' + ', '.join(live) if live else 'nothing but rules'} decides "
         "automatically.") if shadow else None
+    #: the report's first line: what decides automatically now and what does not
+    ctx["lead"] = ctx["shadow_warning"] or (
+        f"Active set v{active.version}: {', '.join(live) if live else 'nothing but rules'} "
+        "decides automatically, every switched-on band backed at the target.")
     from backend.routing.shadow import shadow_agreement
 
     ctx["shadow"] = shadow_agreement(session=session).to_dict(orient="records")

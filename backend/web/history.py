@@ -29,7 +29,7 @@ class TimelineEntry:
     """One line of an item's history: a decision event, a human answer, a rule hit or a task."""
 
     at: datetime
-    kind: str  # decision | answer | rule_hit | task
+    kind: str  # decision | answer | rule_hit | task | appeal
     title: str
     facts: dict[str, Any] = field(default_factory=dict)
     comment: str | None = None
@@ -138,10 +138,39 @@ def item_history(*, session: Session, item_id: int) -> ItemHistory:
             facts["leased by"] = username
         entries.append(TimelineEntry(at=t.created_at, kind="task",
                                      title=f"Queued in {queue_name}", facts=facts))
-    entries.sort(key=lambda e: (e.at, ("task", "rule_hit", "answer", "decision").index(e.kind)))
+    entries.extend(_appeal_entries(session, item_id))
+    entries.sort(key=lambda e: (e.at, ("task", "rule_hit", "answer", "decision", "appeal")
+                                .index(e.kind)))
     tags = list(session.scalars(select(ItemTag.tag).where(ItemTag.item_id == item_id)
                                 .order_by(ItemTag.tag)))
     return ItemHistory(item=item, status=status, tags=tags, entries=entries)
+
+
+def _appeal_entries(session: Session, item_id: int) -> list[TimelineEntry]:
+    """An appeal's opening (the appellant's reason) and its outcome (the reasons given)."""
+    from backend.appeals.models import Appeal
+
+    out: list[TimelineEntry] = []
+    rows = session.execute(
+        select(Appeal, User.username).outerjoin(User, User.id == Appeal.decided_by_id)
+        .where(Appeal.item_id == item_id).order_by(Appeal.id).limit(TIMELINE_LIMIT)).all()
+    for ap, username in rows:
+        facts: dict[str, Any] = {"appeal": ap.id, "against event": ap.event_id,
+                                 "state": ap.state}
+        if ap.external_ref:
+            facts["reference"] = ap.external_ref
+        out.append(TimelineEntry(
+            at=ap.created_at, kind="appeal", facts=facts, comment=ap.reason,
+            title=f"Appeal opened{f' by {ap.appellant}' if ap.appellant else ''}"))
+        if ap.state != "open" and ap.decided_at is not None:
+            done: dict[str, Any] = {"appeal": ap.id}
+            if username:
+                done["by"] = username
+            if ap.outcome_event_id is not None:
+                done["decision event"] = ap.outcome_event_id
+            out.append(TimelineEntry(at=ap.decided_at, kind="appeal", facts=done,
+                                     title=f"Appeal {ap.state}", comment=ap.outcome_reasons))
+    return out
 
 
 @dataclass

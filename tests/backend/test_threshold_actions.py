@@ -309,3 +309,16 @@ def test_not_backed_box_is_a_wrapping_block(session, settings, policy):
     assert '<div class="warn">Not backed: no threshold has a 95% wilson lower bound' in html
     assert '<span class="warn">' not in html and "<p></p>" not in html
     assert "overflow-wrap: anywhere" in html
+
+
+def test_report_leads_with_what_decides_and_what_is_in_shadow(session, settings, policy):
+    from backend.reports.thresholds import build_thresholds_report
+
+    active = thresholds.active_threshold_set(session=session, policy=policy)  # defaults
+    html = build_thresholds_report(session=session).html
+    lead = re.search(r'<p class="warn" id="lead">(.*?)</p>', html)
+    assert lead, "the report does not lead with the live / shadow sentence"
+    assert lead.group(1).startswith(f"Active set v{active.version}: ")
+    assert "ok.auto" in lead.group(1) and "in shadow" in lead.group(1)
+    assert "nothing but rules decides automatically" in lead.group(1)
+    assert html.index('id="lead"') < html.index("Threshold sets: current vs proposed")

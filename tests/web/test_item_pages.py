@@ -133,3 +133,25 @@ def test_an_item_the_crowd_could_not_settle_shows_its_votes_on_the_work_card(
     assert re.findall(r'label-(\w+)">\w+</span> <b>(\d+)</b>', votes) == [("adult", "2"),
                                                                            ("ok", "1")]
     assert "no agreement at 5 answers (confidence 0.71)" in page
+
+
+def test_item_page_shows_the_appeal_and_its_outcome(client, make_user, settings):
+    from backend.appeals.service import open_appeal
+
+    make_user("otto", "moderator", ["APPEALS"], password=PASSWORD)
+    [item] = _queue(settings, "MANUAL", 1)
+    with session_scope(settings.resolved_database_url) as s:
+        record_decisions(session=s, now=utcnow(), decisions=[NewDecision(
+            item_id=item, label="fraud", source="classifier", model_id="m",
+            threshold_set_version=1, confidence=0.99)])
+        open_appeal(session=s, item_id=item, reason="a genuine sale", appellant="seller S1",
+                    external_ref="ref-1", now=utcnow(), settings=settings)
+    login(client, "otto")
+    csrf = _csrf(client.get("/queues").text)
+    _verdict(client, csrf, "fraud", comment="the price is still absurd")  # upheld
+    text = client.get(f"/items/{item}").text
+    assert "Appeal opened by seller S1" in text and "a genuine sale" in text
+    assert "reference: ref-1" in text and "state: upheld" in text
+    assert "Appeal upheld" in text and "the price is still absurd" in text and "by: otto" in text
+    assert text.index("Decided fraud (classifier)") < text.index("Appeal opened") \
+        < text.index("Appeal upheld")

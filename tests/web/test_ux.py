@@ -36,6 +36,8 @@ def _rgb(css: str) -> tuple[float, float, float]:
 
 @pytest.fixture
 def ux_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+    from dataclasses import asdict
+
     from backend.crowdwork.models import CrowdPool
     from backend.db import dispose_engines, session_scope, utcnow
     from backend.items.service import ingest
@@ -45,6 +47,7 @@ def ux_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
     from backend.queues.service import enqueue
     from backend.settings import get_settings
     from backend.users.service import create_user
+    from crowd.config import CrowdConfig
 
     url = f"sqlite:///{tmp_path / 'ux.sqlite3'}"
     monkeypatch.setenv("QUORUM_DATABASE_URL", url)
@@ -66,7 +69,7 @@ def ux_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
             s.add(CrowdPool(queue_id=queue_id, state="tasks_uploaded",
                             toloka_pool_id=f"100000{n}", toloka_project_id="1",
                             aggregation_method="ds", task_count=12345, answers_count=987654,
-                            spend=12345.67))
+                            spend=12345.67, config={"crowd": asdict(CrowdConfig())}))
         create_user(session=s, username="mia", role="moderator", password=PASSWORD,
                     queue_kinds=["MANUAL"])
         create_user(session=s, username="ana", role="admin", password=PASSWORD)
@@ -142,11 +145,14 @@ def test_admin_pages_fit_1024_px(ux_db: str) -> None:
     with serve(ux_db) as base, browser_page({"width": 1024, "height": 768}) as page:
         _login(page, base, "ana")
         wide = {}
+        queue = page.evaluate("document.querySelector('table.queues td a').textContent")
         for path in ("/queues", "/reports/crowd", "/admin/rules", "/admin/thresholds",
-                     "/admin/users", "/admin/audit", "/reports", "/stats", "/replay"):
+                     "/admin/users", "/admin/audit", "/reports", "/stats", "/replay",
+                     f"/queues/{queue}", "/items/1", "/my/decisions",
+                     "/reports/thresholds/what-if?ok.auto=0.99",
+                     "/admin/thresholds/1/apply"):
             resp = page.goto(f"{base}{path}")
-            if resp is None or resp.status != 200:
-                continue
+            assert resp is not None and resp.status in (200, 303), (path, resp and resp.status)
             width = page.evaluate("document.documentElement.scrollWidth")
             if width > 1024:
                 wide[path] = width
