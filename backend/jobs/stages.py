@@ -9,7 +9,7 @@ rolled back, or committed just before the kill) routes each item exactly once.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -59,6 +59,8 @@ def _still_received(session: Session, item_ids: Sequence[int], *, lock: bool) ->
 #: advisory-lock key space of routing claims: (1 << 62) | item id
 _CLAIM_SPACE = 1 << 62
 _CLAIM_OWN = text("SELECT pg_advisory_lock(CAST(:space AS bigint) | CAST(:id AS bigint))")
+_TRY_CLAIM = text(
+    "SELECT pg_try_advisory_lock(CAST(:space AS bigint) | CAST(:id AS bigint))")
 _CLAIM_OTHERS = text(
     "SELECT c.item_id FROM (SELECT item_id FROM item_status WHERE state = 'received' "
     "AND NOT (item_id = ANY(:own)) ORDER BY item_id LIMIT :scan) AS c "
@@ -66,36 +68,51 @@ _CLAIM_OTHERS = text(
     "LIMIT :n")
 
 
+@dataclass
+class _Claim:
+    """What one routing job claimed (`_claimed`)."""
+
+    others: list[int] = field(default_factory=list)  # other jobs' items it took
+    taken: list[int] = field(default_factory=list)  # its own items another job holds
+    conn: Any = None
+
+    def wait_for_taken(self) -> None:
+        """Wait until the jobs that took our items have finished (their locks go with
+        their commit, or with their connection if they died); at most 30 s each, then
+        route them anyway (the status-row locks keep that exactly-once)."""
+        for item_id in self.taken:
+            with contextlib.suppress(OperationalError):
+                self.conn.execute(_CLAIM_OWN, {"space": _CLAIM_SPACE, "id": item_id})
+
+
 @contextlib.contextmanager
 def _claimed(sessions: sessionmaker[Session], own: Sequence[int], extra: int
-             ) -> Iterator[list[int]]:
+             ) -> Iterator[_Claim]:
     """PostgreSQL: claim ``own`` and up to ``extra`` other ``received`` items (oldest
-    first) for one routing job, with session advisory locks held until the block ends;
-    yields the other items claimed.
+    first) for one routing job, with session advisory locks held until the block ends.
 
-    Another job's own items are taken only if nobody holds them (``pg_try_advisory_lock``),
-    and a job whose own items were taken waits for that job to finish (then finds them
-    routed), so two workers never encode the same items. The locks live on a connection
-    of their own: a worker that dies releases them with its connection, and the items it
-    had taken are routed by their own jobs, which still exist. SQLite (one in-process
-    worker, which routes the oldest items in batches anyway), or ``extra`` 0: nothing."""
+    Items are only ever taken when nobody holds them (``pg_try_advisory_lock``), so two
+    workers never encode the same items. A job whose own items another job took
+    (``taken``) prepares only the rest, then waits for that job before its routing
+    transaction (`_Claim.wait_for_taken`) and finds them routed. The locks live on a
+    connection of their own: a worker that dies releases them with its connection, and
+    the items it had taken are routed by their own jobs, which still exist. SQLite (one
+    in-process worker, which routes the oldest items in batches anyway), or ``extra`` 0:
+    nothing is claimed."""
     bind = sessions.kw["bind"]
     if extra <= 0 or bind.dialect.name != "postgresql":
-        yield []
+        yield _Claim()
         return
     with bind.connect() as raw:
         conn = raw.execution_options(isolation_level="AUTOCOMMIT")
         try:
             conn.execute(text("SELECT set_config('lock_timeout', '30s', false)"))
-            for item_id in sorted(set(own)):
-                # another job took it: wait until that one has routed it (not within
-                # 30 s: route it anyway, the status-row locks keep that exactly-once)
-                with contextlib.suppress(OperationalError):
-                    conn.execute(_CLAIM_OWN, {"space": _CLAIM_SPACE, "id": int(item_id)})
+            own_ids = sorted({int(i) for i in own})
+            taken = [i for i in own_ids if not conn.scalar(
+                _TRY_CLAIM, {"space": _CLAIM_SPACE, "id": i})]
             others = list(conn.scalars(_CLAIM_OTHERS, {
-                "space": _CLAIM_SPACE, "own": sorted({int(i) for i in own}),
-                "scan": extra * 4, "n": extra}))
-            yield others
+                "space": _CLAIM_SPACE, "own": own_ids, "scan": extra * 4, "n": extra}))
+            yield _Claim(others=others, taken=taken, conn=conn)
         finally:
             conn.execute(text("SELECT pg_advisory_unlock_all()"))
             conn.execute(text("RESET lock_timeout"))
@@ -111,14 +128,16 @@ def route_staged(*, sessions: sessionmaker[Session], item_ids: Sequence[int] | N
     if item_ids is None or coalesce <= 0:
         return _route_staged(sessions=sessions, item_ids=item_ids, settings=settings,
                              limit=limit, now=now)
-    with _claimed(sessions, item_ids, coalesce) as others:
-        return _route_staged(sessions=sessions, item_ids=[*item_ids, *others],
-                             settings=settings, limit=limit, now=now)
+    with _claimed(sessions, item_ids, coalesce) as claim:
+        return _route_staged(sessions=sessions, item_ids=[*item_ids, *claim.others],
+                             settings=settings, limit=limit, now=now,
+                             not_prepared=claim.taken, before_routing=claim.wait_for_taken)
 
 
 def _route_staged(*, sessions: sessionmaker[Session], item_ids: Sequence[int] | None,
-                  settings: Settings, limit: int = 500,
-                  now: datetime | None = None) -> RoutingSummary:
+                  settings: Settings, limit: int = 500, now: datetime | None = None,
+                  not_prepared: Sequence[int] = (),
+                  before_routing: Callable[[], None] | None = None) -> RoutingSummary:
     """Route ``item_ids`` (None: the oldest ``limit`` received items) in steps, so that
     no rule is evaluated while a lock other requests need is held:
 
@@ -134,7 +153,10 @@ def _route_staged(*, sessions: sessionmaker[Session], item_ids: Sequence[int] | 
     and the hash-bank index is built if it is stale (``hashes.matching.warm_banks``). The
     routing transaction stores those vectors and hashes where the item's inputs are
     unchanged, and computes anything else itself. The routing stays one atomic,
-    idempotent transaction (`route_received`)."""
+    idempotent transaction (`route_received`).
+
+    ``not_prepared``: items routed but not prepared here (another job is preparing them:
+    `_claimed`); ``before_routing`` runs between the preparation and the transaction."""
     from backend.hashes.matching import warm_banks
     from backend.media.images import prefetch, prefetched
     from backend.ml_adapter.hooks import MLHooks
@@ -148,13 +170,18 @@ def _route_staged(*, sessions: sessionmaker[Session], item_ids: Sequence[int] | 
             ids = _still_received(rs, item_ids, lock=False)
         if not ids:
             return RoutingSummary()
-        pre = precompute_rules(session=rs, item_ids=ids)
+        skip = set(not_prepared)
+        mine = [i for i in ids if i not in skip]
+        pre = precompute_rules(session=rs, item_ids=mine)
     # no lock is held while images download or hash, the encoder runs or banks load
-    images = prefetch(sessions=sessions, item_ids=ids)
+    images = prefetch(sessions=sessions, item_ids=mine)
     hooks = get_pipeline_hooks()
-    vectors = (prepare_embeddings(sessions=sessions, item_ids=ids, images=images, ml=hooks.ml)
-               if isinstance(hooks, MLHooks) else {})
+    vectors = (prepare_embeddings(sessions=sessions, item_ids=mine, images=images,
+                                  ml=hooks.ml)
+               if isinstance(hooks, MLHooks) and mine else {})
     warm_banks(sessions=sessions)
+    if before_routing is not None:
+        before_routing()
     with prefetched(images), prepared_vectors(vectors), transaction(sessions) as session:
         return route_received(session=session, item_ids=ids, now=now or utcnow(),
                               settings=settings, precomputed=pre)

@@ -69,25 +69,39 @@ def test_two_jobs_never_claim_the_same_items(pg_url, settings, policy):  # noqa:
     a_own = _ingest(pg_url, policy, 0, 2)
     others = _ingest(pg_url, policy, 100, 10)
     c_own = _ingest(pg_url, policy, 200, 2)
-    with stages._claimed(sessions, a_own, 5) as a_took:
-        assert a_took == others[:5]
-        with stages._claimed(sessions, c_own, 20) as c_took:  # a second worker, meanwhile
-            assert not set(c_took) & (set(a_took) | set(a_own))
-            assert set(c_took) == set(others[5:])
+    with stages._claimed(sessions, a_own, 5) as a:
+        assert a.others == others[:5] and a.taken == []
+        with stages._claimed(sessions, c_own, 20) as c:  # a second worker, meanwhile
+            assert not set(c.others) & (set(a.others) | set(a_own))
+            assert set(c.others) == set(others[5:]) and c.taken == []
+        with stages._claimed(sessions, others[:2], 0) as d:  # nothing claimed: extra 0
+            assert d.others == [] and d.taken == []
 
 
-def test_a_job_whose_items_were_taken_waits_then_finds_them_routed(pg_url, settings, policy):  # noqa: ANN001
+def test_a_job_whose_items_were_taken_prepares_the_rest_then_waits(pg_url, settings, policy,  # noqa: ANN001
+                                                                     monkeypatch):
+    from backend.routing import pipeline
+
     sessions = get_sessionmaker(pg_url)
     a_own = _ingest(pg_url, policy, 0, 2)
     b_own = _ingest(pg_url, policy, 100, 3)
     result: dict[str, object] = {}
     release = threading.Event()
+    prepared: dict[str, list[int]] = {}
+    precompute = pipeline.precompute_rules
 
-    def job_a() -> None:  # takes b's items, holds them until told, then routes them all
-        with stages._claimed(sessions, a_own, 10) as took:
-            result["a_took"] = took
+    def spying(*, session, item_ids, hooks=None):  # noqa: ANN001, ANN202
+        prepared[threading.current_thread().name] = sorted(item_ids)
+        return precompute(session=session, item_ids=item_ids, hooks=hooks)
+
+    monkeypatch.setattr(stages, "precompute_rules", spying)
+
+    def job_a() -> None:  # takes b's oldest item, holds it until told, then routes
+        with stages._claimed(sessions, a_own, 1) as claim:
+            result["a_took"] = claim.others
             release.wait(10)
-            result["a"] = stages._route_staged(sessions=sessions, item_ids=[*a_own, *took],
+            result["a"] = stages._route_staged(sessions=sessions,
+                                               item_ids=[*a_own, *claim.others],
                                                settings=settings)
 
     def job_b() -> None:
@@ -96,20 +110,27 @@ def test_a_job_whose_items_were_taken_waits_then_finds_them_routed(pg_url, setti
                                           settings=settings, coalesce=10)
         result["b_waited"] = time.monotonic() - t
 
-    ta = threading.Thread(target=job_a)
+    ta = threading.Thread(target=job_a, name="a")
     ta.start()
     deadline = time.monotonic() + 10
     while "a_took" not in result and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert result["a_took"] == b_own
-    tb = threading.Thread(target=job_b)
+    assert result["a_took"] == b_own[:1]
+    tb = threading.Thread(target=job_b, name="b")
     tb.start()
-    time.sleep(0.8)
-    assert "b" not in result  # b waits for a's claim instead of encoding the same items
+    deadline = time.monotonic() + 10
+    while "b" not in prepared and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert prepared["b"] == b_own[1:]  # b prepares its other items meanwhile, not a's
+    time.sleep(0.5)
+    assert "b" not in result  # then waits for a instead of routing a's item itself
     release.set()
     ta.join(20)
     tb.join(20)
-    assert result["a"].items == 5  # type: ignore[union-attr]
-    assert result["b"].items == 0  # type: ignore[union-attr]
-    assert result["b_waited"] >= 0.8  # type: ignore[operator]
+    assert result["a"].items == 3  # type: ignore[union-attr]
+    assert result["b"].items == 2  # type: ignore[union-attr]
     assert all(s != "received" for s in _states(pg_url, a_own + b_own).values())
+    with session_scope(pg_url) as s:
+        per_item = s.execute(select(Task.item_id, func.count()).group_by(Task.item_id)
+                             ).tuples().all()
+    assert len(per_item) == 5 and all(n == 1 for _, n in per_item)
