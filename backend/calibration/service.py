@@ -205,18 +205,29 @@ def sampling_probabilities(*, session: Session, ids: Sequence[int],
             .outerjoin(Queue, Queue.id == Task.queue_id)
             .where(ItemStatus.item_id.in_(ids[start:start + 500])))
         for item_id, details, payload, kind in rows:
-            p = (details or {}).get("sampling_probability")
-            if p is None:
-                p = (payload or {}).get("sampling_probability")
-            if p is None and kind == SPOT_CHECK:
-                band = (payload or {}).get("band")
-                p = rates.get(band, rates.get((payload or {}).get("source"), 1.0))
-            try:
-                value = float(p) if p is not None else 1.0
-            except (TypeError, ValueError):
-                value = 1.0
-            found[int(item_id)] = value if 0.0 < value <= 1.0 else 1.0
+            found[int(item_id)] = label_probability(
+                details=details, payload=payload, spot_check=kind == SPOT_CHECK, rates=rates)
     return np.array([found.get(int(i), 1.0) for i in ids], dtype=np.float64)
+
+
+def label_probability(*, details: dict | None, payload: dict | None, spot_check: bool,
+                      rates: dict[str, float]) -> float:
+    """The chance one human label was drawn: the event's recorded
+    ``sampling_probability``, else its task payload's, else (a spot-check task from
+    before the rate was recorded) the band's current rate; 1 otherwise. Used for the
+    labels calibration weighs (:func:`sampling_probabilities`) and for the spot checks
+    the threshold report weighs (``backend.reports.service.spot_checks``)."""
+    p = (details or {}).get("sampling_probability")
+    if p is None:
+        p = (payload or {}).get("sampling_probability")
+    if p is None and spot_check:
+        band = (payload or {}).get("band")
+        p = rates.get(band, rates.get((payload or {}).get("source"), 1.0))
+    try:
+        value = float(p) if p is not None else 1.0
+    except (TypeError, ValueError):
+        value = 1.0
+    return value if 0.0 < value <= 1.0 else 1.0
 
 
 def _weighting(weights: np.ndarray) -> dict[str, Any]:
