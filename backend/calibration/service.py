@@ -690,6 +690,24 @@ def history_pairs(*, session: Session, policy: Policy, as_of: datetime | None = 
     return pairs, encoder.encoder_id
 
 
+def _by_reused_label(pairs: pd.DataFrame, threshold: float | None,
+                     cal: CalibrationSettings) -> dict[str, Any]:
+    """Per label reuse would copy: its pairs at or below ``threshold`` (all pairs when
+    nothing is chosen), the share that are the same and the one-sided lower bound."""
+    from ml.calibration_bounds import proportion_bounds
+
+    known = pairs[pairs["reused_label"].notna()]
+    if threshold is not None:
+        known = known[known["distance"] <= threshold]
+    out: dict[str, Any] = {}
+    for label, part in known.groupby("reused_label"):
+        n, right = len(part), int(part["same"].astype(bool).sum())
+        lower, _ = proportion_bounds(successes=right, trials=n, confidence=cal.confidence,
+                                     method=cal.bound_method, sided="one")  # type: ignore[arg-type]
+        out[str(label)] = {"n": n, "precision": right / n, "lower": float(lower)}
+    return out
+
+
 def _calibrate_similarity(session: Session, *, run: CalibrationRun, cal: CalibrationSettings,
                           settings: Settings, policy: Policy, user_id: int | None
                           ) -> dict[str, Any]:
@@ -697,9 +715,13 @@ def _calibrate_similarity(session: Session, *, run: CalibrationRun, cal: Calibra
 
     tasks = pair_votes(session=session, cal=cal, as_of=run.as_of)
     tasks["source"] = "pair_task"
+    if "reused_label" not in tasks.columns:  # a pair task asks "same?", not which label
+        tasks["reused_label"] = None
     history, history_encoder = history_pairs(session=session, policy=policy, as_of=run.as_of)
     history = history.assign(pair_id=None, n_votes=None, n_same=None, source="history",
                              encoder_id=history_encoder)
+    if "reused_label" not in history.columns:  # no pairs at all
+        history["reused_label"] = None
     pairs = pd.concat([frame for frame in (tasks, history[tasks.columns]) if len(frame)],
                       ignore_index=True) if len(tasks) or len(history) else tasks
     run.labelled_set = pairs.to_dict(orient="records") if len(pairs) else []
@@ -732,10 +754,12 @@ def _calibrate_similarity(session: Session, *, run: CalibrationRun, cal: Calibra
     result["encoder_id"] = encoder_id
     curve = similarity_curve(pairs[["distance", "same"]])
     result["curve_totals"] = {"reuse_distance": dict(curve.attrs)}
-    choice = choose_reuse_distance(pairs[["distance", "same"]],
+    # the distance must hold for each label reused too (history pairs know the label)
+    choice = choose_reuse_distance(pairs[["distance", "same", "reused_label"]],
                                    target_precision=cal.reuse_target_precision,
                                    confidence=cal.confidence, method=cal.bound_method)
     result["reuse_distance"] = _choice_dict(choice)
+    result["by_reused_label"] = _by_reused_label(pairs, choice.threshold, cal)
     result["files"] = _write_frames(run_dir(settings, run.id), {
         "curves": curve.assign(kind="similarity", label="reuse_distance"), "pairs": pairs})
     run.report_path = str(run_dir(settings, run.id))
