@@ -360,8 +360,8 @@ def thresholds_list() -> None:
     """List threshold sets (active, proposed, retired), the active set's bands and the
     hash distances, each live / shadow / off with the bound behind it."""
     from backend.calibration import thresholds
-    from backend.hashes.service import hash_states
     from backend.db import session_scope
+    from backend.hashes.service import hash_states
     from backend.policy import get_policy
 
     _ensure_schema()

@@ -157,9 +157,9 @@ def oof_depth(scores: pd.DataFrame) -> str:
                         for k in (50, 100, 200, 400, 800, 1600) if k <= len(order))
     n_action = int((~is_ok).sum())
     rev = order[::-1]
-    act_part = ", ".join(
-        f"{f:.0%} of action tweets ({int(f * n_action)}): {(~is_ok[rev[:int(f * n_action)]]).mean():.2%}"
-        for f in (0.85, 0.90, 0.93, 0.95, 0.97))
+    depth = [(f, int(f * n_action)) for f in (0.85, 0.90, 0.93, 0.95, 0.97)]
+    act_part = ", ".join(f"{f:.0%} of action tweets ({k}): {(~is_ok[rev[:k]]).mean():.2%}"
+                         for f, k in depth)
     return (f"out of fold on the history ({len(scores)} tweets, {n_action} need action): "
             f"surest OK — {ok_part}; surest action — {act_part}")
 

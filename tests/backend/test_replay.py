@@ -142,8 +142,8 @@ rules:
 def test_replay_with_a_candidate_rules_file_writes_nothing(session, settings, policy,
                                                           tmp_path):
     from backend.errors import ValidationFailed
-    from backend.rules.models import Rule
     from backend.routing.replay import report, rule_set_version
+    from backend.rules.models import Rule
 
     start = utcnow() - timedelta(minutes=1)
     rows = [item_row(i, title=("Cannabis seeds " if i < 12 else "Desk lamp ") + str(i))
