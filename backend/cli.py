@@ -357,9 +357,11 @@ def train(refit: Annotated[bool, typer.Option(
 
 @thresholds_app.command("list")
 def thresholds_list() -> None:
-    """List threshold sets (active, proposed, retired)."""
+    """List threshold sets (active, proposed, retired), the active set's bands and the
+    hash distances, each live / shadow / off with the bound behind it."""
     from backend.calibration import thresholds
     from backend.db import session_scope
+    from backend.hashes.service import hash_states
     from backend.policy import get_policy
 
     _ensure_schema()
@@ -387,8 +389,18 @@ def thresholds_list() -> None:
                            "–" if st.lower is None else f"{st.lower:.2%}",
                            "–" if st.n_auto is None else f"{st.n_auto} of {st.n_labelled}",
                            st.reason)
+        hashed = Table(title="Hash distances (Hamming bits of 256; not versioned with the "
+                             "sets: `quorum hashes calibrate`)")
+        for col in ("distance", "label", "bits", "state", "lower bound", "labels", "why"):
+            hashed.add_column(col)
+        for st in hash_states(session=session):
+            hashed.add_row(st.key, st.label or "–", f"{st.value:g}", st.state,
+                           "–" if st.lower is None else f"{st.lower:.2%}",
+                           "–" if st.n_auto is None else f"{st.n_auto} of {st.n_labelled}",
+                           st.reason)
     console.print(table)
     console.print(states)
+    console.print(hashed)
 
 
 @thresholds_app.command("edit")
@@ -470,6 +482,10 @@ def replay(
     rules_version: Annotated[str | None, typer.Option(
         "--rules", help="rule-set version, e.g. v12 (`quorum rules list` shows the current "
                         "one; default: today's rules)")] = None,
+    rules_file: Annotated[Path | None, typer.Option(
+        "--rules-file", help="a candidate rules YAML (as for `quorum rules load`), not yet "
+                             "loaded: replayed on top of the rules, then rolled back")]
+    = None,
     model: Annotated[str | None, typer.Option(
         "--model", help="classifier-vN or zero-shot (default: the champion)")] = None,
     out: Annotated[Path | None, typer.Option(
@@ -499,10 +515,17 @@ def replay(
     ts_version = parse_version(thresholds_version, "--thresholds")
     rs_version = parse_version(rules_version, "--rules")
     settings = _settings()
-    with session_scope() as session:
-        result = run_replay(session=session, since=when, settings=settings, now=utcnow(),
-                            thresholds_version=ts_version, rules_version=rs_version,
-                            model_id=model, limit=limit)
+    if rules_file is not None and not rules_file.is_file():
+        raise QuorumError(f"--rules-file {rules_file} is not a file")
+    try:
+        with session_scope() as session:
+            result = run_replay(session=session, since=when, settings=settings, now=utcnow(),
+                                thresholds_version=ts_version, rules_version=rs_version,
+                                model_id=model, limit=limit, rules_file=rules_file)
+    except QuorumError as exc:
+        for line in exc.details or []:
+            err.print(str(line))
+        raise
     path = out or settings.data_dir / "reports" / "replay.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     result.rows.to_csv(path, index=False)
@@ -513,6 +536,10 @@ def replay(
     what = [f"threshold set v{result.thresholds_version}"]
     if result.rules_version is not None:
         what.append(f"rule set v{result.rules_version}")
+    if result.rules_file is not None:
+        loaded = result.rules_loaded or {}
+        what.append(f"candidate rules {result.rules_file} ("
+                    + ", ".join(f"{len(v)} {k}" for k, v in loaded.items()) + ")")
     if result.model_id is not None:
         what.append(f"model {result.model_id}")
     console.print(f"replayed {len(rows)} item(s) created since {when:%Y-%m-%d %H:%M} with "

@@ -146,6 +146,24 @@ def backed_only(result: dict, bands: dict) -> dict:
     return bands
 
 
+def oof_depth(scores: pd.DataFrame) -> str:
+    """What the calibration run's out-of-fold scores of the history say about each side:
+    precision of the k tweets the model is surest are OK (by ``P(ok)``) and of the k
+    surest to need action (by ``1 - P(ok)``), the figures that cap a backed share."""
+    p_ok = scores["p_ok"].to_numpy()
+    is_ok = (scores["true_label"] == "ok").to_numpy()
+    order = np.argsort(-p_ok, kind="stable")
+    ok_part = ", ".join(f"top {k}: {is_ok[order[:k]].mean():.1%}"
+                        for k in (50, 100, 200, 400, 800, 1600) if k <= len(order))
+    n_action = int((~is_ok).sum())
+    rev = order[::-1]
+    depth = [(f, int(f * n_action)) for f in (0.85, 0.90, 0.93, 0.95, 0.97)]
+    act_part = ", ".join(f"{f:.0%} of action tweets ({k}): {(~is_ok[rev[:k]]).mean():.2%}"
+                         for f, k in depth)
+    return (f"out of fold on the history ({len(scores)} tweets, {n_action} need action): "
+            f"surest OK — {ok_part}; surest action — {act_part}")
+
+
 def _store_vectors(session, item_ids: list[int], vectors: np.ndarray, encoder_id: str) -> None:
     from sqlalchemy import insert
 
@@ -233,6 +251,12 @@ def product_run(policy_name: str, tweets: pd.DataFrame, vectors: np.ndarray,
             with session_scope() as session:
                 run = run_calibration(session=session, overrides={"target_precision": target})
                 version = run.result["proposed_version"]
+                if target == targets[0]:  # the same out-of-fold scores at every target
+                    from backend.calibration.service import read_frame
+
+                    frame = read_frame(run, "scores")
+                    if frame is not None and "p_ok" in frame.columns:
+                        print(oof_depth(frame))
                 if version is None:
                     print(f"target {target:.0%}: nothing backed ({run.message})")
                     continue

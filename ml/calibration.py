@@ -62,6 +62,7 @@ __all__ = [
     "aggregate_pair_votes",
     "binary_curve",
     "choose_reuse_distance",
+    "reuse_allowed_by_label",
     "choose_threshold",
     "clopper_pearson_bounds",
     "counts_at",
@@ -489,16 +490,59 @@ def choose_reuse_distance(
 
     Reuse a past decision iff ``distance <= threshold``; "precision" is the share of
     reused pairs that humans call the same.
+
+    With a ``reused_label`` column (the label reuse would copy: the neighbour's), the
+    distance must also hold **for each label reused**: a distance qualifies only where,
+    for every label with reused pairs at or below it, the one-sided lower bound of that
+    label's precision clears the target too (rows with no ``reused_label`` count in the
+    pooled curve only). Pooled over labels the majority label carries the bound: on the
+    Davidson tweets reusing an "action" verdict within 0.3 is ~98 % right, an "OK" one
+    ~86 %, so a pooled 95 % bound would reuse OK verdicts at well under 95 %.
     """
-    return choose_threshold(
-        similarity_curve(pairs),
-        target_precision=target_precision,
-        confidence=confidence,
-        method=method,
-        objective=objective,
-        beta=beta,
-        costs=costs,
-    )
+    curve = similarity_curve(pairs)
+    kwargs = {"target_precision": target_precision, "confidence": confidence,
+              "method": method, "objective": objective, "beta": beta, "costs": costs}
+    pooled = choose_threshold(curve, **kwargs)  # type: ignore[arg-type]
+    if "reused_label" not in pairs.columns or not pairs["reused_label"].notna().any():
+        return pooled
+    allowed = reuse_allowed_by_label(pairs, thresholds=curve["threshold"].to_numpy(),
+                                     target_precision=target_precision,
+                                     confidence=confidence, method=method)
+    attrs = dict(curve.attrs)
+    each = curve[allowed].reset_index(drop=True)
+    each.attrs.update(attrs)
+    choice = choose_threshold(each, **kwargs)  # type: ignore[arg-type]
+    if choice.threshold is not None or pooled.threshold is None:
+        # nothing backed even pooled: the pooled estimate of the labels needed (a floor)
+        return choice if choice.threshold is not None else pooled
+    from dataclasses import replace
+
+    return replace(choice, message=(
+        f"pairs pooled over labels back a reuse distance of {pooled.threshold:g}, but not "
+        "every label reused clears the target there (each label's one-sided lower bound "
+        "must): more labelled items of the labels that fall short are needed"))
+
+
+def reuse_allowed_by_label(pairs: pd.DataFrame, *, thresholds: ArrayLike,
+                           target_precision: float, confidence: float = 0.95,
+                           method: Method = "wilson") -> np.ndarray:
+    """Per distance in ``thresholds``: whether every reused label (``reused_label``) with
+    pairs at ``distance <= T`` has a one-sided lower bound on its precision (share of its
+    pairs that are ``same``) at or above ``target_precision``."""
+    t = np.asarray(thresholds, dtype=np.float64)
+    ok = np.ones(len(t), dtype=bool)
+    known = pairs[pairs["reused_label"].notna()]
+    for _, part in known.groupby("reused_label"):
+        order = np.argsort(part["distance"].to_numpy(dtype=np.float64), kind="stable")
+        dist = part["distance"].to_numpy(dtype=np.float64)[order]
+        same = part["same"].astype(bool).to_numpy()[order]
+        trials = np.searchsorted(dist, t, side="right")
+        successes = np.concatenate([[0], np.cumsum(same)])[trials]
+        clears = lower_bound_clears(successes=successes, trials=np.maximum(trials, 1),
+                                    target=target_precision, confidence=confidence,
+                                    method=method)
+        ok &= (trials == 0) | clears
+    return ok
 
 
 # Reporting helpers live in their own module (they use the curves and bounds only).

@@ -123,11 +123,12 @@ def labelled_neighbour_pairs(
     which only ever removes reuses: an estimate on the safe side).
 
     Returns one row per unordered pair (a mutual nearest pair counts once): ``item_id``,
-    ``other_item_id``, ``distance``, ``same`` (bool); sorted by distance.
+    ``other_item_id``, ``distance``, ``same`` (bool), ``reused_label`` (the neighbour's
+    label: what reuse would give the anchor); sorted by distance.
     """
     import pandas as pd
 
-    rows: dict[tuple[int, int], tuple[int, int, float, bool]] = {}
+    rows: dict[tuple[int, int], tuple[int, int, float, bool, str]] = {}
     ids = np.asarray(neighbour_ids, dtype=np.int64)
     dist = np.asarray(distances, dtype=np.float64)
     for a, row_ids, row_d in zip(np.asarray(item_ids, dtype=np.int64), ids, dist, strict=True):
@@ -139,9 +140,11 @@ def labelled_neighbour_pairs(
                 continue
             key = (min(a, b), max(a, b))
             if key not in rows:
-                rows[key] = (a, int(b), max(float(d), 0.0), labels[a] == labels[b])
+                rows[key] = (a, int(b), max(float(d), 0.0), labels[a] == labels[b],
+                             labels[b])
             break
     frame = pd.DataFrame(list(rows.values()),
-                         columns=["item_id", "other_item_id", "distance", "same"])
+                         columns=["item_id", "other_item_id", "distance", "same",
+                                  "reused_label"])
     frame["same"] = frame["same"].astype(bool)
     return frame.sort_values(["distance", "item_id"], kind="stable").reset_index(drop=True)

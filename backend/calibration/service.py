@@ -205,18 +205,29 @@ def sampling_probabilities(*, session: Session, ids: Sequence[int],
             .outerjoin(Queue, Queue.id == Task.queue_id)
             .where(ItemStatus.item_id.in_(ids[start:start + 500])))
         for item_id, details, payload, kind in rows:
-            p = (details or {}).get("sampling_probability")
-            if p is None:
-                p = (payload or {}).get("sampling_probability")
-            if p is None and kind == SPOT_CHECK:
-                band = (payload or {}).get("band")
-                p = rates.get(band, rates.get((payload or {}).get("source"), 1.0))
-            try:
-                value = float(p) if p is not None else 1.0
-            except (TypeError, ValueError):
-                value = 1.0
-            found[int(item_id)] = value if 0.0 < value <= 1.0 else 1.0
+            found[int(item_id)] = label_probability(
+                details=details, payload=payload, spot_check=kind == SPOT_CHECK, rates=rates)
     return np.array([found.get(int(i), 1.0) for i in ids], dtype=np.float64)
+
+
+def label_probability(*, details: dict | None, payload: dict | None, spot_check: bool,
+                      rates: dict[str, float]) -> float:
+    """The chance one human label was drawn: the event's recorded
+    ``sampling_probability``, else its task payload's, else (a spot-check task from
+    before the rate was recorded) the band's current rate; 1 otherwise. Used for the
+    labels calibration weighs (:func:`sampling_probabilities`) and for the spot checks
+    the threshold report weighs (``backend.reports.service.spot_checks``)."""
+    p = (details or {}).get("sampling_probability")
+    if p is None:
+        p = (payload or {}).get("sampling_probability")
+    if p is None and spot_check:
+        band = (payload or {}).get("band")
+        p = rates.get(band, rates.get((payload or {}).get("source"), 1.0))
+    try:
+        value = float(p) if p is not None else 1.0
+    except (TypeError, ValueError):
+        value = 1.0
+    return value if 0.0 < value <= 1.0 else 1.0
 
 
 def _weighting(weights: np.ndarray) -> dict[str, Any]:
@@ -679,6 +690,24 @@ def history_pairs(*, session: Session, policy: Policy, as_of: datetime | None = 
     return pairs, encoder.encoder_id
 
 
+def _by_reused_label(pairs: pd.DataFrame, threshold: float | None,
+                     cal: CalibrationSettings) -> dict[str, Any]:
+    """Per label reuse would copy: its pairs at or below ``threshold`` (all pairs when
+    nothing is chosen), the share that are the same and the one-sided lower bound."""
+    from ml.calibration_bounds import proportion_bounds
+
+    known = pairs[pairs["reused_label"].notna()]
+    if threshold is not None:
+        known = known[known["distance"] <= threshold]
+    out: dict[str, Any] = {}
+    for label, part in known.groupby("reused_label"):
+        n, right = len(part), int(part["same"].astype(bool).sum())
+        lower, _ = proportion_bounds(successes=right, trials=n, confidence=cal.confidence,
+                                     method=cal.bound_method, sided="one")  # type: ignore[arg-type]
+        out[str(label)] = {"n": n, "precision": right / n, "lower": float(lower)}
+    return out
+
+
 def _calibrate_similarity(session: Session, *, run: CalibrationRun, cal: CalibrationSettings,
                           settings: Settings, policy: Policy, user_id: int | None
                           ) -> dict[str, Any]:
@@ -686,9 +715,13 @@ def _calibrate_similarity(session: Session, *, run: CalibrationRun, cal: Calibra
 
     tasks = pair_votes(session=session, cal=cal, as_of=run.as_of)
     tasks["source"] = "pair_task"
+    if "reused_label" not in tasks.columns:  # a pair task asks "same?", not which label
+        tasks["reused_label"] = None
     history, history_encoder = history_pairs(session=session, policy=policy, as_of=run.as_of)
     history = history.assign(pair_id=None, n_votes=None, n_same=None, source="history",
                              encoder_id=history_encoder)
+    if "reused_label" not in history.columns:  # no pairs at all
+        history["reused_label"] = None
     pairs = pd.concat([frame for frame in (tasks, history[tasks.columns]) if len(frame)],
                       ignore_index=True) if len(tasks) or len(history) else tasks
     run.labelled_set = pairs.to_dict(orient="records") if len(pairs) else []
@@ -721,10 +754,12 @@ def _calibrate_similarity(session: Session, *, run: CalibrationRun, cal: Calibra
     result["encoder_id"] = encoder_id
     curve = similarity_curve(pairs[["distance", "same"]])
     result["curve_totals"] = {"reuse_distance": dict(curve.attrs)}
-    choice = choose_reuse_distance(pairs[["distance", "same"]],
+    # the distance must hold for each label reused too (history pairs know the label)
+    choice = choose_reuse_distance(pairs[["distance", "same", "reused_label"]],
                                    target_precision=cal.reuse_target_precision,
                                    confidence=cal.confidence, method=cal.bound_method)
     result["reuse_distance"] = _choice_dict(choice)
+    result["by_reused_label"] = _by_reused_label(pairs, choice.threshold, cal)
     result["files"] = _write_frames(run_dir(settings, run.id), {
         "curves": curve.assign(kind="similarity", label="reuse_distance"), "pairs": pairs})
     run.report_path = str(run_dir(settings, run.id))

@@ -146,6 +146,32 @@ def distance_state(*, session: Session, key: str, settings: HashSettings | None 
                   bound=None, bound_name="encoder_id", off_reason="")
 
 
+def hash_states(*, session: Session, settings: HashSettings | None = None) -> list[BandState]:
+    """Every hash distance with its state, like the threshold set's cut-offs: one per bank
+    (``bank:<name>``, ``label`` the bank's label) then the image reuse distance
+    (``pdq_reuse``); each with the value routing uses and the bound behind it (lower
+    bound, labels, target, run). **off** when image hashing is switched off
+    (``QUORUM_HASH_ENABLED=false``: nothing is hashed or matched) and, for a bank, when
+    its action is ``route`` (a match goes to a queue, the distance never decides);
+    otherwise :func:`distance_state` (live when backed at its value, else shadow)."""
+    from dataclasses import replace
+
+    settings = settings or get_hash_settings()
+    out: list[BandState] = []
+    for b in session.scalars(select(HashBank).order_by(HashBank.name)):
+        st = replace(distance_state(session=session, key=bank_key(b.name), settings=settings),
+                     label=b.label)
+        if b.action == "route":
+            st = replace(st, state="off", reason=f"the bank routes matches to "
+                         f"{b.queue_kind or HASH_QUEUE}; it never decides")
+        out.append(st)
+    out.append(distance_state(session=session, key=REUSE_KEY, settings=settings))
+    if not settings.enabled:
+        out = [replace(st, state="off", reason="image hashing is off (QUORUM_HASH_ENABLED="
+                       "false)") for st in out]
+    return out
+
+
 def list_banks(*, session: Session) -> list[dict[str, Any]]:
     counts = dict(session.execute(select(BankHash.bank_id, func.count())
                                   .group_by(BankHash.bank_id)).tuples().all())

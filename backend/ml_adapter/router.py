@@ -54,15 +54,29 @@ class ThresholdSetRead(BaseModel):
     model_id: str | None
     encoder_id: str | None
     band_states: list[BandStateRead]
+    hash_distances: list[BandStateRead] = Field(
+        default_factory=list,
+        description="the hash banks' distances (key bank:<name>) and the PDQ image reuse "
+                    "distance (pdq_reuse), each live / shadow / off with the bound behind "
+                    "it; they are not versioned with the sets, so only the active set "
+                    "lists them")
 
 
-def ts_read(ts: Any, policy: Any) -> ThresholdSetRead:
+def ts_read(ts: Any, policy: Any, *, session: Any = None) -> ThresholdSetRead:
+    """The set as the API shows it; with ``session`` and the set active, the hash
+    distances too (``backend.hashes.service.hash_states``)."""
+    hashed: list[BandStateRead] = []
+    if session is not None and ts.state == "active":
+        from backend.hashes.service import hash_states
+
+        hashed = [BandStateRead(**s.to_dict()) for s in hash_states(session=session)]
     return ThresholdSetRead(version=ts.version, state=ts.state, bands=ts.bands,
                             reuse_distance=ts.reuse_distance, auto_decide=ts.auto_decide,
                             calibration_run_id=ts.calibration_run_id, note=ts.note,
                             model_id=ts.model_id, encoder_id=ts.encoder_id,
                             band_states=[BandStateRead(**s.to_dict()) for s in
-                                         thresholds.band_states(ts, policy=policy)])
+                                         thresholds.band_states(ts, policy=policy)],
+                            hash_distances=hashed)
 
 
 @router.get("/items/{item_id}/neighbours", response_model=list[Neighbour])
@@ -77,7 +91,8 @@ def item_neighbours(item_id: IdPath, session: SessionDep, user: CurrentUser,
 def list_thresholds(session: SessionDep, policy: PolicyDep,
                     user: AnalystUser) -> list[ThresholdSetRead]:
     thresholds.active_threshold_set(session=session, policy=policy)
-    return [ts_read(t, policy) for t in thresholds.list_sets(session=session)]
+    return [ts_read(t, policy, session=session)
+            for t in thresholds.list_sets(session=session)]
 
 
 class ThresholdSetEdit(BaseModel):
@@ -108,7 +123,7 @@ def edit_thresholds(version: int, body: ThresholdSetEdit, session: SessionDep,
                   auto_decide=body.auto_decide, note=body.note, user_id=user.id, **extra)
     audit(session=session, user=user, action="thresholds.edit", target_type="threshold_set",
           target_id=ts.version, details={"from": version, **body.model_dump(exclude_none=True)})
-    return ts_read(ts, policy)
+    return ts_read(ts, policy, session=session)
 
 
 @router.post("/thresholds/{version}/apply", response_model=ThresholdSetRead)
@@ -117,4 +132,4 @@ def apply_thresholds(version: IdPath, session: SessionDep, policy: PolicyDep,
     """Make a proposed (or earlier) threshold set active; routing uses it from the next item."""
     ts, _ = thresholds.apply_set(session=session, policy=policy, version=version, user=user,
                                  via="api", now=utcnow())
-    return ts_read(ts, policy)
+    return ts_read(ts, policy, session=session)

@@ -43,16 +43,30 @@ SOURCE_TITLES = {"rule": "rules", "hash": "hash banks", "similarity": "similarit
 
 
 # ------------------------------------------------------------------ spot checks
-def spot_checks(*, session: Session, cal: CalibrationSettings | None = None) -> pd.DataFrame:
+#: The spot-check row that pools every band (each check weighted by the items it stands for).
+ALL_BANDS = "all bands"
+
+
+def spot_checks(*, session: Session, cal: CalibrationSettings | None = None,
+                settings: Settings | None = None) -> pd.DataFrame:
     """Measured precision of automation per band from done ``SPOT_CHECK`` tasks.
 
     The human verdict of a task is the majority of its judgments (one for a moderator).
-    Target: the deciding target for classifier bands and rules, the reuse target for
-    similarity. Columns of ``ml.calibration.spot_check_precision`` plus ``warning``.
+    Each check is weighted by ``1 / sampling probability`` (the rate its task recorded,
+    ``backend.calibration.service.label_probability``: the same probabilities calibration
+    weighs its labels by), so a band whose rate changed, and the pooled row
+    :data:`ALL_BANDS` over bands checked at different rates, count each check for the
+    automatic decisions it stands for; ``n_effective`` is the effective sample size the
+    interval rests on (Kish). Target: the deciding target for classifier bands and rules,
+    the reuse target for similarity (the pooled row: the deciding target). Columns of
+    ``ml.calibration.spot_check_precision`` plus ``rates`` (the sampling rates seen) and
+    ``warning``.
     """
+    from backend.calibration.service import label_probability
     from ml.calibration import spot_check_precision
 
     cal = cal or get_calibration_settings()
+    rates = (settings or get_settings()).spot_check_rates
     tasks = session.execute(select(Task.id, Task.payload).join(Queue, Queue.id == Task.queue_id)
                             .where(Queue.kind == SPOT_CHECK, Task.state == "done")).all()
     if not tasks:
@@ -65,21 +79,39 @@ def spot_checks(*, session: Session, cal: CalibrationSettings | None = None) -> 
                 Judgment.task_id.in_(ids[start:start + 500])).order_by(Judgment.id)):
             verdicts.setdefault(task_id, Counter())[label] += 1
     rows = [{"band": payload[t].get("band") or "unknown", "auto_label": payload[t].get(
-        "auto_label"), "human_label": c.most_common(1)[0][0]} for t, c in verdicts.items()]
+        "auto_label"), "human_label": c.most_common(1)[0][0],
+        "probability": label_probability(details=None, payload=payload[t], spot_check=True,
+                                         rates=rates)} for t, c in verdicts.items()]
     if not rows:
         return pd.DataFrame()
     checks = pd.DataFrame(rows)
+    checks["weight"] = 1.0 / checks["probability"]
+    if checks["band"].nunique() > 1:
+        checks = pd.concat([checks, checks.assign(band=ALL_BANDS)], ignore_index=True)
     targets = {b: (cal.reuse_target_precision if b == "similarity" else cal.target_precision)
                for b in checks["band"].unique()}
     table = spot_check_precision(checks, target_precision=targets, confidence=cal.confidence,
                                  method=cal.bound_method)  # type: ignore[arg-type]
+    seen = checks.groupby("band")["probability"].agg(["min", "max"]).reindex(table["band"])
+    table["rates"] = [f"{lo:.0%}" if lo == hi else f"{lo:.0%}–{hi:.0%}"
+                      for lo, hi in zip(seen["min"], seen["max"], strict=True)]
+    table["weighted"] = (seen["min"] != seen["max"]).to_numpy()
+    # the pooled row last, the bands sorted before it
+    table = pd.concat([table[table["band"] != ALL_BANDS], table[table["band"] == ALL_BANDS]],
+                      ignore_index=True)
+
+    def size(n: int, n_eff: float, weighted: bool) -> str:
+        return (f"{n} checks (effective sample size {n_eff:.1f}, weighted by sampling rate)"
+                if weighted else f"{n} checks")
+
     table["warning"] = [
-        (f"measured precision {p:.1%} of {n} checks is below the target {t:.0%} "
+        (f"measured precision {p:.1%} of {size(n, ne, w)} is below the target {t:.0%} "
          f"({cal.confidence:.0%} interval {lo:.1%}–{hi:.1%})") if below else
         (f"not yet shown to meet the target {t:.0%} (lower bound {lo:.1%})") if unproven else ""
-        for p, n, t, lo, hi, below, unproven in zip(
-            table["precision"], table["n"], table["target"], table["precision_lower"],
-            table["precision_upper"], table["below_target"], table["unproven"], strict=True)]
+        for p, n, ne, w, t, lo, hi, below, unproven in zip(
+            table["precision"], table["n"], table["n_effective"], table["weighted"],
+            table["target"], table["precision_lower"], table["precision_upper"],
+            table["below_target"], table["unproven"], strict=True)]
     return table
 
 

@@ -210,7 +210,7 @@ def build_thresholds_report(*, session: Session, settings: Settings | None = Non
     rates = appeal_rates(session=session)
     ctx["appeal_rates"] = [{k: (None if isinstance(v, float) and np.isnan(v) else v)
                             for k, v in r.items()} for r in rates.to_dict(orient="records")]
-    checks = spot_checks(session=session, cal=cal)
+    checks = spot_checks(session=session, cal=cal, settings=settings)
     ctx["spot_checks"] = checks.to_dict(orient="records") if len(checks) else []
     html = _env.get_template("thresholds.html").render(**ctx, pct=pct)
     curves = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

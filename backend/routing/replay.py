@@ -9,6 +9,10 @@ stays). The alternatives:
 - ``rules_version``: the rule set as it stood after its ``N``-th recorded change
   (``rule_versions`` in order; :func:`rule_set_version` is the current one): each rule
   takes its definition of then, rules created later are off;
+- ``rules_file``: a candidate rules YAML (the format of ``quorum rules load``) not yet
+  loaded: inside the savepoint it is loaded on top of the rule set (today's, or
+  ``rules_version``'s) exactly as ``load_rules_file`` would load it — created and updated
+  rules, each checked first; one bad rule refuses the replay with the file's problems;
 - ``model_id``: another trained classifier (``classifier-vN``, or ``zero-shot``) as the
   champion. Safe by default still holds: its bands decide only where the threshold set
   was backed for that model; elsewhere they run in shadow, and replay reports what the
@@ -26,6 +30,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -54,6 +59,10 @@ class ReplayResult:
     rules_version: int | None = None
     model_id: str | None = None
     confidence: float = 0.95
+    #: the candidate rules file replayed, and what loading it did inside the savepoint
+    #: (``created`` / ``updated`` / ``unchanged`` rule names)
+    rules_file: str | None = None
+    rules_loaded: dict[str, list[str]] | None = None
 
     @property
     def changes(self) -> Counter[tuple[str, str]]:
@@ -214,11 +223,12 @@ def _use_model(session: Session, model_id: str, ts: Any) -> None:
 def replay(*, session: Session, since: datetime, settings: Settings, now: datetime,
            thresholds_version: int | None = None, rules_version: int | None = None,
            model_id: str | None = None, until: datetime | None = None,
-           hooks: PipelineHooks | None = None, limit: int | None = None) -> ReplayResult:
+           hooks: PipelineHooks | None = None, limit: int | None = None,
+           rules_file: Path | None = None) -> ReplayResult:
     """Re-run routing on the items created in ``[since, until)`` (at most ``limit``) with
     threshold set ``thresholds_version`` (default: the active one), the rule set of
-    ``rules_version`` (default: today's) and ``model_id`` (default: the champion);
-    writes nothing."""
+    ``rules_version`` (default: today's) with the candidate ``rules_file`` loaded on top
+    of it, and ``model_id`` (default: the champion); writes nothing."""
     from backend.calibration import thresholds
     from backend.calibration.settings import get_calibration_settings
     from backend.policy import get_policy
@@ -247,12 +257,18 @@ def replay(*, session: Session, since: datetime, settings: Settings, now: dateti
     last_shadow = session.scalar(select(func.max(ShadowOutcome.id))) or 0
     session.flush()
     shadow: dict[int, str] = {}
+    loaded: dict[str, list[str]] | None = None
     savepoint = session.begin_nested()
     try:
         if version != active.version:
             thresholds.apply(session=session, version=version, now=now)
         if rules_version is not None:
             _rules_as_of(session, rules_version)
+        if rules_file is not None:
+            from backend.rules.service import load_rules_file
+
+            loaded = load_rules_file(session=session, path=Path(rules_file), policy=policy)
+            session.flush()
         if model is not None:
             _use_model(session, model, chosen)
         summary = route_items(session=session, item_ids=ids, now=now, settings=settings,
@@ -278,7 +294,9 @@ def replay(*, session: Session, since: datetime, settings: Settings, now: dateti
             "after_right": bool(_is_automatic(a) and h is not None and a.split(":", 1)[1] == h)})
     return ReplayResult(rows=pd.DataFrame(records, columns=COLUMNS),
                         thresholds_version=version, since=since, rules_version=rules_version,
-                        model_id=model, confidence=get_calibration_settings().confidence)
+                        model_id=model, confidence=get_calibration_settings().confidence,
+                        rules_file=None if rules_file is None else Path(rules_file).name,
+                        rules_loaded=loaded)
 
 
 #: Most items one replay from the API or the web page looks at (the CLI: ``--limit``).
@@ -309,6 +327,7 @@ def report(result: ReplayResult) -> dict[str, Any]:
     summary = result.by_source_label()
     return {"since": result.since, "thresholds_version": result.thresholds_version,
             "rules_version": result.rules_version, "model_id": result.model_id,
+            "rules_file": result.rules_file, "rules_loaded": result.rules_loaded,
             "replayed": len(result.rows), "changed": int(result.rows["changed"].sum()),
             "in_shadow": int(result.rows["shadow"].notna().sum()),
             "confidence": result.confidence,

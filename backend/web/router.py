@@ -633,8 +633,11 @@ def thresholds_page(request: Request, session: SessionDep, policy: PolicyDep,
 
     thresholds.active_threshold_set(session=session, policy=policy)
     sets = thresholds.list_sets(session=session)
+    from backend.hashes.service import hash_states
+
     return render(request, "thresholds.html", sets=sets, states={
-        ts.version: thresholds.band_states(ts, policy=policy) for ts in sets})
+        ts.version: thresholds.band_states(ts, policy=policy) for ts in sets},
+        hash_states=hash_states(session=session))
 
 
 # Applying and restoring a set (with a confirmation step): ``backend/reports/actions.py``.

@@ -219,3 +219,68 @@ def test_reimporting_keeps_a_banks_action(session, policy):
     with pytest.raises(ValidationFailed, match="queue kind"):
         import_hashes(session=session, bank="r", label="adult", hashes=[], policy=policy,
                       now=utcnow(), queue_kind="bad kind")
+
+
+def test_hash_distances_listed_with_thresholds_live_shadow_off(client, make_user, settings,
+                                                                policy):
+    """A backed bank's distance is live with its bound, a routing bank off, all off when
+    hashing is switched off — in GET /api/v1/thresholds, on /admin/thresholds and
+    in `quorum thresholds list`, beside the cut-offs."""
+    from backend.db import session_scope
+    from backend.hashes.service import hash_states
+    from tests.web.test_web import PASSWORD, login
+
+    with session_scope(settings.resolved_database_url) as session:
+        _bank(session, policy)
+        import_hashes(session=session, bank="watch", label="adult", action="route",
+                      hashes=[(pdq_hash_variants(photo("coffee"))[0].hex, None)],
+                      policy=policy, now=utcnow())
+        history = _files(settings, BAD, list(VARIANTS), "past") + \
+            _files(settings, OTHER, list(VARIANTS)[:3], "okpast")
+        ids, _ = route_rows(session, settings, policy, _rows(history, 0))
+        for (name, _v, _p), item_id in zip(history, ids, strict=True):
+            human_verdict(session, item_id, "prohibited" if name in BAD else "ok")
+        before = {s.key: s for s in hash_states(session=session)}
+        backing = calibrate_distances(session=session, now=utcnow(), target=0.9)
+    assert before["bank:known-bad"].state == before["pdq_reuse"].state == "shadow"
+    assert "no calibration run" in before["pdq_reuse"].reason
+    bank = backing["bank:known-bad"]
+    reuse = backing["pdq_reuse"]
+    assert bank["backed"] and reuse["backed"]
+
+    _, token = make_user("ana", "analyst", password=PASSWORD)
+    sets = client.get("/api/v1/thresholds", headers=auth(token)).json()
+    active = next(s for s in sets if s["state"] == "active")
+    states = {d["key"]: d for d in active["hash_distances"]}
+    assert list(states) == ["bank:known-bad", "bank:watch", "pdq_reuse"]
+    live = states["bank:known-bad"]
+    assert live["state"] == "live" and live["value"] == bank["threshold"]
+    assert live["label"] == "prohibited" and live["lower"] == pytest.approx(bank["lower"])
+    assert live["n_auto"] == bank["n_auto"] and live["target"] == 0.9
+    assert states["bank:watch"]["state"] == "off" and "routes" in states["bank:watch"]["reason"]
+    assert states["pdq_reuse"]["state"] == "live"
+    assert states["pdq_reuse"]["value"] == reuse["threshold"]
+    assert all(s["hash_distances"] == [] for s in sets if s["state"] != "active")
+
+    login(client, "ana")
+    page = client.get("/admin/thresholds").text
+    assert "Hash distances" in page and "bank:known-bad" in page and "pdq_reuse" in page
+    row = page[page.index("<td>bank:known-bad</td>"):][:600]
+    assert "live" in row and f"{100 * bank['lower']:.1f} %" in row
+
+    with session_scope(settings.resolved_database_url) as session:
+        off = hash_states(session=session, settings=get_hash_settings_off())
+    assert {s.state for s in off} == {"off"} and "QUORUM_HASH_ENABLED" in off[0].reason
+    if settings.resolved_database_url.startswith("sqlite"):
+        from tests.backend.test_cli import quorum
+
+        out = quorum(settings, "thresholds", "list")
+        assert out.returncode == 0, out.stderr
+        assert "Hash distances" in out.stdout and "bank:known-bad" in out.stdout
+        assert "pdq_reuse" in out.stdout and "live" in out.stdout
+
+
+def get_hash_settings_off():  # noqa: ANN201
+    from backend.hashes.settings import HashSettings
+
+    return HashSettings(enabled=False)

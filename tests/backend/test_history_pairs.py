@@ -60,3 +60,4 @@ def test_labelled_neighbour_pairs_skip_self_unlabelled_and_count_mutual_pairs_on
     assert pairs[["item_id", "other_item_id", "same"]].values.tolist() == [
         [1, 2, True], [3, 1, False]]
     assert pairs["distance"].tolist() == [0.1, 0.5]
+    assert pairs["reused_label"].tolist() == ["ok", "ok"]  # the neighbour's verdict

@@ -130,6 +130,77 @@ def test_replay_with_an_earlier_rule_set_by_source_and_label(session, settings, 
         replay(session=session, since=start, settings=settings, now=utcnow(), rules_version=3)
 
 
+RULES_FILE = """
+rules:
+  - name: seeds
+    expression: item.title.contains("seeds")
+    action: decide
+    label: prohibited
+"""
+
+
+def test_replay_with_a_candidate_rules_file_writes_nothing(session, settings, policy,
+                                                          tmp_path):
+    from backend.errors import ValidationFailed
+    from backend.routing.replay import report, rule_set_version
+    from backend.rules.models import Rule
+
+    start = utcnow() - timedelta(minutes=1)
+    rows = [item_row(i, title=("Cannabis seeds " if i < 12 else "Desk lamp ") + str(i))
+            for i in range(20)]
+    ids, summary = route_rows(session, settings, policy, rows)
+    assert summary.decided == {}  # no rule yet
+    for i, item_id in enumerate(ids[:10]):  # people: 9 prohibited, 1 ok among the seeds
+        human_verdict(session, item_id, "ok" if i == 0 else "prohibited")
+    candidate = tmp_path / "candidate.yaml"
+    candidate.write_text(RULES_FILE)
+    events = _count(session, DecisionEvent)
+    result = replay(session=session, since=start, settings=settings, now=utcnow(),
+                    rules_file=candidate)
+    # rolled back: the rule was never loaded, no event, no rule version
+    assert _count(session, DecisionEvent) == events
+    assert _count(session, Rule) == 0 and rule_set_version(session=session) == 0
+    row = result.by_source_label().set_index(["source", "label"]).loc[("rule", "prohibited")]
+    assert (row["before"], row["after"], row["gained"]) == (0, 12, 12)
+    assert (row["judged"], row["right"]) == (10, 9)
+    rep = report(result)
+    assert rep["rules_file"] == "candidate.yaml"
+    assert rep["rules_loaded"]["created"] == ["seeds"] and rep["changed"] == 12
+    # a bad rule refuses the replay with the file's problems, and nothing is loaded
+    candidate.write_text(RULES_FILE.replace("label: prohibited", "label: nonsense"))
+    with pytest.raises(ValidationFailed, match="refused, nothing loaded"):
+        replay(session=session, since=start, settings=settings, now=utcnow(),
+               rules_file=candidate)
+    assert _count(session, Rule) == 0
+
+
+def test_replay_cli_with_a_rules_file(settings, tmp_path):
+    if not settings.resolved_database_url.startswith("sqlite"):
+        pytest.skip("the CLI is exercised once; the services it calls run on both backends")
+    import json
+
+    from tests.backend.test_cli import quorum
+
+    jl = tmp_path / "items.jsonl"
+    jl.write_text("\n".join(json.dumps(item_row(i, title=f"Cannabis seeds {i}"))
+                            for i in range(3)))
+    assert quorum(settings, "ingest", str(jl)).returncode == 0
+    candidate = tmp_path / "candidate.yaml"
+    candidate.write_text(RULES_FILE)
+    r = quorum(settings, "replay", "--since", "2000-01-01", "--rules-file", str(candidate))
+    assert r.returncode == 0, r.stderr
+    assert "candidate rules candidate.yaml (1 created" in r.stdout
+    assert "3 would change" in r.stdout and "rule:prohibited" in r.stdout
+    r = quorum(settings, "rules", "list")
+    assert "seeds" not in r.stdout  # the candidate was not loaded
+    candidate.write_text(RULES_FILE.replace("label: prohibited", "label: nonsense"))
+    r = quorum(settings, "replay", "--since", "2000-01-01", "--rules-file", str(candidate))
+    assert r.returncode == 2 and "nonsense" in r.stderr and "Traceback" not in r.stderr
+    r = quorum(settings, "replay", "--since", "2000-01-01", "--rules-file",
+               str(tmp_path / "missing.yaml"))
+    assert r.returncode == 2 and "not a file" in r.stderr
+
+
 def test_replay_with_another_model_shadow_until_backed(session, settings, policy, ml_on):
     """A model the threshold set was not backed for decides nothing in replay; the
     ``shadow`` column says what it would have decided."""

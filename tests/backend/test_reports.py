@@ -15,17 +15,20 @@ from tests.backend.test_calibration_service import _labelled, seed_pairs
 from tests.conftest import auth, item_row
 
 
-def _spot_checks(session, settings, policy, band, auto_label, human_labels):
+def _spot_checks(session, settings, policy, band, auto_label, human_labels, rate=None,
+                 base=None):
     from backend.crowdwork.models import Judgment
 
     now = utcnow()
-    base = 1000 + 100 * len(band)
+    base = 1000 + 100 * len(band) if base is None else base
     _, ids = ingest(session=session, rows=[item_row(base + i) for i in range(len(human_labels))],
                     policy=policy, now=now)
+    payload = {"spot_check_of": 0, "band": band, "auto_label": auto_label,
+               "source": "classifier"}
+    if rate is not None:
+        payload["sampling_probability"] = rate
     tasks = queues.enqueue(session=session, kind="SPOT_CHECK", item_ids=ids, now=now,
-                           settings=settings, payloads=[{"spot_check_of": 0, "band": band,
-                                                         "auto_label": auto_label,
-                                                         "source": "classifier"}] * len(ids))
+                           settings=settings, payloads=[payload] * len(ids))
     for task_id, item_id, label in zip(tasks, ids, human_labels, strict=True):
         session.add(Judgment(item_id=item_id, task_id=task_id, worker_kind="moderator",
                              worker_id="m", label=label, created_at=now))
@@ -44,6 +47,32 @@ def test_spot_check_precision_and_its_warning(session, settings, policy):
     assert "below the target 95%" in table.loc["auto_ok", "warning"]
     assert table.loc["ML_BAD_HIGH", "precision"] == 1.0
     assert not table.loc["ML_BAD_HIGH", "below_target"]
+
+
+def test_spot_check_precision_is_weighted_by_sampling_rate(session, settings, policy, tmp_path):
+    """A band checked at 50 % (10 checks, all right) and, after its rate was lowered, at
+    5 % (10 checks, half right): each 5 % check stands for ten times the decisions, so the
+    band's precision is (10·2 + 5·20) / (10·2 + 10·20) = 54.5 %, not 15 / 20 = 75 %, on an
+    effective sample size of 220² / (10·4 + 10·400) = 12.0 checks."""
+    _spot_checks(session, settings, policy, "auto_ok", "ok", ["ok"] * 10, rate=0.5, base=3000)
+    _spot_checks(session, settings, policy, "auto_ok", "ok", ["ok"] * 5 + ["prohibited"] * 5,
+                 rate=0.05, base=3100)
+    _spot_checks(session, settings, policy, "ML_BAD_HIGH", "prohibited", ["prohibited"] * 20,
+                 rate=0.05, base=3200)
+    table = reports.spot_checks(session=session).set_index("band")
+    row = table.loc["auto_ok"]
+    assert row["n"] == 20 and row["agreements"] == 15
+    assert row["precision"] == pytest.approx(120 / 220)
+    assert row["n_effective"] == pytest.approx(220 ** 2 / 4040)
+    assert row["rates"] == "5%–50%"
+    assert "effective sample size 12.0" in row["warning"]
+    # pooled over both bands: 20 more checks at 5 %, all right
+    pooled = table.loc[reports.ALL_BANDS]
+    assert pooled["n"] == 40
+    assert pooled["precision"] == pytest.approx((120 + 400) / (220 + 400))
+    assert table.loc["ML_BAD_HIGH", "n_effective"] == pytest.approx(20)
+    html = write_thresholds_report(session=session, out_dir=tmp_path)["html"].read_text()
+    assert "effective sample size" in html and "54.5%" in html and "all bands" in html
 
 
 def test_threshold_report_is_self_contained(session, settings, policy, ml_on, tmp_path):  # noqa: F811

@@ -327,3 +327,31 @@ def test_similarity_reuse_distance_on_synthetic_pairs() -> None:
     assert reused.sum() == choice.n_auto
     assert same[reused].mean() == pytest.approx(choice.precision)
     assert choice.precision_lower >= 0.95
+
+
+def test_reuse_distance_must_hold_for_each_label_reused() -> None:
+    """Pooled pairs can back a distance that one label cannot: 900 "action" pairs 99 %
+    right over 0–0.3 and 140 "ok" pairs (80 right below 0.05, 60 at 75 % over 0.1–0.3)
+    pool to ~97.7 % (bound above 95 %) while reusing an OK verdict within that distance is
+    right under 95 % of the time. With ``reused_label`` the distance stops where the OK
+    pairs fail it, and each label's bound clears the target there."""
+    rng = np.random.default_rng(3)
+    n_a = 900
+    action = pd.DataFrame({"distance": rng.uniform(0.0, 0.3, n_a),
+                           "same": rng.random(n_a) < 0.99, "reused_label": "action"})
+    ok = pd.DataFrame({"distance": np.r_[rng.uniform(0.0, 0.05, 80), rng.uniform(0.1, 0.3, 60)],
+                       "same": np.r_[np.ones(80, bool), rng.random(60) < 0.75],
+                       "reused_label": "ok"})
+    pairs = pd.concat([action, ok], ignore_index=True)
+    pooled = choose_reuse_distance(pairs[["distance", "same"]], target_precision=0.95)
+    assert pooled.threshold is not None and pooled.threshold > 0.29
+    ok_reused = (pairs["reused_label"] == "ok") & (pairs["distance"] <= pooled.threshold)
+    assert pairs.loc[ok_reused, "same"].mean() < 0.95  # pooling lets OK reuse miss the target
+    from ml.calibration import proportion_bounds
+
+    per_label = choose_reuse_distance(pairs, target_precision=0.95)
+    assert per_label.threshold is not None and per_label.threshold < pooled.threshold
+    for label, part in pairs[pairs["distance"] <= per_label.threshold].groupby("reused_label"):
+        lower, _ = proportion_bounds(successes=int(part["same"].sum()), trials=len(part),
+                                     sided="one")
+        assert lower >= 0.95, label
