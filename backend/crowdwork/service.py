@@ -41,7 +41,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.calibration.settings import CalibrationSettings, get_calibration_settings
-from backend.crowdwork import pairs
+from backend.crowdwork import gold, pairs
 from backend.crowdwork.common import (
     close_crowd_tasks,
     emulator_id_base,
@@ -181,8 +181,11 @@ def create_pool_intent(*, session: Session, queue: Queue, crowd: CrowdSettings, 
     # control answers stop after their first few suites), else a share of the items
     want = (cfg.golden_per_worker if cfg.golden_per_worker else
             min(max(math.ceil(crowd.golden_rate * n_real), crowd.golden_min), crowd.golden_max))
-    extra = golden_items(session, labels=labels, exclude=set(items),
-                         n=max(want - len(control), 0))
+    # the golden set's life cycle: retire what was shown too often, top the set up from
+    # verdicts two humans agree on, then take the least shown (rotation)
+    refresh_golden_set(session=session, crowd=crowd, labels=labels, now=now)
+    extra = gold.control_items(session, labels=labels, exclude=set(items),
+                               n=max(want - len(control), 0), cap=crowd.golden_max_exposures)
     if cfg.golden_per_suite and not control and not extra:
         raise ValidationFailed("no golden items with a known label to use as control tasks; "
                                "ingest some (is_golden + golden_label) or set "
@@ -203,6 +206,21 @@ def create_pool_intent(*, session: Session, queue: Queue, crowd: CrowdSettings, 
     lease_to_crowd(session, task_ids=[t.id for t in tasks], now=now)
     session.flush()
     return pool
+
+
+def refresh_golden_set(*, session: Session, crowd: CrowdSettings, labels: Collection[str],
+                       now: datetime) -> tuple[list[int], list[gold.Candidate]]:
+    """Retire the golden items past ``golden_max_exposures``, then promote items whose
+    verdict two humans agree on until ``golden_target`` items are active (`gold`);
+    returns (retired, promoted)."""
+    retired = gold.retire_overexposed(session, cap=crowd.golden_max_exposures, now=now)
+    promoted: list[gold.Candidate] = []
+    if crowd.golden_target > 0:
+        have = sum(gold.active_count(session, labels=list(labels)).values())
+        promoted = gold.replenish(session, labels=list(labels), n=crowd.golden_target - have,
+                                  now=now, min_crowd_answers=crowd.golden_crowd_min_answers,
+                                  crowd_agreement=crowd.golden_crowd_agreement)
+    return retired, promoted
 
 
 def build_plan(*, session: Session, pool: CrowdPool, policy: Policy) -> PushPlan:
@@ -543,6 +561,11 @@ class DbBook:
             pool = get_pool(session=session, pool_id=self.pool_id)
             self.added = record_answers(session=session, pool=pool, answers=answers,
                                         queue_tasks=self.snap.queue_tasks, now=self.now)
+            if self.snap.kind == "item" and self.snap.golden:
+                # a control task shown too often retires now (this pool keeps it: its
+                # tasks are on Toloka already; the next pools do not take it)
+                gold.retire_overexposed(session, cap=self.rt.crowd.golden_max_exposures,
+                                        now=self.now, item_ids=list(self.snap.golden))
             if cursor is not None:
                 pool.last_assignment_id = cursor
             return answers_frame(session=session, pool_ids=[self.pool_id])
