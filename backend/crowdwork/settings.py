@@ -60,6 +60,11 @@ class CrowdSettings(BaseSettings):
     golden_crowd_agreement: float = 0.7
     #: Items pushed per pool; the rest of the queue stays pending for a later push (0 = all).
     max_items_per_pool: int = 0
+    #: Dollars the crowd may be committed to per day (UTC): a push takes only as many items
+    #: as the day's budget left pays for at the expected cost per item, those whose
+    #: decision is likeliest to flip first (`backend.crowdwork.service.budget_cap`); a
+    #: push with nothing left is refused with the reason. 0 = no limit.
+    daily_budget: float = 0.0
     #: ``quorum demo``: items pushed per crowd queue (the rest stay pending), to keep it short.
     demo_items_per_queue: int = 300
     #: The moderator queue kind for items the crowd did not agree on at ``max_overlap``.
