@@ -225,7 +225,7 @@ def coverage(session: Session, *, cap: int, top: int = 50) -> dict[str, Any]:
                    CrowdPool.kind == "item")
             .group_by(Judgment.item_id, Judgment.worker_id)
             .having(func.count() > 1).subquery())).scalar_one()
-    items = []
+    items: list[dict[str, Any]] = []
     for item_id, label in golden.items():
         row = rows.get(item_id)
         e = seen.get(item_id, Exposure())

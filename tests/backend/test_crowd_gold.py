@@ -52,7 +52,8 @@ def _run_pool(rt, emu, queue: str) -> tuple[int, set[int]]:  # noqa: ANN001
 def _control_answers(pool_id: int | None = None) -> dict[int, tuple[int, int]]:
     """Per golden item: crowd control answers and distinct workers, from the judgments."""
     with session_scope() as s:
-        stmt = (select(Judgment.item_id, func.count(), func.count(func.distinct(Judgment.worker_id)))
+        workers = func.count(func.distinct(Judgment.worker_id))
+        stmt = (select(Judgment.item_id, func.count(), workers)
                 .where(Judgment.worker_kind == "crowd", Judgment.is_golden.is_(True))
                 .group_by(Judgment.item_id))
         if pool_id is not None:
