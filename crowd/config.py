@@ -37,6 +37,15 @@ class CrowdConfig:
     Control tasks: ``golden_per_worker`` > 0 puts that many control tasks in a pool
     (each worker answers each at most once, so at most that many per worker, in their
     first suites) instead of sizing them by the number of items; 0 keeps the old sizing.
+
+    Per-worker control tasks: ``golden_schedule`` = ``[[from, to, frequency], ...]``
+    becomes the pool's ``golden_task_distribution_function`` (Toloka's mixer): a worker
+    who has completed between ``from`` and ``to`` tasks (in the project, the default
+    ``golden_schedule_scope``, over ``golden_schedule_window_days``) gets a control task at
+    every ``frequency``-th task; past the last interval, none. So a worker new to the
+    project is checked at once and often, a well-known one rarely or never — the control
+    tasks go where they buy information. Empty: a control task in every suite
+    (``golden_per_suite``), as before.
     """
 
     overlap: int = 2
@@ -65,6 +74,9 @@ class CrowdConfig:
     pool_lifetime_days: int = 30
     classifier: str = "prior"
     golden_per_worker: int = 0
+    golden_schedule: tuple[tuple[int, int, int], ...] = ()
+    golden_schedule_scope: str = "PROJECT"
+    golden_schedule_window_days: int = 365
 
     def __post_init__(self) -> None:
         if not 1 <= self.overlap <= self.max_overlap:
@@ -81,6 +93,15 @@ class CrowdConfig:
             raise ValueError("classifier is one of off, prior, annotator")
         if self.golden_per_worker < 0:
             raise ValueError("golden_per_worker is a count >= 0")
+        schedule = tuple(tuple(int(v) for v in row) for row in self.golden_schedule)
+        if any(len(row) != 3 or not 0 <= row[0] <= row[1] or row[2] < 1 for row in schedule):
+            raise ValueError("golden_schedule is a list of [from, to, frequency] with "
+                             "0 <= from <= to and frequency >= 1")
+        object.__setattr__(self, "golden_schedule", schedule)
+        if self.golden_schedule_scope not in ("PROJECT", "POOL"):
+            raise ValueError("golden_schedule_scope is PROJECT or POOL")
+        if not 1 <= self.golden_schedule_window_days <= 365:
+            raise ValueError("golden_schedule_window_days is between 1 and 365")
         if self.reward_per_suite < 0.005:
             raise ValueError("Toloka pays at least $0.005 per suite")
 

@@ -189,6 +189,18 @@ def build_training(*, project_id: str, key: str, config: CrowdConfig) -> tc.Trai
     )
 
 
+def golden_distribution(config: CrowdConfig) -> Any:
+    """``config.golden_schedule`` as Toloka's ``golden_task_distribution_function`` (None:
+    the mixer's default, ``golden_tasks_count`` in every suite)."""
+    if not config.golden_schedule or not config.golden_per_suite:
+        return None
+    tdf = tc.task_distribution_function.TaskDistributionFunction
+    return tdf(scope=config.golden_schedule_scope, distribution="UNIFORM",
+               window_days=config.golden_schedule_window_days,
+               intervals=[tdf.Interval(from_=a, to=b, frequency=f)
+                          for a, b, f in config.golden_schedule])
+
+
 def build_pool(
     *,
     project_id: str,
@@ -222,6 +234,7 @@ def build_pool(
         real_tasks_count=config.tasks_per_suite,
         golden_tasks_count=config.golden_per_suite,
         training_tasks_count=0,
+        golden_task_distribution_function=golden_distribution(config),
     )
     qc = pool.quality_control
     if config.toloka_bans_golden:

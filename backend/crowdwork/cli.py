@@ -311,6 +311,7 @@ def print_report(data: dict[str, Any], out: Console, *, workers: int = 10) -> No
         out.print(f"Control tasks: {c['answers']} answers ({_fmt(c['share_of_answers'], pct=True)}"
                   f" of the paid answers, {_fmt(c['per_item'])} per item), ${_fmt(c['cost'])}"
                   f" = {_fmt(c['share_of_spend'], pct=True)} of the spend")
+    print_gold(data.get("gold") or {}, out)
     rel = data.get("reliability") or []
     table = Table(title="Stated confidence vs later human verdicts (reliability)")
     for col in ("stated", "decisions", "mean stated", "people agreed", "95% interval"):
@@ -322,6 +323,67 @@ def print_report(data: dict[str, Any], out: Console, *, workers: int = 10) -> No
         out.print(table)
     else:
         out.print("Reliability: no crowd decision has been decided again by a person yet")
+
+
+def print_gold(g: dict[str, Any], out: Console, *, items: int = 10) -> None:
+    """The golden set's coverage (`backend.crowdwork.gold.coverage`)."""
+    if not g:
+        return
+    if not g.get("items_total"):
+        out.print("Golden set: no golden items with a known label yet")
+        return
+    cap = g["exposure_cap"] or "none"
+    sources = ", ".join(f"{k} {v}" for k, v in sorted(g["by_source"].items()))
+    labels = ", ".join(f"{k} {v}" for k, v in sorted(g["active_by_label"].items()))
+    out.print(f"Golden set: {g['active']} active ({labels or 'none'}), {g['retired']} retired, "
+              f"{g['never_shown']} active never shown; exposure cap {cap}; sources: {sources}; "
+              f"{g['control_answers']} control answers, at most {g['max_exposures']} on one "
+              f"item (mean {_fmt(g['mean_exposures'])} on those shown); "
+              f"{g['repeat_workers']} times a worker met the same control task again")
+    shown = [r for r in g["items"] if r["exposures"]][:items]
+    if shown:
+        table = Table(title="Golden items, the most exposed first")
+        for col in ("item", "label", "state", "source", "exposures", "workers", "pools"):
+            table.add_column(col, justify="right")
+        for r in shown:
+            table.add_row(str(r["item_id"]), str(r["label"]), r["state"], r["source"],
+                          str(r["exposures"]), str(r["workers"]), str(r["pools"]))
+        out.print(table)
+
+
+@crowd_app.command("gold")
+def crowd_gold_cmd(
+    replenish: Annotated[int, typer.Option(
+        "--replenish", min=0,
+        help="promote up to N items whose verdict two humans agree on to golden items")] = 0,
+    items: Annotated[int, typer.Option("--items", min=0, help="golden items listed")] = 10,
+) -> None:
+    """The golden set: active and retired control tasks, exposures per item, workers who
+    saw each; retires what reached the exposure cap; --replenish promotes items decided
+    by a moderator with the crowd's majority agreeing, or by two moderators alike."""
+    from backend.crowdwork import gold
+    from backend.db import session_scope, utcnow
+    from crowd.toloka import labels_for
+
+    _, crowd, policy = _env()
+    labels = labels_for(policy=[{"key": k} for k in policy.keys])
+    now = utcnow()
+    with session_scope() as session:
+        retired = gold.retire_overexposed(session, cap=crowd.golden_max_exposures, now=now)
+        promoted = gold.replenish(session, labels=labels, n=replenish, now=now,
+                                  min_crowd_answers=crowd.golden_crowd_min_answers,
+                                  crowd_agreement=crowd.golden_crowd_agreement)
+        data = gold.coverage(session, cap=crowd.golden_max_exposures)
+    if retired:
+        console.print(f"retired {len(retired)} golden items past the exposure cap "
+                      f"({crowd.golden_max_exposures})")
+    if replenish:
+        by = ", ".join(f"{k} {v}" for k, v in sorted(
+            {s: sum(c.source == s for c in promoted) for s in gold.SOURCES[1:]}.items()))
+        console.print(f"promoted {len(promoted)} items to golden items ({by})"
+                      if promoted else "no item qualifies: none has a verdict two humans "
+                      "agree on (a moderator and the crowd's majority, or two moderators)")
+    print_gold(data, console, items=items)
 
 
 @crowd_app.command("report")

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from backend.crowdwork.models import CrowdPool, CrowdTask, Judgment
+from backend.crowdwork.models import CrowdPool, CrowdTask, GoldenItem, Judgment
 from backend.items.models import Item
 from backend.queues import service as queues
 from backend.queues.models import Task
@@ -38,9 +38,12 @@ def item_card(item: Item, *, signed_at: datetime | None = None) -> dict[str, Any
 def golden_items(session: Session, *, labels: Sequence[str], exclude: set[int],
                  n: int) -> list[Item]:
     """Up to ``n`` golden items with a known label among ``labels`` (oldest first, so a
-    retried push builds the same plan), none of ``exclude``."""
+    retried push builds the same plan), none of ``exclude``, none retired
+    (`backend.crowdwork.gold`)."""
+    retired = select(GoldenItem.item_id).where(GoldenItem.state == "retired")
     rows = session.scalars(
-        select(Item).where(Item.is_golden.is_(True), Item.golden_label.in_(list(labels)))
+        select(Item).where(Item.is_golden.is_(True), Item.golden_label.in_(list(labels)),
+                           Item.id.not_in(retired))
         .order_by(Item.id).limit(n + len(exclude)))
     return [it for it in rows if it.id not in exclude][:n]
 

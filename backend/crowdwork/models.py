@@ -105,3 +105,25 @@ class CrowdStoreEntry(Base):
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     value: Mapped[dict[str, Any]] = mapped_column(JSONType)
     updated_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
+
+
+class GoldenItem(Base):
+    """The golden set's life cycle (`backend.crowdwork.gold`): where a golden item came from
+    and whether it is still used as a control task. A golden item without a row is an
+    ingested one that is active; a retired one is never mixed into a pool again (it was
+    shown too often: workers could have memorised it)."""
+
+    __tablename__ = "golden_items"
+
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"),
+                                         primary_key=True)
+    state: Mapped[str] = mapped_column(String(20), default="active")  # active | retired
+    #: ``ingest`` (came golden), ``moderator_crowd`` (a moderator decided it and the crowd's
+    #: majority agreed), ``two_moderators`` (two moderators decided it the same way).
+    source: Mapped[str] = mapped_column(String(30), default="ingest")
+    label: Mapped[str | None] = mapped_column(String(50))
+    #: Crowd control answers on it when it was retired, and why.
+    exposures: Mapped[int] = mapped_column(Integer, default=0)
+    reason: Mapped[str | None] = mapped_column(Text)
+    retired_at: Mapped[datetime | None] = mapped_column(TZDateTime())
+    created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)

@@ -9,6 +9,7 @@ import pandas as pd
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
+from backend.crowdwork import gold
 from backend.crowdwork.models import CrowdPool, CrowdTask
 from backend.crowdwork.service import answers_frame, get_pool, pool_config
 from backend.errors import ValidationFailed
@@ -113,17 +114,22 @@ def overlap_effect(*, session: Session) -> list[dict[str, Any]]:
     return rows
 
 
-def crowd_report(*, session: Session, by: str = "pool", top_workers: int = 20
-                 ) -> dict[str, Any]:
+def crowd_report(*, session: Session, by: str = "pool", top_workers: int = 20,
+                 exposure_cap: int | None = None) -> dict[str, Any]:
     """Per pool (or per day): workers, items, answers, cost per item, median time per item,
     golden accuracy, agreement; per worker golden accuracy; the effect of dynamic overlap."""
     if by not in ("pool", "day"):
         raise ValidationFailed("group the report by 'pool' or 'day'")
+    if exposure_cap is None:
+        from backend.crowdwork.settings import get_crowd_settings
+
+        exposure_cap = get_crowd_settings().golden_max_exposures
+    golden = gold.coverage(session, cap=exposure_cap)
     answers = answers_frame(session=session)
     paid = answers[answers["assignment_status"] != "REJECTED"]
     if paid.empty:
         return {"by": by, "groups": [], "overall": None, "workers": [], "overlap": [],
-                "control": control_cost(paid), "reliability": []}
+                "control": control_cost(paid), "reliability": [], "gold": golden}
     if by == "pool":
         paid = paid.assign(pool_id=paid["crowd_pool_id"])
     groups = crowd_metrics(paid, by=by).reset_index()
@@ -136,7 +142,8 @@ def crowd_report(*, session: Session, by: str = "pool", top_workers: int = 20
             "workers": _records(workers.head(top_workers)),
             "n_workers": int(len(workers)), "overlap": overlap_effect(session=session),
             "control": control_cost(paid),
-            "reliability": _records(confidence_reliability(session=session))}
+            "reliability": _records(confidence_reliability(session=session)),
+            "gold": golden}
 
 
 def confidence_reliability(*, session: Session) -> pd.DataFrame:

@@ -48,3 +48,6 @@ class CrowdReport(BaseModel):
     control: dict[str, Any] = {}
     #: stated confidence vs later human verdicts, per bin (`crowd.quality.reliability`)
     reliability: list[dict[str, Any]] = []
+    #: the golden set: active / retired items, sources, exposures per item and the
+    #: workers who saw each (`backend.crowdwork.gold.coverage`)
+    gold: dict[str, Any] = {}

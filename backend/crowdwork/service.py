@@ -41,7 +41,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.calibration.settings import CalibrationSettings, get_calibration_settings
-from backend.crowdwork import pairs
+from backend.crowdwork import gold, pairs
 from backend.crowdwork.common import (
     close_crowd_tasks,
     emulator_id_base,
@@ -165,8 +165,25 @@ def create_pool_intent(*, session: Session, queue: Queue, crowd: CrowdSettings, 
         raise ValidationFailed(f"unknown aggregation method {method!r}; choose from {METHODS}")
     cfg = crowd.crowd_config(aggregation=method)
     cap = limit if limit is not None else (crowd.max_items_per_pool or None)
-    tasks = pending_tasks(session, queue_id=queue.id, task_type="item", limit=cap)
+    budget = None
+    if crowd.daily_budget > 0:
+        budget = budget_cap(session=session, crowd=crowd, config=cfg, now=now)
+        cap = budget["items"] if cap is None else min(cap, budget["items"])
+    if cap is None:
+        tasks = pending_tasks(session, queue_id=queue.id, task_type="item", limit=None)
+    else:
+        # a cut queue: the tasks whose decision is likeliest to flip first
+        tasks = by_expected_value(session, pending_tasks(
+            session, queue_id=queue.id, task_type="item", limit=None),
+            priority=queue.priority)[:cap]
     if not tasks:
+        if budget is not None and budget["items"] == 0 and pending_tasks(
+                session, queue_id=queue.id, task_type="item", limit=1):
+            raise BudgetSpent(
+                f"the crowd's daily budget (QUORUM_CROWD_DAILY_BUDGET=${crowd.daily_budget:g}) "
+                f"is committed: ${budget['committed']:.2f} today, ${budget['per_item']:.4f} "
+                f"expected per item; {queue.name}'s tasks stay pending until tomorrow or a "
+                "larger budget")
         return None
     labels = labels_for(policy=[{"key": k} for k in policy.keys])
     items = {it.id: it for it in session.scalars(
@@ -181,14 +198,21 @@ def create_pool_intent(*, session: Session, queue: Queue, crowd: CrowdSettings, 
     # control answers stop after their first few suites), else a share of the items
     want = (cfg.golden_per_worker if cfg.golden_per_worker else
             min(max(math.ceil(crowd.golden_rate * n_real), crowd.golden_min), crowd.golden_max))
-    extra = golden_items(session, labels=labels, exclude=set(items),
-                         n=max(want - len(control), 0))
+    # the golden set's life cycle: retire what was shown too often, top the set up from
+    # verdicts two humans agree on, then take the least shown (rotation)
+    refresh_golden_set(session=session, crowd=crowd, labels=labels, now=now)
+    extra = gold.control_items(session, labels=labels, exclude=set(items),
+                               n=max(want - len(control), 0), cap=crowd.golden_max_exposures)
     if cfg.golden_per_suite and not control and not extra:
         raise ValidationFailed("no golden items with a known label to use as control tasks; "
                                "ingest some (is_golden + golden_label) or set "
                                "QUORUM_CROWD_GOLDEN_PER_SUITE=0")
+    config: dict[str, Any] = {"crowd": asdict(cfg)}
+    if budget is not None:
+        config["budget"] = {**budget, "estimated_cost": round(
+            budget["per_item"] * n_real, 4)}
     pool = CrowdPool(queue_id=queue.id, kind="item", state="intent", aggregation_method=method,
-                     config={"crowd": asdict(cfg)}, task_count=n_real, answers_count=0,
+                     config=config, task_count=n_real, answers_count=0,
                      spend=0.0, created_at=now, updated_at=now)
     session.add(pool)
     session.flush()
@@ -203,6 +227,68 @@ def create_pool_intent(*, session: Session, queue: Queue, crowd: CrowdSettings, 
     lease_to_crowd(session, task_ids=[t.id for t in tasks], now=now)
     session.flush()
     return pool
+
+
+class BudgetSpent(Conflict):
+    """The day's crowd budget is committed: nothing more is pushed today."""
+
+
+def expected_cost_per_item(*, session: Session, config: CrowdConfig) -> float:
+    """Dollars one item is expected to cost: the paid answers per item of the closed label
+    pools so far (control answers included), else the start overlap with the control
+    tasks' share, at ``reward_per_task``."""
+    answers, items = session.execute(
+        select(func.sum(CrowdPool.answers_count), func.sum(CrowdPool.task_count))
+        .where(CrowdPool.kind == "item", CrowdPool.state == "closed")).one()
+    if items:
+        per_item = float(answers or 0) / float(items)
+    else:
+        per_item = (max(config.overlap, config.min_answers)
+                    * (config.tasks_per_suite + config.golden_per_suite) / config.tasks_per_suite)
+    return round(max(per_item, 1.0) * config.reward_per_task, 6)
+
+
+def budget_cap(*, session: Session, crowd: CrowdSettings, config: CrowdConfig,
+               now: datetime) -> dict[str, Any]:
+    """How many items the day's crowd budget still pays for: ``daily_budget`` less what the
+    pools created today (UTC) are committed to — each its spend, or its estimate while it
+    is not closed, whichever is more — over `expected_cost_per_item`."""
+    start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    committed = 0.0
+    for pool in session.scalars(select(CrowdPool).where(CrowdPool.created_at >= start)):
+        estimate = float((pool.config.get("budget") or {}).get("estimated_cost", 0.0))
+        committed += pool.spend if pool.state in ("closed", "expired") else max(
+            pool.spend, estimate)
+    per_item = expected_cost_per_item(session=session, config=config)
+    left = max(crowd.daily_budget - committed, 0.0)
+    return {"daily_budget": crowd.daily_budget, "committed": round(committed, 4),
+            "per_item": per_item, "items": int(left // per_item) if per_item > 0 else 0}
+
+
+def by_expected_value(session: Session, tasks: list[Task], *, priority: float) -> list[Task]:
+    """``tasks`` by expected value, highest first: how likely the item's decision flips
+    (1 − the classifier's top probability; 0.5 for an item it never scored) × the queue's
+    priority; oldest first among equals."""
+    scores = classifier_scores(session=session, item_ids=[t.item_id for t in tasks])
+    top = ({int(k): float(v) for k, v in scores.max(axis=1).items()}
+           if scores is not None and len(scores) else {})
+    value = {t.id: (1.0 - top.get(t.item_id, 0.5)) * priority for t in tasks}
+    return sorted(tasks, key=lambda t: (-value[t.id], t.id))
+
+
+def refresh_golden_set(*, session: Session, crowd: CrowdSettings, labels: Collection[str],
+                       now: datetime) -> tuple[list[int], list[gold.Candidate]]:
+    """Retire the golden items past ``golden_max_exposures``, then promote items whose
+    verdict two humans agree on until ``golden_target`` items are active (`gold`);
+    returns (retired, promoted)."""
+    retired = gold.retire_overexposed(session, cap=crowd.golden_max_exposures, now=now)
+    promoted: list[gold.Candidate] = []
+    if crowd.golden_target > 0:
+        have = sum(gold.active_count(session, labels=list(labels)).values())
+        promoted = gold.replenish(session, labels=list(labels), n=crowd.golden_target - have,
+                                  now=now, min_crowd_answers=crowd.golden_crowd_min_answers,
+                                  crowd_agreement=crowd.golden_crowd_agreement)
+    return retired, promoted
 
 
 def build_plan(*, session: Session, pool: CrowdPool, policy: Policy) -> PushPlan:
@@ -543,6 +629,11 @@ class DbBook:
             pool = get_pool(session=session, pool_id=self.pool_id)
             self.added = record_answers(session=session, pool=pool, answers=answers,
                                         queue_tasks=self.snap.queue_tasks, now=self.now)
+            if self.snap.kind == "item" and self.snap.golden:
+                # a control task shown too often retires now (this pool keeps it: its
+                # tasks are on Toloka already; the next pools do not take it)
+                gold.retire_overexposed(session, cap=self.rt.crowd.golden_max_exposures,
+                                        now=self.now, item_ids=list(self.snap.golden))
             if cursor is not None:
                 pool.last_assignment_id = cursor
             return answers_frame(session=session, pool_ids=[self.pool_id])

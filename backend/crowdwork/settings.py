@@ -46,8 +46,25 @@ class CrowdSettings(BaseSettings):
     golden_rate: float = 0.1
     golden_min: int = 10
     golden_max: int = 500
+    #: The golden set's life cycle (`backend.crowdwork.gold`): a golden item shown this
+    #: many times as a control task (crowd answers, all pools) is retired and never mixed
+    #: into a pool again (workers could have memorised it); 0 = no cap.
+    golden_max_exposures: int = 200
+    #: Keep at least this many active golden items: each push first promotes items whose
+    #: verdict two humans agree on (a moderator and the crowd's majority, or two
+    #: moderators) until there are; 0 = never promote automatically.
+    golden_target: int = 0
+    #: The crowd half of "a moderator and the crowd agree": at least this many crowd
+    #: answers on the item, the moderator's label with at least this share of them.
+    golden_crowd_min_answers: int = 3
+    golden_crowd_agreement: float = 0.7
     #: Items pushed per pool; the rest of the queue stays pending for a later push (0 = all).
     max_items_per_pool: int = 0
+    #: Dollars the crowd may be committed to per day (UTC): a push takes only as many items
+    #: as the day's budget left pays for at the expected cost per item, those whose
+    #: decision is likeliest to flip first (`backend.crowdwork.service.budget_cap`); a
+    #: push with nothing left is refused with the reason. 0 = no limit.
+    daily_budget: float = 0.0
     #: ``quorum demo``: items pushed per crowd queue (the rest stay pending), to keep it short.
     demo_items_per_queue: int = 300
     #: The moderator queue kind for items the crowd did not agree on at ``max_overlap``.

@@ -237,7 +237,7 @@ def crowd_queues_due(*, session: Session, min_tasks: int) -> list[str]:
 def crowd_push_due(*, rt: Any, min_tasks: int, deadline: Any = None) -> list[dict[str, Any]]:
     """Push every crowd queue that filled up (``crowdwork.service.push_queue``: a re-run
     resumes, never duplicates). ``rt`` is a ``crowdwork.service.CrowdRuntime``."""
-    from backend.crowdwork.service import push_queue
+    from backend.crowdwork.service import BudgetSpent, push_queue
 
     with rt.sessions() as session:
         names = crowd_queues_due(session=session, min_tasks=min_tasks)
@@ -245,7 +245,10 @@ def crowd_push_due(*, rt: Any, min_tasks: int, deadline: Any = None) -> list[dic
     for name in names:
         if deadline is not None and deadline.expired:
             break
-        s = push_queue(rt=rt, queue_name=name)
+        try:
+            s = push_queue(rt=rt, queue_name=name)
+        except BudgetSpent:  # the day's crowd budget is committed: the rest waits
+            break
         if not s.already_open:
             pushed.append({"queue": name, "pool": s.pool_id, "items": s.items})
     return pushed

@@ -57,6 +57,9 @@ class Simulator:
         self._training: dict[tuple[str, str], bool] = {}
         self._replay_tasks: dict[str, tuple[int, dict[str, str]]] = {}  # pool -> key -> task id
         self._replay_lists: dict[tuple[str, str], tuple[int, list[str]]] = {}
+        #: Tasks each worker was issued, per (scope, pool or project id, worker): what a
+        #: ``golden_task_distribution_function`` counts.
+        self.completed: dict[tuple[str, str, str], int] = {}
 
     # -- what a worker would say ---------------------------------------------
     def _labels(self, pool: dict) -> tuple[str, list[str]]:
@@ -144,7 +147,32 @@ class Simulator:
         if self.replay is not None:
             labels = self.replay.labels
             golden = [t for t in golden if (worker.id, self._key(t)) in labels]
+        fn = mixer.get("golden_task_distribution_function")
+        if fn and n_gold:
+            n_gold = min(n_gold, self._scheduled(pool, worker, fn, len(real)))
         return real + golden[:n_gold]
+
+    def _scheduled(self, pool: dict, worker: SimWorker, fn: dict, n_real: int) -> int:
+        """Control tasks a ``golden_task_distribution_function`` gives this suite: the
+        worker's completed tasks in the scope so far are ``done``; the suite covers task
+        positions ``done .. done + n_real - 1``; a position ``p`` in an interval
+        (``from <= p <= to``) is a control position when ``(p - from) % frequency == 0``;
+        outside every interval, none (UNIFORM; window_days is not modelled)."""
+        scope = str(fn.get("scope", "POOL"))
+        done = self.completed.get(self._scope_key(pool, worker, scope), 0)
+        count = 0
+        for p in range(done, done + max(n_real, 1)):
+            for iv in fn.get("intervals") or []:
+                lo, hi, freq = int(iv["from"]), int(iv["to"]), max(int(iv["frequency"]), 1)
+                if lo <= p <= hi:
+                    count += (p - lo) % freq == 0
+                    break
+        return count
+
+    @staticmethod
+    def _scope_key(pool: dict, worker: SimWorker, scope: str) -> tuple[str, str, str]:
+        return ((scope, str(pool["project_id"]), worker.id) if scope == "PROJECT"
+                else ("POOL", str(pool["id"]), worker.id))
 
     def _key(self, tid: str) -> str:
         return str(self.state.tasks[tid]["input_values"].get(self.key_field, tid))
@@ -181,6 +209,9 @@ class Simulator:
             st.answered_by[tid].add(worker.id)
             if not st.tasks[tid]["infinite_overlap"]:
                 st.issued[tid] += 1
+        for scope in ("POOL", "PROJECT"):
+            key = self._scope_key(pool, worker, scope)
+            self.completed[key] = self.completed.get(key, 0) + len(task_ids)
         submitted = start + dt.timedelta(seconds=spent)
         aid = st.next_id("assignment")
         fate = self._fate(aid)

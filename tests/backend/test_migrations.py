@@ -37,7 +37,8 @@ FILLED = {"items", "item_status", "item_embeddings", "item_scores", "item_tags",
           "rule_versions", "rule_hits", "queues", "tasks", "task_skips", "decision_events",
           "judgments", "crowd_pools", "crowd_tasks", "crowd_store", "calibration_runs",
           "threshold_sets", "model_artifacts", "users", "api_tokens", "queue_grants",
-          "audit_log", "hash_banks", "bank_hashes", "item_hashes", "hash_distances"}
+          "audit_log", "hash_banks", "bank_hashes", "item_hashes", "hash_distances",
+          "golden_items"}
 
 
 def _key_columns(insp, table: str) -> list[str]:  # noqa: ANN001
@@ -128,6 +129,11 @@ def _fill_like_the_demo(url: str, data_dir: Path) -> None:
         store_item_hash(session=session, item_id=item, hash_hex="f" * 64, quality=90,
                         content_hash=None, now=utcnow())
         calibrate_distances(session=session, now=utcnow())
+    # the golden set's life cycle (0022): the demo's most shown control tasks retired
+    from backend.crowdwork.gold import retire_overexposed
+
+    with session_scope(url) as session:
+        assert retire_overexposed(session, cap=1, now=utcnow()), "the demo showed no control task"
     for clear in (get_settings, get_ml_settings, get_calibration_settings, get_crowd_settings):
         clear.cache_clear()
     ml_service._stores.clear()
