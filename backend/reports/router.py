@@ -82,8 +82,9 @@ def thresholds_report(request: Request, session: SessionDep, settings: SettingsD
 
 
 @router.get("/reports/class-mix", response_class=HTMLResponse)
-def class_mix_report(request: Request, session: SessionDep, settings: SettingsDep, policy: PolicyDep,
-                     user: ReportUser, day: Annotated[str | None, Query()] = None,
+def class_mix_report(request: Request, session: SessionDep, settings: SettingsDep,
+                     policy: PolicyDep, user: ReportUser,
+                     day: Annotated[str | None, Query()] = None,
                      source: Annotated[str | None, Query(max_length=100)] = None
                      ) -> HTMLResponse:
     """The daily class mix per subset and decisions by source (``quorum report daily``)."""

@@ -12,8 +12,8 @@ from backend.policy import get_policy
 from backend.queues import service as queues
 from backend.web import service as web
 from backend.web.history import format_distance
-from tests.conftest import item_row
 from tests.backend.conftest import ml_on  # noqa: F401
+from tests.conftest import item_row
 from tests.web.test_web import PASSWORD, _csrf, _queue, login
 
 
