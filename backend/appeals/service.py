@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import pandas as pd
 from sqlalchemy import func, select, update
@@ -120,6 +121,18 @@ def list_appeals(*, session: Session, item_id: int | None = None, state: str | N
     if state:
         stmt = stmt.where(Appeal.state == state)
     return list(session.scalars(stmt))
+
+
+def recent_appeals(*, session: Session, limit: int = 10) -> list[dict[str, Any]]:
+    """The latest decided appeals, reversals first: ``item_id``, ``state``, ``source`` of
+    the appealed decision, its ``label`` (for the reports, which link each item)."""
+    rows = session.execute(
+        select(Appeal.item_id, Appeal.state, DecisionEvent.source, DecisionEvent.label)
+        .join(DecisionEvent, DecisionEvent.id == Appeal.event_id)
+        .where(Appeal.state != "open")
+        .order_by((Appeal.state == "reversed").desc(), Appeal.id.desc()).limit(limit)).all()
+    return [{"item_id": i, "state": st, "source": src, "label": lab}
+            for i, st, src, lab in rows]
 
 
 def appeal_rates(*, session: Session) -> pd.DataFrame:

@@ -311,15 +311,31 @@ def get_store(*, encoder: Any, settings: Settings | None = None, ml: MLSettings 
 
 
 def sync_index(*, session: Session, encoder: Any, store: Any,
-               batch_size: int = 64) -> int:
-    """Add the items that got a human verdict since the store's watermark. Returns how many."""
+               batch_size: int = 64, encode: bool = True) -> int:
+    """Add the items that got a human verdict since the store's watermark. Returns how many.
+
+    ``encode=False`` (a web request) never runs the encoder: the index grows only up to
+    the first new verdict whose item has no stored vector, and the watermark stops just
+    before it, so that item and the ones after it join at the next sync that may encode
+    (``quorum embed``, routing, calibration)."""
     store.refresh()
     top = session.scalar(select(func.max(DecisionEvent.id)).where(
         DecisionEvent.is_human.is_(True))) or 0
     if top <= store.watermark:
         return 0
-    item_ids = sorted(set(session.scalars(select(DecisionEvent.item_id).where(
-        DecisionEvent.is_human.is_(True), DecisionEvent.id > store.watermark))))
+    events = session.execute(select(DecisionEvent.id, DecisionEvent.item_id).where(
+        DecisionEvent.is_human.is_(True), DecisionEvent.id > store.watermark,
+        DecisionEvent.id <= top).order_by(DecisionEvent.id)).tuples().all()
+    if not encode:
+        missing = set(missing_embeddings(session=session, encoder_id=encoder.encoder_id,
+                                         item_ids=sorted({i for _, i in events})))
+        if missing:
+            first = min(e for e, i in events if i in missing)
+            top = first - 1
+            events = [(e, i) for e, i in events if e < first]
+            if top <= store.watermark:
+                return 0
+    item_ids = sorted({i for _, i in events})
     rows = _rows_for(session, item_ids)
     vecs = ensure_embeddings(session=session, rows=rows, encoder=encoder, batch_size=batch_size)
     store.add(np.asarray([r["id"] for r in rows], dtype=np.int64), vecs, watermark=top)
@@ -499,15 +515,36 @@ def train(*, session: Session, settings: Settings | None = None, ml: MLSettings 
 
 def neighbours_for_item(*, session: Session, item_id: int, k: int = 5,
                         settings: Settings | None = None) -> list[dict[str, Any]]:
-    """An item's nearest items with human verdicts, with their distances (for people)."""
+    """An item's nearest items with human verdicts, with their distances (for people).
+    An item without a stored vector is encoded (and stored) first."""
+    return _neighbours(session=session, item_id=item_id, k=k, settings=settings,
+                       encode=True) or []
+
+
+def stored_neighbours_for_item(*, session: Session, item_id: int, k: int = 5,
+                               settings: Settings | None = None
+                               ) -> list[dict[str, Any]] | None:
+    """Like `neighbours_for_item` but never runs the encoder (for a web request): None
+    when the item has no stored vector for the current encoder (items ingested while ML
+    was off, until ``quorum embed``); the index grows only by stored vectors
+    (``sync_index(encode=False)``)."""
+    return _neighbours(session=session, item_id=item_id, k=k, settings=settings,
+                       encode=False)
+
+
+def _neighbours(*, session: Session, item_id: int, k: int, settings: Settings | None,
+                encode: bool) -> list[dict[str, Any]] | None:
     ml = get_ml_settings()
     encoder = get_encoder(ml)
     rows = _rows_for(session, [item_id])
     if not rows:
         return []
+    if not encode and missing_embeddings(session=session, item_ids=[item_id],
+                                         encoder_id=encoder.encoder_id):
+        return None
     vec = ensure_embeddings(session=session, rows=rows, encoder=encoder)
     store = get_store(encoder=encoder, settings=settings, ml=ml, session=session)
-    sync_index(session=session, encoder=encoder, store=store)
+    sync_index(session=session, encoder=encoder, store=store, encode=encode)
     ids, dists = store.search(vec, k + 1)
     labels = human_labels(session, ids[0].tolist())
     found = [(int(i), float(d)) for i, d in zip(ids[0], dists[0], strict=True)

@@ -71,11 +71,13 @@ def write(*, settings: Settings, name: str, key: str, html: str) -> Cached:
                   cached=False)
 
 
-def with_note(page: Cached, *, panel: str = "") -> str:
-    """The page with a line saying when it was built and how to rebuild it, then ``panel``
-    (HTML rendered for this request: the report's Apply / Restore buttons)."""
+def with_note(page: Cached, *, panel: str = "", header: str = "") -> str:
+    """The page with ``header`` (the app header rendered for this request: who is logged
+    in, the nav links), a line saying when it was built and how to rebuild it, then
+    ``panel`` (HTML rendered for this request: the report's Apply / Restore buttons). The
+    cached body itself is never re-rendered."""
     when = page.built_at.strftime("%Y-%m-%d %H:%M:%S UTC")
-    note = (f'<p class="cache-note">'
+    note = header + (f'<p class="cache-note">'
             f'Built {html_lib.escape(when)}{" (from the cache)" if page.cached else ""} · '
             f'<a href="/reports">all reports</a> · <a href="/queues">queues</a> · '
             f'<a href="?fresh=1">rebuild now</a></p>') + panel

@@ -38,6 +38,30 @@ def report_user(request: Request, session: SessionDep, settings: SettingsDep) ->
 
 ReportUser = Annotated[User, Depends(report_user)]
 
+#: The app header's look (``app.css`` is not linked: it would restyle the report's own
+#: tables); the report CSP allows inline styles, no script.
+HEADER_STYLE = (
+    "<style>header.top{display:flex;flex-wrap:wrap;align-items:center;gap:.4rem 20px;"
+    "padding:8px 20px;margin:-2rem -1rem 1.2rem;background:#16202e;color:#fff;"
+    "border-radius:0 0 6px 6px}header.top a{color:#dfe7f3;text-decoration:none}"
+    "header.top a:hover,header.top a:focus{text-decoration:underline}"
+    "header.top :focus-visible{outline:3px solid #f6ad55;outline-offset:2px}"
+    "header.top .brand{font-weight:700;font-size:18px;color:#fff}"
+    "header.top nav{display:flex;flex-wrap:wrap;gap:.3rem 16px;flex:1}"
+    "header.top .logout{display:flex;gap:10px;align-items:center;margin:0}"
+    "header.top .who{color:#aab6c6;font-size:13px}"
+    "header.top button{font:inherit;padding:.2rem .7rem;cursor:pointer}</style>")
+
+
+def app_header(request: Request, user: User) -> str:
+    """The web UI's header (``_header.html``, the one ``base.html`` includes) for this
+    request: the logged-in user, the nav links for their role, Log out (with the session's
+    CSRF token; an API client with a bearer token gets no log-out form)."""
+    from backend.web.router import _csrf_of, templates
+
+    return HEADER_STYLE + templates.get_template("_header.html").render(
+        user=user, csrf=_csrf_of(request))
+
 
 @router.get("/reports/thresholds", response_class=HTMLResponse)
 def thresholds_report(request: Request, session: SessionDep, settings: SettingsDep,
@@ -53,13 +77,14 @@ def thresholds_report(request: Request, session: SessionDep, settings: SettingsD
         key = cache.report_key(session=session, policy=policy)
         hit = cache.write(settings=settings, name="thresholds", key=key, html=html)
     panel = actions.action_panel(request=request, session=session, policy=policy)
-    return HTMLResponse(cache.with_note(hit, panel=panel),
+    return HTMLResponse(cache.with_note(hit, panel=panel, header=app_header(request, user)),
                         headers={"X-Report-Built-At": hit.built_at.isoformat()})
 
 
 @router.get("/reports/class-mix", response_class=HTMLResponse)
-def class_mix_report(session: SessionDep, settings: SettingsDep, policy: PolicyDep,
-                     user: ReportUser, day: Annotated[str | None, Query()] = None,
+def class_mix_report(request: Request, session: SessionDep, settings: SettingsDep,
+                     policy: PolicyDep, user: ReportUser,
+                     day: Annotated[str | None, Query()] = None,
                      source: Annotated[str | None, Query(max_length=100)] = None
                      ) -> HTMLResponse:
     """The daily class mix per subset and decisions by source (``quorum report daily``)."""
@@ -71,4 +96,7 @@ def class_mix_report(session: SessionDep, settings: SettingsDep, policy: PolicyD
         or date.today()
     report = reports.daily_report(session=session, day=when, settings=settings, policy=policy,
                                   source=source or None)
-    return HTMLResponse(render_page("class_mix.html", report=report))
+    page = render_page("class_mix.html", report=report)
+    body = page.find("<body")
+    end = page.find(">", body) + 1 if body >= 0 else 0
+    return HTMLResponse(page[:end] + app_header(request, user) + page[end:])

@@ -67,11 +67,13 @@ def spot_checks(*, session: Session, cal: CalibrationSettings | None = None,
 
     cal = cal or get_calibration_settings()
     rates = (settings or get_settings()).spot_check_rates
-    tasks = session.execute(select(Task.id, Task.payload).join(Queue, Queue.id == Task.queue_id)
+    tasks = session.execute(select(Task.id, Task.payload, Task.item_id)
+                            .join(Queue, Queue.id == Task.queue_id)
                             .where(Queue.kind == SPOT_CHECK, Task.state == "done")).all()
     if not tasks:
         return pd.DataFrame()
-    payload = {t: p or {} for t, p in tasks}
+    payload = {t: p or {} for t, p, _ in tasks}
+    item_of = {t: i for t, _, i in tasks}
     verdicts: dict[int, Counter[str]] = {}
     ids = list(payload)
     for start in range(0, len(ids), 500):
@@ -79,7 +81,8 @@ def spot_checks(*, session: Session, cal: CalibrationSettings | None = None,
                 Judgment.task_id.in_(ids[start:start + 500])).order_by(Judgment.id)):
             verdicts.setdefault(task_id, Counter())[label] += 1
     rows = [{"band": payload[t].get("band") or "unknown", "auto_label": payload[t].get(
-        "auto_label"), "human_label": c.most_common(1)[0][0],
+        "auto_label"), "human_label": c.most_common(1)[0][0], "task_id": t,
+        "item_id": item_of[t],
         "probability": label_probability(details=None, payload=payload[t], spot_check=True,
                                          rates=rates)} for t, c in verdicts.items()]
     if not rows:
@@ -96,6 +99,7 @@ def spot_checks(*, session: Session, cal: CalibrationSettings | None = None,
     table["rates"] = [f"{lo:.0%}" if lo == hi else f"{lo:.0%}–{hi:.0%}"
                       for lo, hi in zip(seen["min"], seen["max"], strict=True)]
     table["weighted"] = (seen["min"] != seen["max"]).to_numpy()
+    table["samples"] = [spot_check_samples(checks[checks["band"] == b]) for b in table["band"]]
     # the pooled row last, the bands sorted before it
     table = pd.concat([table[table["band"] != ALL_BANDS], table[table["band"] == ALL_BANDS]],
                       ignore_index=True)
@@ -113,6 +117,21 @@ def spot_checks(*, session: Session, cal: CalibrationSettings | None = None,
             table["target"], table["precision_lower"], table["precision_upper"],
             table["below_target"], table["unproven"], strict=True)]
     return table
+
+
+#: how many checked items a report names per band (with a link to each item's page)
+SAMPLE_ITEMS = 10
+
+
+def spot_check_samples(checks: pd.DataFrame) -> list[dict[str, Any]]:
+    """Up to ``SAMPLE_ITEMS`` checked items of one band, the disagreements (the check's
+    verdict differs from the automatic label) first, latest first: ``item_id``,
+    ``auto_label``, ``human_label``, ``agreed``."""
+    rows = sorted(({"item_id": int(r.item_id), "auto_label": r.auto_label,
+                    "human_label": r.human_label, "agreed": r.auto_label == r.human_label,
+                    "_task": int(r.task_id)} for r in checks.itertuples()),
+                  key=lambda r: (r["agreed"], -r["_task"]))[:SAMPLE_ITEMS]
+    return [{k: v for k, v in r.items() if k != "_task"} for r in rows]
 
 
 # ------------------------------------------------------------------ daily class mix

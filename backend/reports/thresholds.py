@@ -205,7 +205,9 @@ def build_thresholds_report(*, session: Session, settings: Settings | None = Non
     ctx["what_if_current"] = (calibration.what_if(
         session=session, version=active.version, settings=settings, cal=cal, policy=policy)
         if proposed is not None else None)
-    from backend.appeals.service import appeal_rates
+    from backend.appeals.service import appeal_rates, recent_appeals
+
+    ctx["recent_appeals"] = recent_appeals(session=session)
 
     rates = appeal_rates(session=session)
     ctx["appeal_rates"] = [{k: (None if isinstance(v, float) and np.isnan(v) else v)

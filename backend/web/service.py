@@ -98,6 +98,8 @@ class WorkCard:
     score_model: str | None = None
     score_band: str | None = None
     nearest: list[NearestVerdict] = field(default_factory=list)
+    #: ML is on but the item has no stored vector: no neighbours (never encoded in a request)
+    no_vector: bool = False
     #: an APPEALS task: the appeal and the decision appealed against
     appeal: Any = None
     appealed: Any = None
@@ -130,16 +132,20 @@ class WorkCard:
         return bool(img) and not img.startswith(("http://", "https://"))
 
 
-def nearest_verdicts(session: Session, item_id: int) -> list[NearestVerdict]:
+def nearest_verdicts(session: Session, item_id: int) -> list[NearestVerdict] | None:
     """Items with human verdicts nearest to ``item_id`` (thumbnail, label, distance), from
-    the similarity index (``backend.ml_adapter``); empty when ML is switched off."""
-    from backend.ml_adapter.service import neighbours_for_item
+    the similarity index (``backend.ml_adapter``); empty when ML is switched off. Never
+    runs the encoder inside the request: None when the item has no stored vector yet
+    (the card says to run ``quorum embed``)."""
+    from backend.ml_adapter.service import stored_neighbours_for_item
     from backend.ml_adapter.settings import get_ml_settings
     from backend.web.history import decided_by
 
     if not get_ml_settings().enabled:
         return []
-    found = neighbours_for_item(session=session, item_id=item_id, k=5)
+    found = stored_neighbours_for_item(session=session, item_id=item_id, k=5)
+    if found is None:
+        return None
     who = decided_by(session=session, item_ids=[n["item_id"] for n in found])
     return [NearestVerdict(item_id=n["item_id"], label=n["label"], distance=n["distance"],
                            title=n["title"] or "", has_image=bool(n["image"]),
@@ -161,8 +167,9 @@ def work_card(*, session: Session, task: Task) -> WorkCard:
                                 .order_by(ItemTag.tag)))
     score = session.scalar(select(ItemScore).where(ItemScore.item_id == item.id)
                            .order_by(ItemScore.created_at.desc(), ItemScore.id.desc()).limit(1))
-    card = WorkCard(task=task, item=item, rule_hits=hits, tags=tags,
-                    nearest=nearest_verdicts(session, item.id))
+    nearest = nearest_verdicts(session, item.id)
+    card = WorkCard(task=task, item=item, rule_hits=hits, tags=tags, nearest=nearest or [],
+                    no_vector=nearest is None)
     if task.payload and "appeal_id" in task.payload:
         from backend.appeals.models import Appeal
         from backend.decisions.models import DecisionEvent

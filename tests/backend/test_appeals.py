@@ -96,6 +96,10 @@ def test_appeal_skips_the_decider_and_reversal_is_a_labelled_error(client, make_
              client.get("/api/v1/appeals/rates", headers=auth(platform)).json()}
     assert rates[("moderator", "")]["appealed"] == 1
     assert rates[("moderator", "")]["reversal_rate"] == 1.0
+    # the threshold report lists the reversed appeal's item, linked to its item page
+    page = client.get("/reports/thresholds?fresh=1", headers=auth(platform)).text
+    assert f'<a href="/items/{item}">item {item}</a> <small>reversed, moderator prohibited' \
+        in page
 
 
 def test_upheld_when_the_same_label_is_given(client, make_user, settings):

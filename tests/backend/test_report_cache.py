@@ -55,3 +55,41 @@ def test_plots_are_legible_sizes():
                            "p_ok": np.linspace(0, 1, 40), "p_fraud": np.linspace(1, 0, 40)})
     w, _ = _size(plots.score_histograms(scores, ["ok", "fraud"]))
     assert w >= 900
+
+
+def test_served_report_has_the_app_header_around_the_cached_body(client, make_user, session,
+                                                                  settings, policy):
+    from tests.web.test_web import PASSWORD, login
+
+    seed_pairs(session, settings, policy)
+    session.commit()
+    make_user("ana", "analyst", password=PASSWORD)
+    assert login(client, "ana").status_code == 303
+    first = client.get("/reports/thresholds")
+    again = client.get("/reports/thresholds")
+    assert "(from the cache)" in again.text  # the body still comes from the cache
+    assert again.headers["x-report-built-at"] == first.headers["x-report-built-at"]
+    for page in (first.text, again.text):
+        assert page.count('<header class="top">') == 1
+        header = page[page.index('<header class="top">'):page.index("</header>")]
+        for link in ("/queues", "/stats", "/my/decisions", "/admin/rules", "/reports",
+                     "/admin/thresholds", "/replay", "/admin/audit"):
+            assert f'href="{link}"' in header
+        assert "ana · analyst" in header and 'action="/logout"' in header
+        assert "/admin/users" not in header  # an analyst's nav, not an admin's
+    # the cached file is the bare report: the header is put in per request
+    cached = next((settings.data_dir / "reports" / "cache").glob("thresholds-*.html"))
+    assert '<header class="top">' not in cached.read_text(encoding="utf-8")
+    mix = client.get("/reports/class-mix")
+    assert mix.status_code == 200 and 'href="/admin/rules"' in mix.text
+
+
+def test_report_header_for_a_bearer_client_has_nav_but_no_logout_form(client, make_user,
+                                                                      session, settings,
+                                                                      policy):
+    seed_pairs(session, settings, policy)
+    session.commit()
+    _, admin = make_user("ad", "admin")
+    page = client.get("/reports/thresholds", headers=auth(admin)).text
+    header = page[page.index('<header class="top">'):page.index("</header>")]
+    assert 'href="/admin/users"' in header and 'action="/logout"' not in header

@@ -160,3 +160,22 @@ def test_calibration_api(client, make_user, session, settings, policy):
     assert r.status_code == 422
     r = client.get("/api/v1/calibration/what-if", headers=auth(analyst))
     assert r.status_code == 200 and r.json()["message"]
+
+
+def test_report_links_spot_checked_items_to_their_item_pages(client, make_user, session,
+                                                             settings, policy):
+    from sqlalchemy import select
+
+    from backend.queues.models import Queue, Task
+
+    _spot_checks(session, settings, policy, "auto_ok", "ok", ["ok"] * 3 + ["fraud"] * 2)
+    items = dict(session.execute(select(Task.item_id, Task.id).join(Queue).where(
+        Queue.kind == "SPOT_CHECK")).tuples().all())
+    session.commit()
+    _, analyst = make_user("an", "analyst")
+    html = client.get("/reports/thresholds", headers=auth(analyst)).text
+    links = re.findall(r'<a href="/items/(\d+)">item \1</a> <small>([^<]*)</small>', html)
+    assert {int(i) for i, _ in links} == set(items)  # every checked item, linked
+    # the two disagreements come first and say what each side decided
+    assert [why for _, why in links[:2]] == ["auto ok → people fraud"] * 2
+    assert all(why == "ok, agreed" for _, why in links[2:])

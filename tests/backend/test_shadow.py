@@ -210,3 +210,7 @@ def test_shadow_agreement_compares_shadow_outcomes_with_later_verdicts(session, 
     assert (row["n"], row["judged"], row["agreed"], row["agreement"]) == (2, 2, 1, 0.5)
     html = build_thresholds_report(session=session, settings=settings).html
     assert "Shadow outcomes against the people" in html and "in shadow" in html
+    # the item people decided otherwise is named and linked to its item page
+    assert row["disagreed_items"] == [ids[1]]
+    assert f'<a href="/items/{ids[1]}">item {ids[1]}</a>' in html
+    assert f'href="/items/{ids[0]}"' not in html

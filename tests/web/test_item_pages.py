@@ -12,6 +12,7 @@ from backend.policy import get_policy
 from backend.queues import service as queues
 from backend.web import service as web
 from backend.web.history import format_distance
+from tests.backend.conftest import ml_on  # noqa: F401
 from tests.conftest import item_row
 from tests.web.test_web import PASSWORD, _csrf, _queue, login
 
@@ -155,3 +156,77 @@ def test_item_page_shows_the_appeal_and_its_outcome(client, make_user, settings)
     assert "Appeal upheld" in text and "the price is still absurd" in text and "by: otto" in text
     assert text.index("Decided fraud (classifier)") < text.index("Appeal opened") \
         < text.index("Appeal upheld")
+
+
+def _no_encoding(monkeypatch):  # noqa: ANN001, ANN202
+    """The process's encoder, made to fail if anything encodes."""
+    from backend.ml_adapter.service import get_encoder
+
+    encoder = get_encoder()
+
+    def boom(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("the encoder ran inside a web request")
+
+    monkeypatch.setattr(encoder, "encode", boom)
+    return encoder
+
+
+def _decided_with_vectors(settings, n: int, start: int, title: str) -> list[int]:  # noqa: ANN001
+    from backend.ml_adapter.service import _rows_for, ensure_embeddings, get_encoder
+
+    with session_scope(settings.resolved_database_url) as s:
+        _, ids = ingest(session=s, rows=[item_row(start + i, title=f"{title} {i}")
+                                         for i in range(n)], policy=get_policy())
+        ensure_embeddings(session=s, rows=_rows_for(s, ids), encoder=get_encoder())
+        record_decisions(session=s, now=utcnow(), decisions=[
+            NewDecision(item_id=i, label="fraud", source="moderator") for i in ids])
+    return ids
+
+
+def _card(client):  # noqa: ANN001, ANN202
+    csrf = _csrf(client.get("/queues").text)
+    start = client.post("/work/start", data={"csrf": csrf}, follow_redirects=False)
+    return client.get(start.headers["location"])
+
+
+def test_card_without_a_stored_vector_never_encodes_and_says_so(client, make_user, settings,
+                                                                 ml_on, monkeypatch):  # noqa: F811
+    from sqlalchemy import func, select
+
+    from backend.items.models import ItemEmbedding
+
+    make_user("mia", "moderator", ["MANUAL"], password=PASSWORD)
+    _decided_with_vectors(settings, 3, 50, "Phone X 256GB")
+    [item] = _queue(settings, "MANUAL", 1, title="Phone X 256GB sealed")  # no vector (ML off)
+    _no_encoding(monkeypatch)
+    login(client, "mia")
+    page = _card(client)
+    assert page.status_code == 200
+    assert "No vector yet for this item (run <code>quorum embed</code>)" in page.text
+    with session_scope(settings.resolved_database_url) as s:
+        assert s.scalar(select(func.count()).select_from(ItemEmbedding)
+                        .where(ItemEmbedding.item_id == item)) == 0
+
+
+def test_card_with_a_stored_vector_shows_neighbours_without_encoding(client, make_user,
+                                                                     settings, ml_on,  # noqa: F811
+                                                                     monkeypatch):
+    from backend.ml_adapter.service import _rows_for, ensure_embeddings, get_encoder
+
+    make_user("mia", "moderator", ["MANUAL"], password=PASSWORD)
+    decided = _decided_with_vectors(settings, 2, 50, "Phone X 256GB")
+    [item] = _queue(settings, "MANUAL", 1, title="Phone X 256GB sealed")
+    with session_scope(settings.resolved_database_url) as s:
+        ensure_embeddings(session=s, rows=_rows_for(s, [item]), encoder=get_encoder())
+        # a later human verdict on an item without a vector: the request must not encode it
+        _, [late] = ingest(session=s, rows=[item_row(90, title="Phone X 256GB 9")],
+                           policy=get_policy())
+        record_decisions(session=s, now=utcnow(), decisions=[
+            NewDecision(item_id=late, label="ok", source="moderator")])
+    _no_encoding(monkeypatch)
+    login(client, "mia")
+    page = _card(client).text
+    assert "No vector yet" not in page
+    for other in decided:
+        assert f'href="/items/{other}"' in page
+    assert f'href="/items/{late}"' not in page  # joins the index at the next `quorum embed`
