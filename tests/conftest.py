@@ -140,3 +140,12 @@ def item_row(i: int, **over: object) -> dict[str, object]:
     }
     row.update(over)
     return row
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """After the last test: move every live object out of the cyclic collector's reach,
+    so the interpreter's exit does not walk the whole suite's heap (several GB after the
+    full run; the collections at exit took about 1.5 minutes on 2 cores)."""
+    import gc
+
+    gc.freeze()
