@@ -50,8 +50,12 @@ def main(argv: list[str] | None = None) -> None:
         for name in [m for m in sys.modules if m == "backend" or m.startswith("backend.")]:
             del sys.modules[name]
         os.environ["PYTHONPATH"] = os.pathsep.join([str(code), os.environ.get("PYTHONPATH", "")])
-    from bench.lease import free_port, prefill, start_server
     import httpx
+
+    import bench.lease
+    from bench.lease import free_port, prefill, start_server
+
+    bench.lease.ROOT = code  # uvicorn's working directory, first on its sys.path
 
     print(f"python speed: 10M integer additions in {python_speed_s():.2f} s; "
           f"load average {os.getloadavg()[0]:.1f}")
@@ -60,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
         use_database(url)
         tokens = prefill(url, 2 * half + 150, 1)
         port = free_port()
-        proc = start_server(url, port, 1)  # cwd = this checkout; PYTHONPATH picks --code
+        proc = start_server(url, port, 1)
         try:
             with httpx.Client(base_url=f"http://127.0.0.1:{port}",
                               headers={"Authorization": f"Bearer {tokens[0]}"}) as client:
