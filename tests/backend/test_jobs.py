@@ -80,6 +80,38 @@ def test_api_accepts_at_once_and_routing_runs_later(client, make_user, settings,
     assert r.json()["routed"] is True and r.json()["states"] == ["queued"] * 5
 
 
+def test_reaccepting_a_batch_gives_the_same_ids_and_queues_nothing_more(
+        client, make_user, settings, no_wait):
+    """Acceptance (``wait=false``) is idempotent: the same batch again, with one key spelt
+    in decomposed Unicode, answers the same ids, creates nothing and defers no new job; a
+    row repeated inside one batch is refused (whole batch) or stored once (``partial``)."""
+    _, token = make_user("ana", "analyst")
+    rows = [item_row(i) for i in range(12)] + [item_row(0, external_id="caf\u00e9")]
+    first = client.post("/api/v1/items?wait=false", json=rows, headers=auth(token)).json()
+    assert first["created"] == 13 and first["states"] == ["received"] * 13
+    pg = settings.resolved_database_url.startswith("postgresql")
+    jobs = _route_jobs() if pg else None
+    again = [dict(r) for r in rows]
+    again[-1]["external_id"] = "cafe\u0301"  # the same key, decomposed (NFC: one item)
+    r = client.post("/api/v1/items?wait=false", json=again, headers=auth(token))
+    assert r.status_code == 200, r.text
+    assert r.json()["item_ids"] == first["item_ids"]
+    assert (r.json()["created"], r.json()["unchanged"]) == (0, 13)
+    if pg:
+        assert _route_jobs() == jobs  # nothing new to route, so no new job
+    dup = [item_row(20), item_row(21), item_row(20)]
+    r = client.post("/api/v1/items?wait=false", json=dup, headers=auth(token))
+    assert r.status_code == 422 and "duplicate of row 1" in r.text
+    assert _states() == {"received": 13}
+    r = client.post("/api/v1/items?wait=false&partial=true", json=dup, headers=auth(token))
+    assert r.status_code == 207 and r.json()["created"] == 2
+    assert r.json()["item_ids"][2] == 0 and r.json()["rejected"] == 1
+    assert _states() == {"received": 15}
+    if pg:
+        queued = sorted(i for ids in _route_jobs() for i in ids)
+        assert queued == sorted(first["item_ids"] + r.json()["item_ids"][:2])
+
+
 def test_routing_queued_in_the_ingest_transaction_rolls_back_with_it(settings, policy,
                                                                      no_wait):
     sessions = get_sessionmaker(settings.resolved_database_url)
