@@ -389,7 +389,7 @@ def test_replay_draft_rules_api_and_page_match_the_cli_rules_file(client, make_u
     assert "<b>hi</b>" not in echoed.text and "&lt;b&gt;hi&lt;/b&gt;" in echoed.text
 
 
-def test_replay_draft_rules_body_over_the_limit_is_413(small_body_client, make_user):
+def test_replay_draft_rules_body_over_the_limit_is_413(small_body_client, make_user):  # noqa: F811
     from tests.conftest import auth
 
     _, token = make_user("ana", "analyst")
