@@ -8,14 +8,56 @@ at the end. Nothing here touches the user's ``var/`` database.
 
 from __future__ import annotations
 
+import argparse
 import os
 import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# ---------------------------------------------------------------- --code / --compare
+# A benchmark that compares with another checkout starts with (before importing backend):
+#
+#     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+#     from bench.common import use_code
+#     CODE = use_code()
+#
+# and in main(): ``code_options(ap)``, then ``compare_first(__file__, args.compare, [...])``.
+# Nothing here imports ``backend`` at import time, so ``use_code`` decides where it comes from.
+def use_code(argv: Sequence[str] | None = None) -> Path:
+    """``--code DIR`` on the command line: import ``backend`` from that checkout (this
+    one's otherwise); also keeps Hugging Face offline. Returns the checkout's root."""
+    argv = list(sys.argv if argv is None else argv)
+    code = Path(argv[argv.index("--code") + 1]).resolve() if "--code" in argv else ROOT
+    for path in (ROOT, code):
+        if str(path) in sys.path:
+            sys.path.remove(str(path))
+        sys.path.insert(0, str(path))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    return code
+
+
+def code_options(ap: argparse.ArgumentParser, what: str = "measure") -> None:
+    """``--compare DIR`` (first run the same with another checkout's code) and the
+    internal ``--code DIR`` it passes on."""
+    ap.add_argument("--compare", metavar="DIR",
+                    help=f"first {what} with the code of this checkout")
+    ap.add_argument("--code", metavar="DIR", help=argparse.SUPPRESS)
+
+
+def compare_first(script: str, compare: str | None, args: Sequence[str]) -> None:
+    """With ``--compare DIR``: run ``script`` with ``--code DIR`` and ``args`` first."""
+    if compare:
+        subprocess.run([sys.executable, script, "--code", compare, *args], check=True)
 
 POSTGRES_SERVER = os.environ.get("QUORUM_BENCH_POSTGRES_URL",
                                  "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")

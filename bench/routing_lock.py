@@ -20,21 +20,24 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-#: ``--code DIR``: import ``backend`` from another checkout (``--compare`` uses it).
-CODE = Path(sys.argv[sys.argv.index("--code") + 1]).resolve() if "--code" in sys.argv else ROOT
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(CODE))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import use_code  # noqa: E402
 
-from bench.common import bench_database, median, percentile, use_database  # noqa: E402
+CODE = use_code()  # ``--code DIR``: import ``backend`` from another checkout (``--compare``)
+
+from bench.common import (  # noqa: E402
+    bench_database,
+    code_options,
+    compare_first,
+    median,
+    percentile,
+    use_database,
+)
 
 
 def rows(n: int, start: int = 0) -> list[dict]:
@@ -112,16 +115,12 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=1_000)
     ap.add_argument("--batch", type=int, default=200)
     ap.add_argument("--encoder", default="minilm")
-    ap.add_argument("--compare", metavar="DIR",
-                    help="first measure with the code of this checkout")
-    ap.add_argument("--code", metavar="DIR", help=argparse.SUPPRESS)
+    code_options(ap)
     args = ap.parse_args()
     os.environ.update({"QUORUM_ML_ENABLED": "true", "QUORUM_ML_ENCODER": args.encoder,
                        "QUORUM_ML_INDEX_KIND": "exact"})
-    if args.compare:
-        subprocess.run([sys.executable, __file__, "--code", args.compare,
-                        "--items", str(args.items), "--batch", str(args.batch),
-                        "--encoder", args.encoder], check=True)
+    compare_first(__file__, args.compare, ["--items", str(args.items), "--batch",
+                                           str(args.batch), "--encoder", args.encoder])
     run(args.items, args.batch)
 
 

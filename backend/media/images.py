@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -33,6 +33,7 @@ from typing import Any
 from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from backend.contextvalues import bound
 from backend.db import read_only
 from backend.errors import QuorumError
 from backend.media.fetch import _sniff, fetch_image
@@ -117,15 +118,11 @@ _PREFETCHED: contextvars.ContextVar[Mapping[tuple[int, str], LoadedImage] | None
     contextvars.ContextVar("quorum_prefetched_images", default=None)
 
 
-@contextlib.contextmanager
-def prefetched(images: Mapping[tuple[int, str], LoadedImage]) -> Iterator[None]:
+def prefetched(images: Mapping[tuple[int, str], LoadedImage]
+               ) -> contextlib.AbstractContextManager[None]:
     """Within the block, :func:`load_images` uses these downloads (keyed by item id and
     URL) instead of fetching again."""
-    token = _PREFETCHED.set(images)
-    try:
-        yield
-    finally:
-        _PREFETCHED.reset(token)
+    return bound(_PREFETCHED, images)
 
 
 def prefetch(*, sessions: sessionmaker[Session], item_ids: Sequence[int],

@@ -17,7 +17,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.calibration.models import ModelArtifact
+from backend.contextvalues import bound
 from backend.db import read_only
 from backend.decisions.models import DecisionEvent, ItemStatus
 from backend.errors import ValidationFailed
@@ -157,16 +158,11 @@ def _fingerprint(row: Mapping[str, Any]) -> tuple[str, str, str | None]:
             str(image) if image else None)
 
 
-@contextlib.contextmanager
 def prepared_vectors(vectors: Mapping[tuple[int, str], tuple[Any, np.ndarray]]
-                     ) -> Iterator[None]:
+                     ) -> contextlib.AbstractContextManager[None]:
     """Within the block, `ensure_embeddings` stores these vectors (when the item's inputs
     are unchanged) instead of encoding again."""
-    token = _PREPARED_VECTORS.set(vectors)
-    try:
-        yield
-    finally:
-        _PREPARED_VECTORS.reset(token)
+    return bound(_PREPARED_VECTORS, vectors)
 
 
 def prepare_embeddings(*, sessions: sessionmaker[Session], item_ids: Sequence[int],

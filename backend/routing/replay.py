@@ -224,11 +224,14 @@ def replay(*, session: Session, since: datetime, settings: Settings, now: dateti
            thresholds_version: int | None = None, rules_version: int | None = None,
            model_id: str | None = None, until: datetime | None = None,
            hooks: PipelineHooks | None = None, limit: int | None = None,
-           rules_file: Path | None = None) -> ReplayResult:
+           rules_file: Path | None = None, rules: Any = None,
+           rules_name: str = "draft rules") -> ReplayResult:
     """Re-run routing on the items created in ``[since, until)`` (at most ``limit``) with
     threshold set ``thresholds_version`` (default: the active one), the rule set of
     ``rules_version`` (default: today's) with the candidate ``rules_file`` loaded on top
-    of it, and ``model_id`` (default: the champion); writes nothing."""
+    of it — or ``rules``, the content of such a file (a draft from the API or the page,
+    named ``rules_name``), parsed and checked by the same code — and ``model_id``
+    (default: the champion); writes nothing."""
     from backend.calibration import thresholds
     from backend.calibration.settings import get_calibration_settings
     from backend.policy import get_policy
@@ -244,6 +247,12 @@ def replay(*, session: Session, since: datetime, settings: Settings, now: dateti
             raise NotFound(f"no rule-set version {rules_version}; the rules are at version "
                            f"{current}")
     model = _check_model(session, model_id) if model_id else None
+    if rules_file is not None and rules is not None:
+        raise ValidationFailed("replay a rules file or draft rules, not both")
+    if rules is not None:
+        from backend.rules.service import check_rules
+
+        check_rules(rules, policy=policy, where=rules_name)  # refuse before any work
     stmt = select(Item.id).where(Item.created_at >= since)
     if until is not None:
         stmt = stmt.where(Item.created_at < until)
@@ -268,6 +277,11 @@ def replay(*, session: Session, since: datetime, settings: Settings, now: dateti
             from backend.rules.service import load_rules_file
 
             loaded = load_rules_file(session=session, path=Path(rules_file), policy=policy)
+            session.flush()
+        if rules is not None:
+            from backend.rules.service import load_rules
+
+            loaded = load_rules(session=session, data=rules, policy=policy, where=rules_name)
             session.flush()
         if model is not None:
             _use_model(session, model, chosen)
@@ -295,7 +309,8 @@ def replay(*, session: Session, since: datetime, settings: Settings, now: dateti
     return ReplayResult(rows=pd.DataFrame(records, columns=COLUMNS),
                         thresholds_version=version, since=since, rules_version=rules_version,
                         model_id=model, confidence=get_calibration_settings().confidence,
-                        rules_file=None if rules_file is None else Path(rules_file).name,
+                        rules_file=(Path(rules_file).name if rules_file is not None
+                                    else rules_name if rules is not None else None),
                         rules_loaded=loaded)
 
 

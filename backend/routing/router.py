@@ -1,17 +1,19 @@
-"""``GET /api/v1/replay``: what would change with another threshold set, rule set or model."""
+"""``GET /api/v1/replay``: what would change with another threshold set, rule set or model;
+``POST /api/v1/replay``: the same with draft rules (the rules file's format) in the body."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from backend.db import utcnow
 from backend.deps import AnalystUser, SessionDep, SettingsDep
 from backend.errors import ErrorBody
 from backend.routing import replay as rp
+from backend.rules.service import MAX_RULES_PER_LOAD
 
 router = APIRouter(prefix="/api/v1/replay", tags=["replay"])
 
@@ -51,6 +53,8 @@ class ReplayRead(BaseModel):
     thresholds_version: int
     rules_version: int | None
     model_id: str | None
+    rules_file: str | None = None
+    rules_loaded: dict[str, list[str]] | None = None
     replayed: int
     changed: int
     in_shadow: int
@@ -83,4 +87,40 @@ def replay_route(
                        thresholds_version=rp.parse_version(thresholds, "thresholds"),
                        rules_version=rp.parse_version(rules, "rules"),
                        model_id=model or None, limit=limit)
+    return ReplayRead(**rp.report(result))
+
+
+class ReplayDraft(BaseModel):
+    """``POST /api/v1/replay``: draft rules (not saved) replayed on top of the rules."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    since: str = Field(max_length=40, description="YYYY-MM-DD or ISO 8601")
+    until: str | None = Field(default=None, max_length=40)
+    thresholds: str | None = Field(default=None, max_length=12, description="e.g. v4")
+    model: str | None = Field(default=None, max_length=40,
+                              description="classifier-vN or zero-shot")
+    limit: int = Field(default=rp.MAX_ITEMS, ge=1, le=rp.MAX_ITEMS)
+    rules: list[dict[str, Any]] = Field(
+        min_length=1, max_length=MAX_RULES_PER_LOAD,
+        description="the draft rules, each as in a rules file (`quorum rules load`): name, "
+                    "expression, action, label, … (mode defaults to active); checked as a "
+                    "saved rule is (the condition's size and cost limits included)")
+
+
+@router.post("", response_model=ReplayRead, responses={
+    404: {"model": ErrorBody, "description": "no such threshold set or model"},
+    413: {"model": ErrorBody, "description": "the body is too large"},
+    422: {"model": ErrorBody, "description": "a bad time, version, model name or rule "
+                                             "(the message names the rule and the problem)"}})
+def replay_draft_route(session: SessionDep, settings: SettingsDep, user: AnalystUser,
+                       body: ReplayDraft) -> ReplayRead:
+    """Re-run the pipeline with the draft rules loaded on top of today's rules (as
+    ``quorum replay --rules-file`` does; nothing is written) and say what would change."""
+    result = rp.replay(session=session, since=rp.parse_since(body.since),
+                       until=rp.parse_since(body.until, "until") if body.until else None,
+                       settings=settings, now=utcnow(),
+                       thresholds_version=rp.parse_version(body.thresholds, "thresholds"),
+                       model_id=body.model or None, limit=body.limit, rules=body.rules,
+                       rules_name="draft rules")
     return ReplayRead(**rp.report(result))

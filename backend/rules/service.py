@@ -149,21 +149,22 @@ def _policy_any() -> Policy:
     return get_policy()
 
 
-def load_rules_file(*, session: Session, path: Path, policy: Policy,
-                    user_id: int | None = None) -> dict[str, list[str]]:
-    """Create or update the rules in a YAML file (a list, or ``{rules: [...]}``).
+#: Most rules one rules file or draft (``POST /api/v1/replay``, the replay page) may hold.
+MAX_RULES_PER_LOAD = 500
 
-    All rules are checked first: one bad rule refuses the whole file (nothing changes).
-    """
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError as exc:
-        raise ValidationFailed(f"{path} does not exist") from exc
-    except yaml.YAMLError as exc:
-        raise ValidationFailed(f"{path} is not valid YAML: {exc}") from exc
+
+def check_rules(data: Any, *, policy: Policy, where: str) -> list[RuleCreate]:
+    """The rules of a rules file's content (a list, or ``{rules: [...]}``), each checked as
+    ``create_rule`` checks it (schema, CEL compile-time cost limits, known fields, labels).
+
+    One bad rule refuses them all: ``ValidationFailed`` whose message names ``where``, how
+    many were refused and the first rule and its problem; ``details``: every problem."""
     entries = data.get("rules") if isinstance(data, dict) else data
     if not isinstance(entries, list):
-        raise ValidationFailed(f"{path}: expected a list of rules (or a 'rules:' key)")
+        raise ValidationFailed(f"{where}: expected a list of rules (or a 'rules:' key)")
+    if len(entries) > MAX_RULES_PER_LOAD:
+        raise ValidationFailed(f"{where}: {len(entries)} rules; at most {MAX_RULES_PER_LOAD} "
+                               "are loaded at once")
     parsed: list[RuleCreate] = []
     problems: list[str] = []
     first_at: dict[str, int] = {}
@@ -186,8 +187,16 @@ def load_rules_file(*, session: Session, path: Path, policy: Policy,
         except ValidationFailed as exc:
             problems.append(f"rule {name}: {exc.message}")
     if problems:
-        raise ValidationFailed(f"{path}: {len(problems)} rule(s) refused, nothing loaded",
-                               details=problems)
+        raise ValidationFailed(f"{where}: {len(problems)} rule(s) refused, nothing loaded "
+                               f"({problems[0]})", details=problems)
+    return parsed
+
+
+def load_rules(*, session: Session, data: Any, policy: Policy, where: str,
+               user_id: int | None = None) -> dict[str, list[str]]:
+    """Create or update the rules of a rules file's content (see :func:`check_rules`: all
+    are checked first, one bad rule refuses them all and nothing changes)."""
+    parsed = check_rules(data, policy=policy, where=where)
     report: dict[str, list[str]] = {"created": [], "updated": [], "unchanged": []}
     for rc in parsed:
         existing = session.scalar(select(Rule).where(Rule.name == rc.name))
@@ -201,6 +210,28 @@ def load_rules_file(*, session: Session, path: Path, policy: Policy,
                         policy=policy, user_id=user_id, allow_live=True)
             report["updated" if existing.version != before else "unchanged"].append(rc.name)
     return report
+
+
+def parse_rules_text(text: str, *, where: str) -> Any:
+    """A rules file's text (YAML; JSON is YAML too) → its content, for :func:`load_rules`."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValidationFailed(f"{where} is not valid YAML: {exc}") from exc
+
+
+def load_rules_file(*, session: Session, path: Path, policy: Policy,
+                    user_id: int | None = None) -> dict[str, list[str]]:
+    """Create or update the rules in a YAML file (a list, or ``{rules: [...]}``).
+
+    All rules are checked first: one bad rule refuses the whole file (nothing changes).
+    """
+    try:
+        text = path.read_text()
+    except FileNotFoundError as exc:
+        raise ValidationFailed(f"{path} does not exist") from exc
+    return load_rules(session=session, data=parse_rules_text(text, where=str(path)),
+                      policy=policy, where=str(path), user_id=user_id)
 
 
 def compiled_rule_set(*, session: Session) -> RuleSet:

@@ -3,6 +3,9 @@
 The form posts (with the session's CSRF token) the time and the alternatives; the POST
 checks them and redirects to ``GET /replay?since=…`` which re-runs the pipeline on the
 stored items inside a rolled-back transaction and shows what would change.
+
+Draft rules (the rules file's YAML, pasted in the form's textarea) cannot ride a redirect:
+a POST that carries them is answered with the replay's page directly (200).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from typing import Annotated
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 
 from backend.db import utcnow
@@ -22,6 +25,8 @@ from backend.web.router import PostUser, WebRoute, WebUser, _analyst, render
 router = APIRouter(include_in_schema=False, route_class=WebRoute)
 
 Short = Annotated[str, Query(max_length=40)]
+#: Most characters of draft rules the page accepts.
+MAX_DRAFT_CHARS = 200_000
 
 
 def _choices(session: SessionDep, policy: PolicyDep) -> dict:
@@ -58,21 +63,34 @@ def replay_page(request: Request, session: SessionDep, settings: SettingsDep,
         "model": model, "limit": limit}, **ctx)
 
 
-@router.post("/replay")
-def replay_submit(user: PostUser, since: Annotated[str, Form(max_length=40)],
+@router.post("/replay", response_model=None)
+def replay_submit(request: Request, session: SessionDep, settings: SettingsDep,
+                  policy: PolicyDep, user: PostUser, since: Annotated[str, Form(max_length=40)],
                   until: Annotated[str, Form(max_length=40)] = "",
                   thresholds: Annotated[str, Form(max_length=12)] = "",
                   rules: Annotated[str, Form(max_length=12)] = "",
                   model: Annotated[str, Form(max_length=40)] = "",
-                  limit: Annotated[int, Form(ge=1, le=rp.MAX_ITEMS)] = 5000
-                  ) -> RedirectResponse:
-    """Check the form and redirect to the page that shows the replay."""
+                  limit: Annotated[int, Form(ge=1, le=rp.MAX_ITEMS)] = 5000,
+                  draft: Annotated[str, Form(max_length=MAX_DRAFT_CHARS)] = ""
+                  ) -> Response:
+    """Check the form and redirect to the page that shows the replay; with draft rules,
+    replay them and show the page at once."""
+    from backend.rules.service import parse_rules_text
+
     _analyst(user)
-    rp.parse_since(since)
-    if until:
-        rp.parse_since(until, "until")
-    rp.parse_version(thresholds, "thresholds")
-    rp.parse_version(rules, "rules")
+    when = rp.parse_since(since)
+    end = rp.parse_since(until, "until") if until else None
+    ts_version = rp.parse_version(thresholds, "thresholds")
+    rs_version = rp.parse_version(rules, "rules")
+    if draft.strip():
+        res = rp.replay(session=session, since=when, until=end, settings=settings,
+                        now=utcnow(), thresholds_version=ts_version, rules_version=rs_version,
+                        model_id=model or None, limit=limit,
+                        rules=parse_rules_text(draft, where="draft rules"),
+                        rules_name="draft rules")
+        return render(request, "replay.html", result=rp.report(res), form={
+            "since": since, "until": until, "thresholds": thresholds, "rules": rules,
+            "model": model, "limit": limit, "draft": draft}, **_choices(session, policy))
     query = {k: v for k, v in {"since": since, "until": until, "thresholds": thresholds,
                                "rules": rules, "model": model, "limit": limit}.items() if v}
     return RedirectResponse(f"/replay?{urlencode(query)}", status_code=303)

@@ -78,6 +78,7 @@ MATRIX: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/v1/hash-banks"): STAFF,
     ("POST", "/api/v1/hash-banks/{name}/hashes"): STAFF,
     ("GET", "/api/v1/replay"): STAFF,
+    ("POST", "/api/v1/replay"): STAFF,
 }
 
 

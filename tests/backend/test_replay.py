@@ -15,6 +15,7 @@ from backend.queues.models import Task
 from backend.routing.models import ShadowOutcome
 from backend.routing.replay import replay
 from tests.backend.conftest import human_verdict, route_rows
+from tests.backend.test_limits import small_body_client  # noqa: F401
 from tests.conftest import item_row
 
 
@@ -283,3 +284,117 @@ def test_replay_api_and_page(client, make_user, settings):
     assert "rule:prohibited" in shown.text and "100.0 %" in shown.text
     bad = client.post("/replay", data={"since": "soon", "csrf": csrf}, follow_redirects=False)
     assert bad.status_code == 422 and "since" in bad.text
+
+
+def test_replay_draft_rules_api_and_page_match_the_cli_rules_file(client, make_user,
+                                                                   settings, tmp_path):
+    """POST /api/v1/replay and the page's draft textarea replay the same rules as
+    ``quorum replay --rules-file`` and show the same flips by source and label."""
+    import re
+
+    import pandas as pd
+    import yaml
+
+    from backend.db import session_scope
+    from backend.policy import get_policy
+    from backend.rules.models import Rule
+    from tests.conftest import auth
+    from tests.web.test_web import PASSWORD, login
+
+    _, token = make_user("ana", "analyst", password=PASSWORD)
+    _, mod = make_user("mo", "moderator", ["MANUAL"])
+    with session_scope(settings.resolved_database_url) as s:
+        ids, _ = route_rows(s, settings, get_policy(), [
+            item_row(i, title=("Cannabis seeds " if i < 4 else "Desk lamp ") + str(i))
+            for i in range(6)])
+        human_verdict(s, ids[0], "prohibited")
+        human_verdict(s, ids[1], "ok")
+    candidate = tmp_path / "candidate.yaml"
+    candidate.write_text(RULES_FILE)
+    draft = yaml.safe_load(RULES_FILE)["rules"]
+    keys = ["source", "label", "before", "after", "gained", "lost", "judged", "right"]
+
+    r = client.post("/api/v1/replay", json={"since": "2000-01-01", "rules": draft},
+                    headers=auth(token))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["replayed"] == 6 and body["changed"] == 4
+    assert body["rules_file"] == "draft rules" and body["rules_loaded"]["created"] == ["seeds"]
+    api = [{k: row[k] for k in keys} for row in body["by_source_label"]]
+    assert api == [{"source": "rule", "label": "prohibited", "before": 0, "after": 4,
+                    "gained": 4, "lost": 0, "judged": 2, "right": 1}]
+    assert [c["after"] for c in body["changes"]] == ["rule:prohibited"]
+    assert sum(c["items"] for c in body["changes"]) == 4
+    # the same as the service behind `--rules-file`, on both backends
+    with session_scope(settings.resolved_database_url) as s:
+        res = replay(session=s, since=utcnow() - timedelta(days=1), settings=settings,
+                     now=utcnow(), rules_file=candidate)
+        assert res.by_source_label()[keys].to_dict(orient="records") == api
+        assert s.scalar(select(func.count()).select_from(Rule)) == 0  # nothing written
+    if settings.resolved_database_url.startswith("sqlite"):  # and as the CLI prints it
+        from tests.backend.test_cli import quorum
+
+        out = tmp_path / "cli.csv"
+        cli = quorum(settings, "replay", "--since", "2000-01-01", "--rules-file",
+                     str(candidate), "--out", str(out))
+        assert cli.returncode == 0, cli.stderr
+        assert "4 would change" in cli.stdout and "1 created" in cli.stdout
+        printed = pd.read_csv(out.with_suffix(".summary.csv"))[keys]
+        assert printed.to_dict(orient="records") == api
+
+    # a bad rule: 422 with a sentence naming the rule and the problem, never 500
+    bad = client.post("/api/v1/replay", json={"since": "2000-01-01", "rules": [
+        {**draft[0], "label": "nonsense"}]}, headers=auth(token))
+    assert bad.status_code == 422, bad.text
+    assert "rule seeds" in bad.json()["message"] and "nonsense" in bad.json()["message"]
+    broken = client.post("/api/v1/replay", json={"since": "2000-01-01", "rules": [
+        {**draft[0], "expression": "item.title.contains("}]}, headers=auth(token))
+    assert broken.status_code == 422 and "rule seeds" in broken.json()["message"]
+    # bounds: too many rules, too long a condition (422), too large a body (413)
+    many = client.post("/api/v1/replay", json={"since": "2000-01-01", "rules": [
+        {**draft[0], "name": f"r{i}"} for i in range(501)]}, headers=auth(token))
+    assert many.status_code == 422
+    long = client.post("/api/v1/replay", json={"since": "2000-01-01", "rules": [
+        {**draft[0], "expression": "item.title == '" + "x" * 20_000 + "'"}]},
+        headers=auth(token))
+    assert long.status_code == 422 and "rule seeds" in long.json()["message"]
+    # a moderator may not
+    assert client.post("/api/v1/replay", json={"since": "2000-01-01", "rules": draft},
+                       headers=auth(mod)).status_code == 403
+    with session_scope(settings.resolved_database_url) as s:
+        assert s.scalar(select(func.count()).select_from(Rule)) == 0
+
+    # the page: the draft textarea, POST (CSRF) → the result at once, escaped
+    login(client, "ana")
+    page = client.get("/replay")
+    assert 'name="draft"' in page.text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    assert client.post("/replay", data={"since": "2000-01-01", "draft": RULES_FILE},
+                       follow_redirects=False).status_code == 403  # no CSRF
+    shown = client.post("/replay", data={"since": "2000-01-01", "draft": RULES_FILE,
+                                         "csrf": csrf}, follow_redirects=False)
+    assert shown.status_code == 200, shown.text
+    assert "6 item(s) replayed" in shown.text and "4 would change" in shown.text
+    assert "rule:prohibited" in shown.text and "1 created" in shown.text
+    table = re.search(r'<table class="replay-by-source">.*?</table>', shown.text, re.S).group(0)
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", table)
+    assert cells[:8] == ["rule", "prohibited", "0", "4", "4", "0", "0", "2"]
+    evil = RULES_FILE.replace("label: prohibited", "label: <script>x</script>")
+    bad_page = client.post("/replay", data={"since": "2000-01-01", "draft": evil,
+                                            "csrf": csrf}, follow_redirects=False)
+    assert bad_page.status_code == 422 and "rule seeds" in bad_page.text
+    assert "<script>x</script>" not in bad_page.text
+    echoed = client.post("/replay", data={"since": "2000-01-01", "csrf": csrf,
+                                          "draft": RULES_FILE + "# <b>hi</b>\n"})
+    assert "<b>hi</b>" not in echoed.text and "&lt;b&gt;hi&lt;/b&gt;" in echoed.text
+
+
+def test_replay_draft_rules_body_over_the_limit_is_413(small_body_client, make_user):  # noqa: F811
+    from tests.conftest import auth
+
+    _, token = make_user("ana", "analyst")
+    rules = [{"name": f"r{i}", "expression": "item.title.contains('" + "x" * 900 + "')",
+              "action": "decide", "label": "prohibited"} for i in range(30)]  # ~30 KB
+    r = small_body_client.post("/api/v1/replay", json={"since": "2000-01-01", "rules": rules},
+                               headers=auth(token))
+    assert r.status_code == 413 and r.json()["error"] == "payload_too_large"
