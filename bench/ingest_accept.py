@@ -35,15 +35,17 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-#: ``--code DIR``: import ``backend`` from another checkout (``--compare`` uses it).
-CODE = Path(sys.argv[sys.argv.index("--code") + 1]).resolve() if "--code" in sys.argv else ROOT
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(CODE))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import use_code  # noqa: E402
 
-from bench.common import bench_database, use_database  # noqa: E402
+CODE = use_code()  # ``--code DIR``: import ``backend`` from another checkout (``--compare``)
+from bench.common import (  # noqa: E402
+    ROOT,
+    bench_database,
+    code_options,
+    compare_first,
+    use_database,
+)
 
 
 def rows(n: int, start: int = 0) -> list[dict]:
@@ -158,16 +160,13 @@ def main() -> None:
     ap.add_argument("--encoder", default="minilm")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads per worker (default: cores / workers)")
-    ap.add_argument("--compare", metavar="DIR",
-                    help="first measure acceptance with the code of this checkout")
-    ap.add_argument("--code", metavar="DIR", help=argparse.SUPPRESS)
+    code_options(ap, "measure acceptance")
     ap.add_argument("--accept-only", action="store_true", help="skip the end-to-end part")
     args = ap.parse_args()
     os.environ.update({"QUORUM_ML_ENABLED": "true", "QUORUM_ML_ENCODER": args.encoder,
                        "QUORUM_ML_INDEX_KIND": "exact", "QUORUM_JOBS_INGEST_WAIT": "false"})
-    if args.compare:
-        subprocess.run([sys.executable, __file__, "--code", args.compare, "--accept-only",
-                        "--items", str(args.items), "--batch", str(args.batch)], check=True)
+    compare_first(__file__, args.compare,
+                  ["--accept-only", "--items", str(args.items), "--batch", str(args.batch)])
     import tempfile
 
     import backend
