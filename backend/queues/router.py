@@ -3,13 +3,14 @@ from __future__ import annotations
 from datetime import date
 
 from fastapi import APIRouter, Query
-from sqlalchemy.orm import joinedload
+from sqlalchemy.orm import Session, joinedload
 
 from backend.db import utcnow
-from backend.deps import CurrentUser, ModeratorUser, PolicyDep, SessionDep, SettingsDep
+from backend.deps import CurrentUser, ModeratorTxn, ModeratorUser, SessionDep
 from backend.errors import Forbidden
 from backend.items.schemas import ItemRead
 from backend.limits import IdPath
+from backend.policy import get_policy
 from backend.queues import service, work
 from backend.queues.models import Task
 from backend.queues.schemas import (
@@ -20,6 +21,7 @@ from backend.queues.schemas import (
     VerdictRequest,
     VerdictResponse,
 )
+from backend.settings import get_settings
 from backend.users.models import User
 
 router = APIRouter(prefix="/api/v1", tags=["queues"])
@@ -56,33 +58,40 @@ def _owned_task(session: SessionDep, task_id: int, user: User) -> Task:
 
 
 @router.post("/tasks/lease", response_model=LeaseResponse)
-def lease(session: SessionDep, settings: SettingsDep, user: ModeratorUser,
-          body: LeaseRequest | None = None) -> LeaseResponse:
+async def lease(txn: ModeratorTxn, body: LeaseRequest | None = None) -> LeaseResponse:
     """Lease the next task from the highest-priority queue you may work."""
     body = body or LeaseRequest()
-    service.relax_commit_flush(session)  # a lease-only transaction (see its docstring)
-    queue = service.get_queue(session=session, name=body.queue) if body.queue else None
-    task = service.lease_next(session=session, user=user, now=utcnow(), settings=settings,
-                              queue=queue, lease_seconds=body.lease_seconds)
-    if task is None:
-        return LeaseResponse(task=None, message="no task waiting in the queues you may work")
-    from backend.items.models import Item
 
-    item = session.get(Item, task.item_id, options=[joinedload(Item.tags)])
-    return LeaseResponse(task=task_read(task),
-                         item=ItemRead.model_validate(item).model_dump(mode="json"))
+    def run(session: Session, user: User) -> LeaseResponse:
+        service.relax_commit_flush(session)  # a lease-only transaction (see its docstring)
+        queue = service.get_queue(session=session, name=body.queue) if body.queue else None
+        task = service.lease_next(session=session, user=user, now=utcnow(),
+                                  settings=get_settings(), queue=queue,
+                                  lease_seconds=body.lease_seconds)
+        if task is None:
+            return LeaseResponse(task=None,
+                                 message="no task waiting in the queues you may work")
+        from backend.items.models import Item
+
+        item = session.get(Item, task.item_id, options=[joinedload(Item.tags)])
+        return LeaseResponse(task=task_read(task),
+                             item=ItemRead.model_validate(item).model_dump(mode="json"))
+
+    return await txn.run(run)
 
 
 @router.post("/tasks/{task_id}/verdict", response_model=VerdictResponse)
-def verdict(task_id: IdPath, body: VerdictRequest, session: SessionDep, policy: PolicyDep,
-            user: ModeratorUser) -> VerdictResponse:
-    task = _owned_task(session, task_id, user)  # held: submit_verdict finds it in the session
-    res = work.submit_verdict(session=session, task_id=task_id, user=user, label=body.label,
-                              policy=policy, now=utcnow(), comment=body.comment,
-                              time_spent_ms=body.time_spent_ms)
-    return VerdictResponse(task_id=task.id, item_id=task.item_id, label=body.label,
-                           event_id=res.event_id, judgment_id=res.judgment_id,
-                           replayed=res.replayed)
+async def verdict(task_id: IdPath, body: VerdictRequest, txn: ModeratorTxn) -> VerdictResponse:
+    def run(session: Session, user: User) -> VerdictResponse:
+        task = _owned_task(session, task_id, user)  # held: submit_verdict finds it
+        res = work.submit_verdict(session=session, task_id=task_id, user=user,
+                                  label=body.label, policy=get_policy(), now=utcnow(),
+                                  comment=body.comment, time_spent_ms=body.time_spent_ms)
+        return VerdictResponse(task_id=task.id, item_id=task.item_id, label=body.label,
+                               event_id=res.event_id, judgment_id=res.judgment_id,
+                               replayed=res.replayed)
+
+    return await txn.run(run)
 
 
 @router.post("/tasks/{task_id}/skip", response_model=TaskRead)
