@@ -249,10 +249,11 @@ def replay(*, session: Session, since: datetime, settings: Settings, now: dateti
     model = _check_model(session, model_id) if model_id else None
     if rules_file is not None and rules is not None:
         raise ValidationFailed("replay a rules file or draft rules, not both")
+    draft = None
     if rules is not None:
         from backend.rules.service import check_rules
 
-        check_rules(rules, policy=policy, where=rules_name)  # refuse before any work
+        draft = check_rules(rules, policy=policy, where=rules_name)  # refuse before any work
     stmt = select(Item.id).where(Item.created_at >= since)
     if until is not None:
         stmt = stmt.where(Item.created_at < until)
@@ -278,10 +279,10 @@ def replay(*, session: Session, since: datetime, settings: Settings, now: dateti
 
             loaded = load_rules_file(session=session, path=Path(rules_file), policy=policy)
             session.flush()
-        if rules is not None:
-            from backend.rules.service import load_rules
+        if draft is not None:
+            from backend.rules.service import save_rules
 
-            loaded = load_rules(session=session, data=rules, policy=policy, where=rules_name)
+            loaded = save_rules(session=session, parsed=draft, policy=policy)
             session.flush()
         if model is not None:
             _use_model(session, model, chosen)

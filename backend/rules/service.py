@@ -196,7 +196,14 @@ def load_rules(*, session: Session, data: Any, policy: Policy, where: str,
                user_id: int | None = None) -> dict[str, list[str]]:
     """Create or update the rules of a rules file's content (see :func:`check_rules`: all
     are checked first, one bad rule refuses them all and nothing changes)."""
-    parsed = check_rules(data, policy=policy, where=where)
+    return save_rules(session=session, parsed=check_rules(data, policy=policy, where=where),
+                      policy=policy, user_id=user_id)
+
+
+def save_rules(*, session: Session, parsed: Sequence[RuleCreate], policy: Policy,
+               user_id: int | None = None) -> dict[str, list[str]]:
+    """Create or update rules already checked by :func:`check_rules`, by name; says which
+    were created, updated and unchanged."""
     report: dict[str, list[str]] = {"created": [], "updated": [], "unchanged": []}
     for rc in parsed:
         existing = session.scalar(select(Rule).where(Rule.name == rc.name))
