@@ -48,19 +48,31 @@ def replay_page(request: Request, session: SessionDep, settings: SettingsDep,
                 limit: Annotated[int, Query(ge=1, le=rp.MAX_ITEMS)] = 5000) -> HTMLResponse:
     """The form; with ``since``, the replay's table (nothing is written)."""
     _analyst(user)
-    ctx = _choices(session, policy)
-    result = None
-    if since:
-        res = rp.replay(session=session, since=rp.parse_since(since),
-                        until=rp.parse_since(until, "until") if until else None,
-                        settings=settings, now=utcnow(),
-                        thresholds_version=rp.parse_version(thresholds, "thresholds"),
-                        rules_version=rp.parse_version(rules, "rules"),
-                        model_id=model or None, limit=limit)
-        result = rp.report(res)
-    return render(request, "replay.html", result=result, form={
+    return _replay_view(request, session, settings, policy, {
         "since": since, "until": until, "thresholds": thresholds, "rules": rules,
-        "model": model, "limit": limit}, **ctx)
+        "model": model, "limit": limit})
+
+
+def _replay_view(request: Request, session: SessionDep, settings: SettingsDep,
+                 policy: PolicyDep, form: dict) -> HTMLResponse:
+    """The page for ``form``: with ``since``, the replay's table (with ``draft`` rules,
+    the rules file's YAML, loaded on top), else the empty form."""
+    from backend.rules.service import parse_rules_text
+
+    result = None
+    if form["since"]:
+        draft = form.get("draft", "")
+        res = rp.replay(session=session, since=rp.parse_since(form["since"]),
+                        until=rp.parse_since(form["until"], "until") if form["until"] else None,
+                        settings=settings, now=utcnow(),
+                        thresholds_version=rp.parse_version(form["thresholds"], "thresholds"),
+                        rules_version=rp.parse_version(form["rules"], "rules"),
+                        model_id=form["model"] or None, limit=form["limit"],
+                        rules=parse_rules_text(draft, where="draft rules") if draft else None,
+                        rules_name="draft rules")
+        result = rp.report(res)
+    return render(request, "replay.html", result=result, form=form,
+                  **_choices(session, policy))
 
 
 @router.post("/replay", response_model=None)
@@ -75,22 +87,16 @@ def replay_submit(request: Request, session: SessionDep, settings: SettingsDep,
                   ) -> Response:
     """Check the form and redirect to the page that shows the replay; with draft rules,
     replay them and show the page at once."""
-    from backend.rules.service import parse_rules_text
-
     _analyst(user)
-    when = rp.parse_since(since)
-    end = rp.parse_since(until, "until") if until else None
-    ts_version = rp.parse_version(thresholds, "thresholds")
-    rs_version = rp.parse_version(rules, "rules")
+    rp.parse_since(since)
+    if until:
+        rp.parse_since(until, "until")
+    rp.parse_version(thresholds, "thresholds")
+    rp.parse_version(rules, "rules")
     if draft.strip():
-        res = rp.replay(session=session, since=when, until=end, settings=settings,
-                        now=utcnow(), thresholds_version=ts_version, rules_version=rs_version,
-                        model_id=model or None, limit=limit,
-                        rules=parse_rules_text(draft, where="draft rules"),
-                        rules_name="draft rules")
-        return render(request, "replay.html", result=rp.report(res), form={
+        return _replay_view(request, session, settings, policy, {
             "since": since, "until": until, "thresholds": thresholds, "rules": rules,
-            "model": model, "limit": limit, "draft": draft}, **_choices(session, policy))
+            "model": model, "limit": limit, "draft": draft})
     query = {k: v for k, v in {"since": since, "until": until, "thresholds": thresholds,
                                "rules": rules, "model": model, "limit": limit}.items() if v}
     return RedirectResponse(f"/replay?{urlencode(query)}", status_code=303)
