@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from backend.db import get_sessionmaker, transaction
@@ -16,6 +16,11 @@ from backend.policy import Policy, get_policy
 from backend.settings import Settings, get_settings
 from backend.users import service as users
 from backend.users.models import User
+
+
+def _sessionmaker(request: Request) -> sessionmaker[Session]:
+    """The app's session factory (tests set one on ``app.state``), else the settings'."""
+    return getattr(request.app.state, "sessionmaker", None) or get_sessionmaker()
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -28,8 +33,7 @@ def get_session(request: Request) -> Iterator[Session]:
     after the response had gone out: a client could read the old state after a 201, and
     a crash in between lost work the client had been told was saved.)
     """
-    factory = getattr(request.app.state, "sessionmaker", None) or get_sessionmaker()
-    with transaction(factory) as session:
+    with transaction(_sessionmaker(request)) as session:
         yield session
 
 
@@ -98,8 +102,7 @@ def hot_transaction(*roles: str) -> Callable[[Request], AsyncIterator[HotTxn]]:
             session.close()
 
     async def dep(request: Request) -> AsyncIterator[HotTxn]:
-        factory = getattr(request.app.state, "sessionmaker", None) or get_sessionmaker()
-        session = factory()
+        session = _sessionmaker(request)()
         committed = False
         try:
             txn = HotTxn(session, await run_in_threadpool(auth, request, session))
