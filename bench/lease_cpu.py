@@ -20,8 +20,10 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import use_code  # noqa: E402
+
+CODE = use_code()  # ``--code DIR``: the prefill, the migrations and the server use its backend
 
 from bench.common import bench_database, percentile, use_database  # noqa: E402
 
@@ -44,18 +46,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--trips", type=int, default=400, help="measured round trips (two halves)")
     ap.add_argument("--code", metavar="DIR", help="run the server with this checkout's code")
     args = ap.parse_args(argv)
-    code = Path(args.code).resolve() if args.code else ROOT
-    if args.code:  # the prefill and the migrations come from that checkout too
-        sys.path.insert(0, str(code))
-        for name in [m for m in sys.modules if m == "backend" or m.startswith("backend.")]:
-            del sys.modules[name]
-        os.environ["PYTHONPATH"] = os.pathsep.join([str(code), os.environ.get("PYTHONPATH", "")])
+    code = CODE
+    # uvicorn runs in a subprocess: its working directory and PYTHONPATH pick the checkout
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(code), os.environ.get("PYTHONPATH", "")])
     import httpx
 
     import bench.lease
     from bench.lease import free_port, prefill, start_server
 
-    bench.lease.ROOT = code  # uvicorn's working directory, first on its sys.path
+    bench.lease.ROOT = code  # start_server runs uvicorn in that directory
 
     print(f"python speed: 10M integer additions in {python_speed_s():.2f} s; "
           f"load average {os.getloadavg()[0]:.1f}")
