@@ -98,6 +98,22 @@ def wait_routed(url: str, timeout: float = 3600) -> None:
         time.sleep(0.2)
 
 
+def wait_workers(url: str, n: int, timeout: float = 600) -> None:
+    """Until ``n`` workers have registered with procrastinate (after their warm-up)."""
+    from sqlalchemy import text
+
+    from backend.db import session_scope
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with session_scope(url) as s:
+            if (s.scalar(text("SELECT count(*) FROM procrastinate_workers")) or 0) >= n:
+                return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{n} workers did not start within {timeout:.0f} s")
+        time.sleep(0.2)
+
+
 def bare_encoder_rate(items: list[dict]) -> float:
     from backend.ml_adapter.service import get_encoder, item_inputs
     from backend.ml_adapter.settings import get_ml_settings
@@ -125,6 +141,7 @@ def end_to_end(n_workers: int, n_items: int, batch: int, tmp: Path,
                                   cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL) for i in range(n_workers)]
         try:
+            wait_workers(url, n_workers)  # each has loaded its encoder (`quorum worker`)
             accept(client, headers, rows(20 * n_workers, start=10**7), 20)  # warm-up
             wait_routed(url)
             t0 = time.perf_counter()

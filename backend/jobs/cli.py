@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from typing import Annotated
 
 import typer
@@ -64,6 +65,14 @@ def worker(
     if unknown:
         raise ValidationFailed(f"unknown queue(s) {', '.join(unknown)}; use some of "
                                f"{', '.join(QUEUES)}")
+    if chosen is None or "embed" in chosen:
+        from backend.jobs.stages import warm_embed_worker
+
+        t0 = time.perf_counter()
+        encoder_id = warm_embed_worker()
+        if encoder_id:
+            console.print(f"embed: encoder {encoder_id} loaded in "
+                          f"{time.perf_counter() - t0:.1f} s")
     url = settings.resolved_database_url
     if url.startswith("sqlite"):
         from backend.jobs.inline import InlineWorker

@@ -187,6 +187,19 @@ def _route_staged(*, sessions: sessionmaker[Session], item_ids: Sequence[int] | 
                               settings=settings, precomputed=pre)
 
 
+def warm_embed_worker() -> str | None:
+    """Load what routing embeds with (`ml_adapter.service.warm_up`) before a worker takes
+    its first ``route`` job; None when the pipeline has no ML. Without it the first job
+    of every fresh embed worker stalls for the encoder's load (~6 s for MiniLM here), and
+    a worker scaled out under a backlog is that much late."""
+    from backend.ml_adapter.hooks import MLHooks
+    from backend.ml_adapter.service import warm_up
+    from backend.routing.hooks import get_pipeline_hooks
+
+    hooks = get_pipeline_hooks()
+    return warm_up(hooks.ml) if isinstance(hooks, MLHooks) else None
+
+
 def received_ids(*, session: Session, limit: int) -> list[int]:
     """The oldest items waiting for routing (the in-process worker's queue on SQLite)."""
     return list(session.scalars(select(ItemStatus.item_id).where(ItemStatus.state == RECEIVED)

@@ -64,6 +64,21 @@ def get_encoder(ml: MLSettings | None = None) -> Any:
         return _encoders[key]
 
 
+def warm_up(ml: MLSettings | None = None) -> str | None:
+    """Load the process's encoder (and NudeNet when ``QUORUM_ML_SAFETY`` is on) and run
+    one tiny batch through it, so that the first routing job does not pay for it: a fresh
+    embed worker spends ~6 s importing torch and loading MiniLM on the 2-core machines,
+    longer for CLIP. Returns the encoder's id (None with ML off)."""
+    ml = ml or get_ml_settings()
+    if not ml.enabled:
+        return None
+    encoder = get_encoder(ml)
+    encoder.encode(item_inputs([{"title": "warm-up", "description": ""}]), batch_size=1)
+    if ml.safety:
+        get_safety_scorer()
+    return str(encoder.encoder_id)
+
+
 def item_inputs(rows: Sequence[dict[str, Any]],
                 images: Mapping[int, bytes | None] | None = None) -> list[Any]:
     """``ml.inputs.ItemInput`` of each row. ``images`` (item id → bytes, or None for an

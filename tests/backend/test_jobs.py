@@ -349,3 +349,30 @@ def test_the_demo_is_composed_from_services_not_from_the_cli():
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             offenders += [f"{path.name}: {n}" for n in names if n == "backend.cli"]
     assert not offenders
+
+
+@pytest.mark.parametrize(("queues", "warmed"), [("embed", True), (None, True),
+                                                ("periodic,deliver", False)])
+def test_an_embed_worker_loads_its_encoder_before_it_takes_a_job(
+        settings, ml_on, monkeypatch, queues, warmed):  # noqa: ANN001
+    """A fresh worker used to load the encoder inside its first route job (~6 s for MiniLM
+    on these machines): a worker scaled out under a backlog started that much late."""
+    from typer.testing import CliRunner
+
+    from backend.cli import app
+    from backend.jobs import engine, inline
+    from backend.ml_adapter import service
+
+    service._encoders.clear()
+    loaded_when_started: list[bool] = []
+
+    def started(*_a, **_k) -> None:  # noqa: ANN002, ANN003 - the worker loop, stubbed
+        loaded_when_started.append(bool(service._encoders))
+
+    monkeypatch.setattr(engine, "run_worker", started)
+    monkeypatch.setattr(inline.InlineWorker, "run", started)
+    res = CliRunner().invoke(app, ["worker", *(["--queues", queues] if queues else [])])
+    assert res.exit_code == 0, res.output
+    assert loaded_when_started == [warmed]
+    assert ("encoder hashing:" in res.output) is warmed
+    service._encoders.clear()
