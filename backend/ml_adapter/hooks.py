@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import insert, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from backend.calibration.thresholds import active_threshold_set, class_kinds, live_map
+from backend.db import copy_rows
 from backend.items.models import Item, ItemScore
 from backend.ml_adapter.service import (
     active_classifier,
@@ -179,8 +180,9 @@ class MLHooks:
                                  items=items, vecs=vecs, signals=signals, now=now,
                                  encoder_id=encoder.encoder_id)
             score_rows += rows
-        if score_rows:
-            session.execute(insert(ItemScore), score_rows)
+        # one COPY on PostgreSQL (a 500-item batch's rows as one statement per row cost
+        # ~110 ms of the route job, mostly SQLAlchemy building them); executemany elsewhere
+        copy_rows(session, ItemScore.__table__, score_rows)
         return out
 
     def _band(self, model: Any, model_id: str, *, ts: Any, states: dict[str, Any],

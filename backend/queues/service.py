@@ -102,7 +102,7 @@ def enqueue(*, session: Session, kind: str, item_ids: Sequence[int], now: dateti
         batch, todo = todo[:room], todo[room:]
         rows = [{"queue_id": q.id, "item_id": i, "task_type": task_type, "payload": p,
                  "state": "pending", "lease_count": 0, "created_at": now} for i, p in batch]
-        new_ids.extend(insert_returning_ids(session, Task.__table__, rows))
+        new_ids.extend(insert_returning_ids(session, Task.__table__, rows, copy=True))
         session.execute(update(Queue).where(Queue.id == q.id)
                         .values(total=Queue.total + len(batch)))
         session.refresh(q)
