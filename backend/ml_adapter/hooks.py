@@ -180,8 +180,8 @@ class MLHooks:
                                  items=items, vecs=vecs, signals=signals, now=now,
                                  encoder_id=encoder.encoder_id)
             score_rows += rows
-        # one COPY on PostgreSQL (a 500-item batch's rows as one statement per row cost
-        # ~110 ms of the route job, mostly SQLAlchemy building them); executemany elsewhere
+        # one COPY on PostgreSQL (500 score rows: 7.7 ms against 13.3 ms as an
+        # executemany, median of 10); an executemany elsewhere
         copy_rows(session, ItemScore.__table__, score_rows)
         return out
 

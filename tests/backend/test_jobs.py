@@ -363,7 +363,7 @@ def test_an_embed_worker_loads_its_encoder_before_it_takes_a_job(
     from backend.jobs import engine, inline
     from backend.ml_adapter import service
 
-    service._encoders.clear()
+    monkeypatch.setattr(service, "_encoders", {})  # no encoder loaded yet; restored after
     loaded_when_started: list[bool] = []
 
     def started(*_a, **_k) -> None:  # noqa: ANN002, ANN003 - the worker loop, stubbed
@@ -375,4 +375,3 @@ def test_an_embed_worker_loads_its_encoder_before_it_takes_a_job(
     assert res.exit_code == 0, res.output
     assert loaded_when_started == [warmed]
     assert ("encoder hashing:" in res.output) is warmed
-    service._encoders.clear()
