@@ -37,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -94,28 +95,32 @@ def received(url: str) -> int:
                         .where(ItemStatus.state == "received")) or 0
 
 
-def wait_routed(url: str, timeout: float = 3600) -> None:
+def wait_until(done: Callable[[], bool], timeout: float, failure: str) -> None:
+    """Poll ``done`` every 0.2 s; exit with ``failure`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    while received(url):
+    while not done():
         if time.monotonic() > deadline:
-            raise SystemExit("timed out waiting for the workers")
+            raise SystemExit(failure)
         time.sleep(0.2)
 
 
-def wait_workers(url: str, n: int, timeout: float = 600) -> None:
-    """Until ``n`` workers have registered with procrastinate (after their warm-up)."""
+def wait_routed(url: str, timeout: float = 3600) -> None:
+    wait_until(lambda: not received(url), timeout, "timed out waiting for the workers")
+
+
+def registered_workers(url: str) -> int:
     from sqlalchemy import text
 
     from backend.db import session_scope
 
-    deadline = time.monotonic() + timeout
-    while True:
-        with session_scope(url) as s:
-            if (s.scalar(text("SELECT count(*) FROM procrastinate_workers")) or 0) >= n:
-                return
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{n} workers did not start within {timeout:.0f} s")
-        time.sleep(0.2)
+    with session_scope(url) as s:
+        return s.scalar(text("SELECT count(*) FROM procrastinate_workers")) or 0
+
+
+def wait_workers(url: str, n: int, timeout: float = 600) -> None:
+    """Until ``n`` workers have registered with procrastinate (after their warm-up)."""
+    wait_until(lambda: registered_workers(url) >= n, timeout,
+               f"{n} workers did not start within {timeout:.0f} s")
 
 
 def bare_encoder_rate(items: list[dict]) -> float:
