@@ -330,7 +330,13 @@ def embed(
 @app.command()
 def train(refit: Annotated[bool, typer.Option(
         "--refit", help="after the held-out evaluation, fit the deployed model on all "
-        "labels")] = False) -> None:
+        "labels")] = False,
+          families: Annotated[str | None, typer.Option(
+              "--families",
+              help="candidate classifier families, comma-separated: embedding, text_stack, "
+                   "minilm_finetune, or auto (default QUORUM_ML_FAMILIES: all on CUDA, "
+                   "the first two on a CPU); the one that backs most automation out of "
+                   "fold wins")] = None) -> None:
     """Train the classifier on final human verdicts and make it the newest model (it
     decides once a calibration run backs a threshold set for it and that set is applied)."""
     from backend.db import session_scope
@@ -338,7 +344,7 @@ def train(refit: Annotated[bool, typer.Option(
 
     _ensure_schema()
     with session_scope() as session:
-        art = train_model(session=session, refit=refit)
+        art = train_model(session=session, refit=refit, families=families)
         m = art.metrics
     console.print(f"classifier v{art.version} ({art.encoder_id}) trained on {art.train_size} "
                   f"items{' (refit on all labels)' if refit else ''}; held-out "
@@ -350,6 +356,9 @@ def train(refit: Annotated[bool, typer.Option(
                       f"{fam['target_precision']:.0%}: " + ", ".join(
                           f"{k} {v['auto_share']:.1%}" for k, v in fam["families"].items()
                           if "auto_share" in v))
+        for k, v in fam["families"].items():
+            if "skipped" in v:
+                console.print(f"family {k} not scored: {v['skipped']}")
     console.print(f"classifier-v{art.version} scores in shadow until a threshold set "
                   "calibrated for it is applied: run `quorum calibrate classifier`, then "
                   "`quorum thresholds apply`")

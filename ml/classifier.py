@@ -371,10 +371,12 @@ class ZeroShotClassifier:
 
 def load_classifier(path: str | Path, *, encoder_id: str) -> Any:
     """Load whichever classifier kind the artifact at ``path`` holds."""
+    from ml.finetune import MiniLMFineTuned
     from ml.text_classifier import TextStackClassifier
 
     kind = json.loads((Path(path) / "meta.json").read_text()).get("kind")
-    for cls in (EmbeddingClassifier, ZeroShotClassifier, TextStackClassifier):
+    for cls in (EmbeddingClassifier, ZeroShotClassifier, TextStackClassifier,
+                MiniLMFineTuned):
         if kind == cls.kind:
             return cls.load(path, encoder_id=encoder_id)
     raise ValueError(f"{path}: unknown classifier kind {kind!r}")

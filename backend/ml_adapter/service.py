@@ -431,6 +431,36 @@ def item_texts(rows: Sequence[dict[str, Any]]) -> list[str]:
                                 or "")) for r in rows]
 
 
+def resolve_families(spec: str | Sequence[str]) -> list[str]:
+    """Family names from ``QUORUM_ML_FAMILIES`` / ``--families`` (comma-separated, or
+    ``auto``: ``ml.families.default_families``); an unknown name is a sentence."""
+    from ml.families import FAMILIES, default_families
+
+    if isinstance(spec, str) and len(spec) > 200:
+        raise ValidationFailed("the family list is longer than 200 characters")
+    items = [p.strip() for p in spec.split(",")] if isinstance(spec, str) else list(spec)
+    items = [p for p in items if p]
+    if not items or items == ["auto"]:
+        return list(default_families())
+    unknown = [p for p in items if p not in FAMILIES]
+    if unknown:
+        raise ValidationFailed(f"unknown classifier famil{'ies' if len(unknown) > 1 else 'y'} "
+                               f"{', '.join(unknown)}; use {', '.join(FAMILIES)} or auto")
+    return list(dict.fromkeys(items))
+
+
+def family_config(name: str, ml: MLSettings, *, seed: int = 0) -> dict[str, Any]:
+    """Settings that shape a family (only the fine-tuned MiniLM has any)."""
+    if name != "minilm_finetune":
+        return {}
+    layers = ml.finetune_layers.strip()
+    if layers != "auto" and not (layers.isdigit() and 0 <= int(layers) <= 6):
+        raise ValidationFailed(f"QUORUM_ML_FINETUNE_LAYERS must be auto or 0..6, not "
+                               f"{ml.finetune_layers!r}")
+    return {"min_labels": ml.finetune_min_labels, "epochs": ml.finetune_epochs,
+            "trainable_layers": layers if layers == "auto" else int(layers), "seed": seed}
+
+
 def train(*, session: Session, settings: Settings | None = None, ml: MLSettings | None = None,
           policy: Policy | None = None, test_size: float = 0.2, seed: int = 0,
           now: datetime | None = None, families: Sequence[str] | None = None,
@@ -438,7 +468,8 @@ def train(*, session: Session, settings: Settings | None = None, ml: MLSettings 
     """Train the classifier on final human verdicts (+ golden items' known labels),
     evaluate it on a held-out share, save a versioned artifact and make it active.
 
-    The classifier family (``ml.families``: ``embedding``, ``text_stack``) is picked on
+    The classifier family (``ml.families``: ``embedding``, ``text_stack``,
+    ``minilm_finetune``; ``families`` or ``QUORUM_ML_FAMILIES``) is picked on
     the training share by out-of-fold calibration: the one whose backed cut-offs (at the
     deciding target, per label and per policy label group) decide more wins; the
     comparison is kept in the artifact's ``metrics["family_selection"]``.
@@ -451,10 +482,11 @@ def train(*, session: Session, settings: Settings | None = None, ml: MLSettings 
     A new model is a challenger: it decides only once a calibration run has backed a
     threshold set for it and that set is applied (``ml_adapter/hooks.py``)."""
     from backend.calibration.settings import get_calibration_settings
-    from ml.families import FAMILIES, create_family, select_family
+    from ml.families import create_family, select_family
 
     settings, ml = settings or get_settings(), ml or get_ml_settings()
     policy = policy or get_policy()
+    names = resolve_families(families if families is not None else ml.families)
     classes = set(policy.class_keys)
     labelled = dict(session.execute(select(ItemStatus.item_id, ItemStatus.label).where(
         ItemStatus.is_human.is_(True), ItemStatus.label.in_(sorted(classes)))).tuples().all())
@@ -487,14 +519,17 @@ def train(*, session: Session, settings: Settings | None = None, ml: MLSettings 
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1):  # BLAS threads fighting over 2 cores made fits ~20x slower
+        def build(name: str) -> Any:
+            return create_family(name, encoder_id=encoder.encoder_id, signal_names=SIGNALS,
+                                 log_signals=SIGNALS, **family_config(name, ml, seed=seed))
+
         selection = select_family(
-            list(families or FAMILIES), X[fit_idx], list(y_all[fit_idx]),
-            encoder_id=encoder.encoder_id, signals=sig.iloc[fit_idx], texts=fit_texts,
-            signal_names=SIGNALS, log_signals=SIGNALS, target_precision=cal.target_precision,
+            {name: build(name) for name in names}, X[fit_idx], list(y_all[fit_idx]),
+            signals=sig.iloc[fit_idx], texts=fit_texts,
+            target_precision=cal.target_precision,
             confidence=cal.confidence, method=cal.bound_method, folds=cal.folds, seed=seed,
             groups=policy.group_members, ok_label=policy.ok_key)
-        model = create_family(selection.chosen, encoder_id=encoder.encoder_id,
-                              signal_names=SIGNALS, log_signals=SIGNALS)
+        model = build(selection.chosen)
         model.fit(X[fit_idx], list(y_all[fit_idx]), signals=sig.iloc[fit_idx], texts=fit_texts)
     log.info("classifier family %s chosen: %s", selection.chosen,
              {k: v.get("auto_share") for k, v in selection.families.items()})
@@ -504,8 +539,7 @@ def train(*, session: Session, settings: Settings | None = None, ml: MLSettings 
     metrics = json.loads(json.dumps(metrics, default=float))
     train_size = len(fit_idx)
     if refit:
-        model = create_family(selection.chosen, encoder_id=encoder.encoder_id,
-                              signal_names=SIGNALS, log_signals=SIGNALS)
+        model = build(selection.chosen)
         with threadpool_limits(1):
             model.fit(X, list(y_all), signals=sig, texts=texts)
         train_size = len(ids)

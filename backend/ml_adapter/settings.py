@@ -38,6 +38,16 @@ class MLSettings(BaseSettings):
     auto_decide_bands: list[str] = Field(default_factory=lambda: ["auto_ok", "ML_BAD_HIGH"])
     #: Similarity reuse distance (cosine) in a new default threshold set.
     default_reuse_distance: float = 0.05
+    #: Classifier families ``quorum train`` scores out of fold (comma-separated:
+    #: ``embedding``, ``text_stack``, ``minilm_finetune``), or ``auto``: all three on a
+    #: CUDA machine, the first two on a CPU (``ml.families.default_families``).
+    families: str = "auto"
+    #: The fine-tuned MiniLM is a candidate only with at least this many labelled items.
+    finetune_min_labels: int = Field(default=1000, ge=10)
+    #: Passes over the labels when fine-tuning MiniLM.
+    finetune_epochs: int = Field(default=2, ge=1, le=20)
+    #: Transformer layers fine-tuned (from the top), or ``auto``: 6 on CUDA, 2 on a CPU.
+    finetune_layers: str = "auto"
     #: Score images with NudeNet (optional ``safety`` extra) as the ``safety_score`` signal.
     safety: bool = False
 

@@ -214,3 +214,46 @@ def test_shadow_agreement_compares_shadow_outcomes_with_later_verdicts(session, 
     assert row["disagreed_items"] == [ids[1]]
     assert f'<a href="/items/{ids[1]}">item {ids[1]}</a>' in html
     assert f'href="/items/{ids[0]}"' not in html
+
+
+def test_a_fine_tuned_minilm_is_trained_calibrated_and_decides(session, settings, policy,
+                                                                ml_on, monkeypatch, db_url):
+    """The ``minilm_finetune`` family through the product path: ``train`` fine-tunes it,
+    calibration refits it out of fold, and once its set is applied it decides."""
+    if not db_url.startswith("sqlite"):
+        pytest.skip("seven fine-tunes (~30 s); the family touches no SQL, so one backend")
+    from backend.ml_adapter.service import active_classifier, get_encoder, train
+    from backend.ml_adapter.settings import get_ml_settings
+    from ml.finetune import MiniLMFineTuned
+
+    monkeypatch.setenv("QUORUM_ML_FINETUNE_MIN_LABELS", "20")
+    monkeypatch.setenv("QUORUM_ML_FINETUNE_LAYERS", "1")
+    monkeypatch.setenv("QUORUM_ML_FINETUNE_EPOCHS", "8")  # 48 labels: 2 steps an epoch
+    get_ml_settings.cache_clear()
+    _labelled(session, settings, policy, 60)
+    art = train(session=session, families=["minilm_finetune"])
+    assert art.kind == "minilm_finetune"
+    assert "auto_share" in art.metrics["family_selection"]["families"]["minilm_finetune"]
+    assert art.metrics["accuracy"] >= 0.9  # on the held-out share
+    model, model_id = active_classifier(session=session, encoder=get_encoder(),
+                                        policy=policy)
+    assert isinstance(model, MiniLMFineTuned) and model_id == "classifier-v1"
+    run = calibration.run_calibration(session=session, kind="classifier",
+                                      overrides={"target_precision": 0.9})
+    assert run.result["out_of_fold"] is True
+    assert run.result["labels"]["prohibited"]["backing"]["backed"]
+    thresholds.apply(session=session, version=run.result["proposed_version"])
+    [x], summary = route_rows(session, settings, policy,
+                              [item_row(950, title="Cannabis seeds strain 77", price=120.0)])
+    assert summary.decided["classifier"] == 1
+    [ev] = _events(session, x)
+    assert (ev.source, ev.label, ev.model_id) == ("classifier", "prohibited", "classifier-v1")
+
+
+def test_an_unknown_family_is_refused_with_a_sentence(session, settings, policy, ml_on):
+    from backend.errors import ValidationFailed
+    from backend.ml_adapter.service import train
+
+    _labelled(session, settings, policy, 24)
+    with pytest.raises(ValidationFailed, match="unknown classifier family bert; use embedding"):
+        train(session=session, families="text_stack,bert")
