@@ -52,7 +52,7 @@ FAMILIES = ("embedding", "text_stack", "minilm_finetune")
 def default_families(*, cuda: bool | None = None) -> tuple[str, ...]:
     """The candidates ``quorum train`` scores when none are named: every family on a
     CUDA machine; on a CPU the fine-tuned MiniLM only when asked for (five out-of-fold
-    fine-tunes of 10,000 tweets take ~25 minutes on two cores)."""
+    fine-tunes of 12,000 tweets took 18.5 minutes on two cores)."""
     if cuda is None:
         try:
             import torch
