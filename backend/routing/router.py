@@ -101,6 +101,10 @@ class ReplayDraft(BaseModel):
     model: str | None = Field(default=None, max_length=40,
                               description="classifier-vN or zero-shot")
     limit: int = Field(default=rp.MAX_ITEMS, ge=1, le=rp.MAX_ITEMS)
+    base_rules: str | None = Field(
+        default=None, max_length=12,
+        description="the rule-set version the draft rules are loaded on top of, e.g. v12 "
+                    "(default: today's rules)")
     rules: list[dict[str, Any]] = Field(
         min_length=1, max_length=MAX_RULES_PER_LOAD,
         description="the draft rules, each as in a rules file (`quorum rules load`): name, "
@@ -109,18 +113,21 @@ class ReplayDraft(BaseModel):
 
 
 @router.post("", response_model=ReplayRead, responses={
-    404: {"model": ErrorBody, "description": "no such threshold set or model"},
+    404: {"model": ErrorBody, "description": "no such threshold set, base rule-set "
+                                             "version or model"},
     413: {"model": ErrorBody, "description": "the body is too large"},
     422: {"model": ErrorBody, "description": "a bad time, version, model name or rule "
                                              "(the message names the rule and the problem)"}})
 def replay_draft_route(session: SessionDep, settings: SettingsDep, user: AnalystUser,
                        body: ReplayDraft) -> ReplayRead:
-    """Re-run the pipeline with the draft rules loaded on top of today's rules (as
-    ``quorum replay --rules-file`` does; nothing is written) and say what would change."""
+    """Re-run the pipeline with the draft rules loaded on top of today's rules, or of
+    the rule set of ``base_rules`` (as ``quorum replay [--rules vN] --rules-file`` does;
+    nothing is written) and say what would change."""
     result = rp.replay(session=session, since=rp.parse_since(body.since),
                        until=rp.parse_since(body.until, "until") if body.until else None,
                        settings=settings, now=utcnow(),
                        thresholds_version=rp.parse_version(body.thresholds, "thresholds"),
+                       rules_version=rp.parse_version(body.base_rules, "base_rules"),
                        model_id=body.model or None, limit=body.limit, rules=body.rules,
                        rules_name="draft rules")
     return ReplayRead(**rp.report(result))

@@ -398,3 +398,39 @@ def test_replay_draft_rules_body_over_the_limit_is_413(small_body_client, make_u
     r = small_body_client.post("/api/v1/replay", json={"since": "2000-01-01", "rules": rules},
                                headers=auth(token))
     assert r.status_code == 413 and r.json()["error"] == "payload_too_large"
+
+
+def test_draft_rules_replay_on_top_of_an_earlier_rule_set(client, make_user, settings):
+    """``base_rules`` names the rule set the draft goes on top of: v1 (seeds rule on)
+    plus a draft lamp rule flips both kinds of item; today's rules (seeds off) only the
+    lamps. Without the field the old API refused the body (422)."""
+    from backend.db import session_scope
+    from backend.policy import get_policy
+    from tests.conftest import auth
+
+    _, token = make_user("ana", "analyst")
+    with session_scope(settings.resolved_database_url) as s:
+        _rule_then_off(s, get_policy())
+        route_rows(s, settings, get_policy(), [
+            item_row(i, title=("Cannabis seeds " if i < 3 else "Desk lamp ") + str(i))
+            for i in range(5)])
+    draft = [{"name": "lamps", "expression": 'item.title.contains("lamp")',
+              "action": "decide", "label": "ok"}]
+
+    def post(**extra):  # noqa: ANN003, ANN202
+        return client.post("/api/v1/replay", json={"since": "2000-01-01", "rules": draft,
+                                                   **extra}, headers=auth(token))
+
+    today = post()
+    assert today.status_code == 200, today.text
+    assert {c["after"]: c["items"] for c in today.json()["changes"]} == {"rule:ok": 2}
+    on_v1 = post(base_rules="v1")
+    assert on_v1.status_code == 200, on_v1.text
+    body = on_v1.json()
+    assert body["rules_version"] == 1 and body["rules_loaded"]["created"] == ["lamps"]
+    assert {c["after"]: c["items"] for c in body["changes"]} == {"rule:ok": 2,
+                                                                 "rule:prohibited": 3}
+    gone = post(base_rules="v9")
+    assert gone.status_code == 404 and "rule-set version 9" in gone.json()["message"]
+    bad = post(base_rules="latest")
+    assert bad.status_code == 422 and "base_rules must be a version" in bad.json()["message"]
