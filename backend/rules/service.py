@@ -62,13 +62,17 @@ def _check(data: RuleCreate | dict[str, Any], policy: Policy) -> None:
 
 
 def create_rule(*, session: Session, data: RuleCreate, policy: Policy,
-                user_id: int | None = None, allow_live: bool = False) -> Rule:
+                user_id: int | None = None, allow_live: bool = False,
+                prechecked: bool = False) -> Rule:
     """A new rule, as draft or shadow (``active`` only with ``allow_live``: a rules file
-    loaded by an operator, see ``load_rules_file``)."""
+    loaded by an operator, see ``load_rules_file``). ``prechecked``: ``data`` comes from
+    :func:`check_rules` against the same ``policy`` (its condition is not compiled and
+    costed a second time)."""
     if data.mode == "active" and not allow_live:
         raise ValidationFailed(f"rule {data.name!r} cannot start live: "
                                + LIVE_ONLY_BY_PROMOTION.format(name=data.name))
-    _check(data, policy)
+    if not prechecked:
+        _check(data, policy)
     if session.scalar(select(Rule.id).where(Rule.name == data.name)) is not None:
         raise Conflict(f"a rule named {data.name!r} exists; update it instead")
     rule = Rule(**data.model_dump())
@@ -82,10 +86,11 @@ def create_rule(*, session: Session, data: RuleCreate, policy: Policy,
 
 def update_rule(*, session: Session, rule: Rule, data: RuleUpdate | Mapping[str, Any],
                 policy: Policy, user_id: int | None = None, allow_live: bool = False,
-                warnings: list[str] | None = None) -> Rule:
+                warnings: list[str] | None = None, prechecked: bool = False) -> Rule:
     """Change a rule (a new version). Without ``allow_live`` a rule is never made live here
     (that is ``runs.promote``), and a live rule whose matching changes goes back to shadow
-    (a sentence is appended to ``warnings``)."""
+    (a sentence is appended to ``warnings``). ``prechecked``: ``data`` is a whole
+    definition :func:`check_rules` checked against the same ``policy``."""
     changes = data.model_dump(exclude_unset=True) if isinstance(data, RuleUpdate) else dict(data)
     if not allow_live and changes.get("mode") == "active" and rule.mode != "active":
         raise ValidationFailed(LIVE_ONLY_BY_PROMOTION.format(name=rule.name))
@@ -102,7 +107,8 @@ def update_rule(*, session: Session, rule: Rule, data: RuleUpdate | Mapping[str,
         checked = RuleCreate(name=rule.name, **merged)
     except ValidationError as exc:
         raise ValidationFailed(_first_error(exc)) from exc
-    _check(checked, policy)
+    if not (prechecked and merged == checked.model_dump(exclude={"name"}) == changes):
+        _check(checked, policy)
     if merged == _definition(rule):
         return rule  # nothing changed: same version
     for key, value in checked.model_dump(exclude={"name"}).items():
@@ -209,12 +215,12 @@ def save_rules(*, session: Session, parsed: Sequence[RuleCreate], policy: Policy
         existing = session.scalar(select(Rule).where(Rule.name == rc.name))
         if existing is None:
             create_rule(session=session, data=rc, policy=policy, user_id=user_id,
-                        allow_live=True)
+                        allow_live=True, prechecked=True)
             report["created"].append(rc.name)
         else:
             before = existing.version
             update_rule(session=session, rule=existing, data=rc.model_dump(exclude={"name"}),
-                        policy=policy, user_id=user_id, allow_live=True)
+                        policy=policy, user_id=user_id, allow_live=True, prechecked=True)
             report["updated" if existing.version != before else "unchanged"].append(rc.name)
     return report
 

@@ -110,6 +110,33 @@ def test_update_bumps_version_and_keeps_history(session, policy):
     assert [v["expression"] for v in versions] == ["true", "false"]
 
 
+def test_a_rules_file_compiles_each_condition_once(session, policy, tmp_path: Path,
+                                                   monkeypatch):
+    """Loading checks every rule first (``check_rules``), then saves them: the save does not
+    compile and cost each condition again (it did: twice per rule, created or updated),
+    while a rule created directly is still checked."""
+    compiled: list[str] = []
+    real = service.compile_condition
+    monkeypatch.setattr(service, "compile_condition",
+                        lambda expr, *a, **k: compiled.append(expr) or real(expr, *a, **k))
+    f = tmp_path / "rules.yaml"
+    f.write_text("rules:\n"
+                 "  - {name: a, expression: 'item.price > 1.0', action: decide, label: ok}\n"
+                 "  - {name: b, expression: 'item.price > 2.0', action: decide, label: ok}\n")
+    load_rules_file(session=session, path=f, policy=policy)
+    assert compiled == ["item.price > 1.0", "item.price > 2.0"]
+    f.write_text("rules:\n"
+                 "  - {name: a, expression: 'item.price > 3.0', action: decide, label: ok}\n")
+    compiled.clear()
+    load_rules_file(session=session, path=f, policy=policy)  # an update
+    assert compiled == ["item.price > 3.0"]
+    assert service.get_rule(session=session, name_or_id="a").expression == "item.price > 3.0"
+    compiled.clear()
+    with pytest.raises(ValidationFailed, match="unknown label"):
+        create_rule(session=session, policy=policy, data=_rule("c", "true", label="nope"))
+    assert compiled == ["true"]
+
+
 def test_load_file_refuses_whole_file_on_one_bad_rule(session, policy, tmp_path: Path):
     f = tmp_path / "rules.yaml"
     f.write_text("rules:\n"
