@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -58,6 +59,10 @@ class Settings(_Base):
     cookie_secure: bool = False
     #: Default lease length for a moderator task, in seconds.
     lease_seconds: int = 300
+    #: Which task of a queue a moderator gets next: ``value`` (the item whose decision is
+    #: likeliest to flip — 1 − the classifier's top probability — then the oldest) or
+    #: ``oldest``. Queues are still taken by priority, day and chunk first.
+    moderator_order: Literal["value", "oldest"] = "value"
     #: Size of a daily queue chunk (``KIND_DATE_1``, ``_2``, ...).
     queue_chunk_size: int = 7500
     #: Kinds whose daily queues are always numbered (``NEW_PRODUCTS_2026-11-24_1``); other

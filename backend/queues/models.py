@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Date, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import Date, Float, ForeignKey, Index, Integer, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from backend.db import Base, utcnow
@@ -49,6 +49,7 @@ class Task(Base):
         UniqueConstraint("queue_id", "item_id", "task_type"),
         Index("ix_tasks_queue_id_state_id", "queue_id", "state", "id"),
         Index("ix_tasks_state_lease_expires_at", "state", "lease_expires_at"),
+        Index("ix_tasks_queue_id_state_confidence_id", "queue_id", "state", "confidence", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -63,6 +64,10 @@ class Task(Base):
     leased_at: Mapped[datetime | None] = mapped_column(TZDateTime())
     lease_expires_at: Mapped[datetime | None] = mapped_column(TZDateTime())
     lease_count: Mapped[int] = mapped_column(Integer, default=0)
+    #: The classifier's top probability for the item when queued (0.5 never scored):
+    #: moderators lease the least sure first, i.e. the likeliest to flip (``lease_next``).
+    confidence: Mapped[float] = mapped_column(Float, default=0.5,
+                                              server_default=text("0.5"))
     done_at: Mapped[datetime | None] = mapped_column(TZDateTime())
     created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
 

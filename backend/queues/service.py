@@ -19,7 +19,7 @@ even if a code path forgot the check (see docs/reliability.md).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -70,13 +70,29 @@ def _open_chunk(session: Session, *, kind: str, day: date, settings: Settings,
     return q
 
 
+#: A task's confidence when the classifier never scored its item: as unsure as a coin.
+UNSCORED = 0.5
+
+
+def top_probability(scores: Mapping[str, float] | None) -> float:
+    """The classifier's top probability for an item (``UNSCORED`` without scores);
+    1 − it is how likely the item's decision flips, the number the crowd's push order
+    uses too (`crowdwork.service.by_expected_value`)."""
+    if not scores:
+        return UNSCORED
+    return max(0.0, min(1.0, max(float(v) for v in scores.values())))
+
+
 def enqueue(*, session: Session, kind: str, item_ids: Sequence[int], now: datetime,
             settings: Settings, priority: int | None = None, task_type: str = "item",
-            payloads: Sequence[dict[str, Any] | None] | None = None) -> list[int]:
+            payloads: Sequence[dict[str, Any] | None] | None = None,
+            confidences: Mapping[int, float] | None = None) -> list[int]:
     """Put items into today's queue(s) of ``kind``, chunking at ``queue_chunk_size``.
 
     An item that already has an open (pending or leased) task of this kind is not
-    queued twice. Returns the new task ids.
+    queued twice. ``confidences``: per item, the classifier's top probability
+    (`top_probability`); moderators lease the least sure first (the likeliest to flip);
+    an item without one gets 0.5. Returns the new task ids.
     """
     if not item_ids:
         return []
@@ -100,8 +116,10 @@ def enqueue(*, session: Session, kind: str, item_ids: Sequence[int], now: dateti
         q = _open_chunk(session, kind=kind, day=day, settings=settings, priority=priority)
         room = settings.queue_chunk_size - q.total
         batch, todo = todo[:room], todo[room:]
+        sure = confidences or {}
         rows = [{"queue_id": q.id, "item_id": i, "task_type": task_type, "payload": p,
-                 "state": "pending", "lease_count": 0, "created_at": now} for i, p in batch]
+                 "state": "pending", "lease_count": 0, "created_at": now,
+                 "confidence": float(sure.get(i, UNSCORED))} for i, p in batch]
         new_ids.extend(insert_returning_ids(session, Task.__table__, rows, copy=True))
         session.execute(update(Queue).where(Queue.id == q.id)
                         .values(total=Queue.total + len(batch)))
@@ -256,7 +274,8 @@ _QUEUES_ONE = _QUEUES_ALL.where(Queue.id == bindparam("queue_id"))
 _QUEUES_OF_KINDS = _QUEUES_ALL.where(Queue.kind.in_(bindparam("kinds", expanding=True)))
 
 
-def _take_oldest(*, lock: bool) -> Any:
+def _take_oldest(*, lock: bool, by_value: bool = False) -> Any:
+    order = (Task.confidence, Task.id) if by_value else (Task.id,)
     oldest = (
         select(Task.id)
         .where(Task.queue_id.in_(bindparam("queue_ids", expanding=True)),
@@ -264,7 +283,7 @@ def _take_oldest(*, lock: bool) -> Any:
                Task.task_type.in_(bindparam("task_types", expanding=True)))
         .where(~exists().where(and_(TaskSkip.task_id == Task.id,
                                     TaskSkip.user_id == bindparam("user_id"))))
-        .order_by(Task.id).limit(1)
+        .order_by(*order).limit(1)
     )
     if lock:  # concurrent moderators skip each other's row instead of waiting on it
         oldest = oldest.with_for_update(skip_locked=True)
@@ -278,14 +297,17 @@ def _take_oldest(*, lock: bool) -> Any:
     )
 
 
-_TAKE_OLDEST = _take_oldest(lock=False)
-_TAKE_OLDEST_LOCKED = _take_oldest(lock=True)
+_TAKE = {(lock, by_value): _take_oldest(lock=lock, by_value=by_value)
+         for lock in (False, True) for by_value in (False, True)}
 
 
 def lease_next(*, session: Session, user: User, now: datetime, settings: Settings,
                queue: Queue | None = None, lease_seconds: int | None = None,
                task_types: Sequence[str] = TASK_TYPES) -> Task | None:
-    """Lease the next task for ``user``: highest priority queue first, oldest task first.
+    """Lease the next task for ``user``: highest priority queue first, then within it
+    the task whose item's decision is likeliest to flip (the lowest ``Task.confidence``,
+    the classifier's top probability when queued), oldest first
+    among equals (``QUORUM_MODERATOR_ORDER=oldest``: oldest first).
 
     Idempotent: a moderator who already holds a live lease (in ``queue``, if given) gets
     that task back, so a retried request never takes a second task. ``task_types``
@@ -327,7 +349,7 @@ def lease_next(*, session: Session, user: User, now: datetime, settings: Setting
             last_key = (q.priority, q.day, q.chunk)
         groups[-1].append(q)
     lock = session.get_bind().dialect.name == "postgresql"
-    take = _TAKE_OLDEST_LOCKED if lock else _TAKE_OLDEST
+    take = _TAKE[(lock, settings.moderator_order == "value")]
     params = {"user_id": user.id, "now": now, "task_types": types,
               "expires": now + timedelta(seconds=lease_seconds or settings.lease_seconds)}
     for group in groups:

@@ -327,8 +327,11 @@ def _route_batch(*, session: Session, ids: list[int], now: datetime, settings: S
         for kind, item_ids in routes.items():
             summary.outcomes.update({i: f"queue:{kind}" for i in item_ids})
         summary.outcomes.update({d.item_id: f"{d.source}:{d.label}" for d in decisions})
+    # the order moderators take them in: the least sure (likeliest to flip) first
+    sure = {item_id: queues.top_probability(c.scores) for item_id, c in clf.items()
+            if c is not None and c.scores}
     for kind, item_ids in routes.items():
         queues.enqueue(session=session, kind=kind, item_ids=item_ids, now=now,
-                       settings=settings, priority=route_priority.get(kind))
+                       settings=settings, priority=route_priority.get(kind), confidences=sure)
         summary.queued[kind] += len(item_ids)
     return summary

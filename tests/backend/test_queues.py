@@ -228,3 +228,58 @@ def test_http_lease_verdict_flow(client, make_user):
     queues_ = client.get("/api/v1/queues", headers=auth(mod)).json()
     assert [(q["name"].startswith("MANUAL_"), q["progress"]) for q in queues_] == [
         (True, "1 / 1")]
+
+
+def test_moderators_take_the_likeliest_flip_first_within_a_queue(session, settings, policy,
+                                                                  monkeypatch):
+    """Within a queue the task whose decision is likeliest to flip (the lowest top
+    probability of the classifier; 0.5 never scored) is leased first, oldest among equals; a
+    higher-priority queue still comes first. ``QUORUM_MODERATOR_ORDER=oldest``: id order."""
+    ids = _items(session, policy, 6)
+    now = utcnow()
+    sure, unsure, never, middling, also_never = ids[:5]
+    sureness = {sure: queues.top_probability({"ok": 0.99, "prohibited": 0.01}),
+                unsure: queues.top_probability({"ok": 0.55, "prohibited": 0.45}),
+                middling: queues.top_probability({"ok": 0.7, "prohibited": 0.3})}
+    assert sureness[sure] == pytest.approx(0.99) and queues.top_probability(None) == 0.5
+    queues.enqueue(session=session, kind="MANUAL", item_ids=ids[:5], now=now,
+                   settings=settings, confidences=sureness)
+    queues.enqueue(session=session, kind="ML_BAD_HIGH", item_ids=ids[5:], now=now,
+                   settings=settings, confidences={ids[5]: 1.0})
+    mod = _moderator(session, "m", ["MANUAL", "ML_BAD_HIGH"])
+
+    def order() -> list[int]:
+        got = []
+        while (t := queues.lease_next(session=session, user=mod, now=now,
+                                      settings=settings)) is not None:
+            got.append(t.item_id)
+            queues.finish_leased(session=session, task=t, user=mod, now=now)
+        return got
+
+    assert order() == [ids[5], never, also_never, unsure, middling, sure]
+    session.rollback()
+    ids = _items(session, policy, 3)
+    queues.enqueue(session=session, kind="MANUAL", item_ids=ids, now=now, settings=settings,
+                   confidences={ids[0]: 1.0, ids[1]: 0.6, ids[2]: 0.8})
+    mod = _moderator(session, "m", ["MANUAL"])
+    monkeypatch.setattr(settings, "moderator_order", "oldest")
+    assert order() == ids
+
+
+def test_routing_records_how_unsure_the_classifier_was(session, settings, policy, ml_on):
+    from backend.items.models import ItemScore
+    from backend.ml_adapter.service import train
+    from tests.backend.conftest import route_rows
+    from tests.backend.test_shadow import _labelled
+
+    _labelled(session, settings, policy, 24)
+    train(session=session)
+    ids, _ = route_rows(session, settings, policy, [
+        item_row(500, title="Cannabis seeds strain X"), item_row(501, title="Cotton t-shirt M")])
+    for item_id in ids:
+        scores = session.scalar(select(ItemScore.scores).where(ItemScore.item_id == item_id)
+                                .order_by(ItemScore.id.desc()).limit(1))
+        task = session.scalar(select(Task).where(Task.item_id == item_id))
+        assert task is not None and scores
+        assert task.confidence == pytest.approx(max(scores.values()))
+        assert task.confidence > 0.5  # a trained model is surer than a coin on these
