@@ -38,11 +38,11 @@ from ml.classifier import (
     Signals,
     _read_artifact,
     _write_artifact,
-    evaluate_proba,
     present_signals,
     signal_matrix,
     standardise,
 )
+from ml.text_classifier import TextFamily
 
 __all__ = ["BASE_MODEL", "MiniLMFineTuned"]
 
@@ -75,7 +75,7 @@ def _load_base(device: str) -> tuple[Any, Any]:
     return tokenizer, model
 
 
-class MiniLMFineTuned:
+class MiniLMFineTuned(TextFamily):
     """The bundled MiniLM, its top layers fine-tuned with a linear head on the policy's
     labels. ``fit(X, y, signals=..., texts=...)``, ``predict_proba(X, signals, texts=...)``
     as :class:`ml.text_classifier.TextStackClassifier`.
@@ -91,7 +91,6 @@ class MiniLMFineTuned:
 
     kind = "minilm_finetune"
     family = "minilm_finetune"
-    needs_texts = True
 
     def __init__(
         self,
@@ -153,15 +152,6 @@ class MiniLMFineTuned:
         if self.trainable_layers == "auto":
             return n_layers if device.startswith("cuda") else min(2, n_layers)
         return min(int(self.trainable_layers), n_layers)
-
-    @staticmethod
-    def _texts(texts: Sequence[str] | None, n: int) -> list[str]:
-        if texts is None:
-            raise ValueError("the minilm_finetune classifier needs the item texts (texts=...)")
-        out = ["" if t is None else str(t) for t in texts]
-        if len(out) != n:
-            raise ValueError(f"{len(out)} texts for {n} rows")
-        return out
 
     def _signals(self, signals: Signals, n: int) -> np.ndarray:
         raw = signal_matrix(signals, self.signal_names_, self.log_signals, n)
@@ -285,16 +275,6 @@ class MiniLMFineTuned:
         out -= out.max(axis=1, keepdims=True)
         e = np.exp(out)
         return e / e.sum(axis=1, keepdims=True)
-
-    def predict(self, X: np.ndarray, signals: Signals = None, *,
-                texts: Sequence[str] | None = None) -> np.ndarray:
-        proba = self.predict_proba(X, signals, texts=texts)
-        return np.asarray(self.labels_, dtype=object)[proba.argmax(1)]
-
-    def evaluate(self, X: np.ndarray, y: Sequence[str], *, signals: Signals = None,
-                 texts: Sequence[str] | None = None) -> dict[str, Any]:
-        return evaluate_proba(self.predict_proba(X, signals, texts=texts), y,
-                              labels=self.labels_)
 
     # ------------------------------------------------------------------ artifact
     def _tuned_state(self) -> dict[str, np.ndarray]:

@@ -38,7 +38,7 @@ from ml.classifier import (
     standardise,
 )
 
-__all__ = ["TextStackClassifier"]
+__all__ = ["TextFamily", "TextStackClassifier"]
 
 
 def _vectorizer(kind: str, *, ngram_range: tuple[int, int], min_df: int,
@@ -52,7 +52,38 @@ def _vectorizer(kind: str, *, ngram_range: tuple[int, int], min_df: int,
                            sublinear_tf=True, dtype=np.float32, vocabulary=vocabulary)
 
 
-class TextStackClassifier:
+class TextFamily:
+    """What the families that read the item texts share: the texts' check, ``predict``
+    and ``evaluate`` over the subclass's ``predict_proba(X, signals, texts=...)``."""
+
+    family = "text"
+    needs_texts = True
+    labels_: list[str]
+
+    def predict_proba(self, X: np.ndarray, signals: Signals = None, *,
+                      texts: Sequence[str] | None = None) -> np.ndarray:
+        raise NotImplementedError
+
+    def _texts(self, texts: Sequence[str] | None, n: int) -> list[str]:
+        if texts is None:
+            raise ValueError(f"the {self.family} classifier needs the item texts (texts=...)")
+        out = ["" if t is None else str(t) for t in texts]
+        if len(out) != n:
+            raise ValueError(f"{len(out)} texts for {n} rows")
+        return out
+
+    def predict(self, X: np.ndarray, signals: Signals = None, *,
+                texts: Sequence[str] | None = None) -> np.ndarray:
+        proba = self.predict_proba(X, signals, texts=texts)
+        return np.asarray(self.labels_, dtype=object)[proba.argmax(1)]
+
+    def evaluate(self, X: np.ndarray, y: Sequence[str], *, signals: Signals = None,
+                 texts: Sequence[str] | None = None) -> dict[str, Any]:
+        return evaluate_proba(self.predict_proba(X, signals, texts=texts), y,
+                              labels=self.labels_)
+
+
+class TextStackClassifier(TextFamily):
     """Multinomial logistic regression on ``[word TF-IDF | char TF-IDF | w·embedding |
     signals]``.
 
@@ -69,7 +100,6 @@ class TextStackClassifier:
 
     kind = "text_stack"
     family = "text_stack"
-    needs_texts = True
 
     def __init__(
         self,
@@ -116,15 +146,6 @@ class TextStackClassifier:
         cfg["word_ngrams"], cfg["char_ngrams"] = tuple(cfg["word_ngrams"]), tuple(
             cfg["char_ngrams"])
         return TextStackClassifier(encoder_id=self.encoder_id, **cfg)
-
-    @staticmethod
-    def _texts(texts: Sequence[str] | None, n: int) -> list[str]:
-        if texts is None:
-            raise ValueError("the text_stack classifier needs the item texts (texts=...)")
-        texts = ["" if t is None else str(t) for t in texts]
-        if len(texts) != n:
-            raise ValueError(f"{len(texts)} texts for {n} rows")
-        return texts
 
     def _features(self, X: np.ndarray, signals: Signals, texts: list[str]) -> Any:
         from scipy import sparse
@@ -178,16 +199,6 @@ class TextStackClassifier:
         X = _check_x(X, self.dim_)
         features = self._features(X, signals, self._texts(texts, len(X)))
         return _softmax(np.asarray(features @ self.coef_.T) + self.intercept_)
-
-    def predict(self, X: np.ndarray, signals: Signals = None, *,
-                texts: Sequence[str] | None = None) -> np.ndarray:
-        proba = self.predict_proba(X, signals, texts=texts)
-        return np.asarray(self.labels_, dtype=object)[proba.argmax(1)]
-
-    def evaluate(self, X: np.ndarray, y: Sequence[str], *, signals: Signals = None,
-                 texts: Sequence[str] | None = None) -> dict[str, Any]:
-        return evaluate_proba(self.predict_proba(X, signals, texts=texts), y,
-                              labels=self.labels_)
 
     def save(self, path: str | Path, *, metrics: Mapping[str, Any] | None = None) -> Path:
         arrays = {
