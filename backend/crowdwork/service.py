@@ -57,6 +57,7 @@ from backend.db import utcnow
 from backend.decisions.service import NewDecision, record_decisions
 from backend.errors import Conflict, NotFound, ValidationFailed
 from backend.items.models import Item
+from backend.items.service import newest_scores
 from backend.policy import Policy
 from backend.queues import service as queues
 from backend.queues.models import Queue, Task
@@ -269,10 +270,9 @@ def by_expected_value(session: Session, tasks: list[Task], *, priority: float) -
     """``tasks`` by expected value, highest first: how likely the item's decision flips
     (1 − the classifier's top probability; 0.5 for an item it never scored) × the queue's
     priority; oldest first among equals."""
-    scores = classifier_scores(session=session, item_ids=[t.item_id for t in tasks])
-    top = ({int(k): float(v) for k, v in scores.max(axis=1).items()}
-           if scores is not None and len(scores) else {})
-    value = {t.id: (1.0 - top.get(t.item_id, 0.5)) * priority for t in tasks}
+    scores = newest_scores(session=session, item_ids=[t.item_id for t in tasks])
+    value = {t.id: (1.0 - queues.top_probability(scores.get(t.item_id))) * priority
+             for t in tasks}
     return sorted(tasks, key=lambda t: (-value[t.id], t.id))
 
 
@@ -539,21 +539,9 @@ def earlier_answers(*, session: Session, pool_id: int, limit: int = SKILL_HISTOR
 
 def classifier_scores(*, session: Session, item_ids: Collection[int]) -> pd.DataFrame | None:
     """The classifier's probabilities (``item × label``) of ``item_ids`` that were scored:
-    each item's newest ``ItemScore``, the champion's where a challenger scored beside it
-    (the champion's row is written first). `crowd.rounds.decide`'s ``scores``: the item's
-    prior (``CrowdConfig.classifier``). None when none was scored."""
-    from backend.items.models import ItemScore
-
-    ids = sorted(set(item_ids))
-    newest: dict[int, dict[str, float]] = {}
-    for start in range(0, len(ids), 500):
-        rows = session.execute(
-            select(ItemScore.item_id, ItemScore.scores)
-            .where(ItemScore.item_id.in_(ids[start:start + 500]))
-            .order_by(ItemScore.item_id, ItemScore.created_at.desc(), ItemScore.id)).all()
-        for item_id, scores in rows:
-            if item_id not in newest and scores:
-                newest[item_id] = scores
+    each item's newest ``ItemScore`` (`items.service.newest_scores`). `crowd.rounds.decide`'s
+    ``scores``: the item's prior (``CrowdConfig.classifier``). None when none was scored."""
+    newest = newest_scores(session=session, item_ids=item_ids)
     return scores_frame({str(k): v for k, v in newest.items()})
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, selectinload
 from backend.db import copy_rows, insert_returning_ids, utcnow
 from backend.decisions.models import DecisionEvent, ItemStatus
 from backend.errors import NotFound
-from backend.items.models import Item
+from backend.items.models import Item, ItemScore
 from backend.items.schemas import IngestResult, ItemCreate, RowError
 from backend.policy import Policy
 
@@ -200,6 +200,27 @@ def states(*, session: Session, item_ids: Sequence[int]) -> dict[int, str]:
         out.update(session.execute(select(ItemStatus.item_id, ItemStatus.state).where(
             _in(session, ItemStatus.item_id, ids[start:start + 1000], Integer))).tuples().all())
     return out
+
+
+def newest_scores(*, session: Session, item_ids: Collection[int]) -> dict[int, dict[str, float]]:
+    """Item id -> the classifier's probabilities (``label -> p``) of its newest
+    ``ItemScore``, the champion's where a challenger scored beside it (the champion's row
+    is written first); items never scored are absent. One query on PostgreSQL (an array
+    parameter), one per 1000 items on SQLite. The crowd's prior and push order
+    (`crowdwork.service.classifier_scores`) and the moderators' lease order
+    (`queues.service.enqueue`) both read scores through here."""
+    ids = sorted({int(i) for i in item_ids})
+    step = (len(ids) or 1) if session.get_bind().dialect.name == "postgresql" else 1000
+    newest: dict[int, dict[str, float]] = {}
+    for start in range(0, len(ids), step):
+        rows = session.execute(
+            select(ItemScore.item_id, ItemScore.scores)
+            .where(_in(session, ItemScore.item_id, ids[start:start + step], Integer))
+            .order_by(ItemScore.item_id, ItemScore.created_at.desc(), ItemScore.id)).all()
+        for item_id, scores in rows:
+            if item_id not in newest and scores:
+                newest[item_id] = scores
+    return newest
 
 
 def get_item(*, session: Session, item_id: int) -> Item:

@@ -32,6 +32,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from backend.db import insert_returning_ids
 from backend.decisions.models import ItemStatus
 from backend.errors import LeaseLost, NotFound, ValidationFailed
+from backend.items.service import newest_scores
 from backend.queues.models import TASK_TYPES, Queue, Task, TaskSkip
 from backend.settings import Settings
 from backend.types import TZDateTime
@@ -90,9 +91,12 @@ def enqueue(*, session: Session, kind: str, item_ids: Sequence[int], now: dateti
     """Put items into today's queue(s) of ``kind``, chunking at ``queue_chunk_size``.
 
     An item that already has an open (pending or leased) task of this kind is not
-    queued twice. ``confidences``: per item, the classifier's top probability
-    (`top_probability`); moderators lease the least sure first (the likeliest to flip);
-    an item without one gets 0.5. Returns the new task ids.
+    queued twice. Each task records the classifier's top probability for its item
+    (`top_probability` of the newest ``ItemScore``, `items.service.newest_scores`, read
+    in one query for the batch; 0.5 for an item never scored and for ``pair`` tasks):
+    moderators lease the least sure first, the likeliest to flip (`lease_next`).
+    ``confidences`` gives it for some items already (routing passes the scores it has
+    just computed); the others are looked up. Returns the new task ids.
     """
     if not item_ids:
         return []
@@ -111,12 +115,19 @@ def enqueue(*, session: Session, kind: str, item_ids: Sequence[int], now: dateti
     todo = [(i, p) for i, p in zip(ids, pl, strict=True) if i not in open_items]
     seen: set[int] = set()
     todo = [(i, p) for i, p in todo if not (i in seen or seen.add(i))]  # type: ignore[func-returns-value]
+    sure = dict(confidences or {})
+    if task_type == "item":
+        missing = [i for i, _ in todo if i not in sure]
+        if missing:
+            sure.update({i: top_probability(s) for i, s in
+                         newest_scores(session=session, item_ids=missing).items()})
+    else:  # a pair's order does not hang on one item's score
+        sure = {}
     new_ids: list[int] = []
     while todo:
         q = _open_chunk(session, kind=kind, day=day, settings=settings, priority=priority)
         room = settings.queue_chunk_size - q.total
         batch, todo = todo[:room], todo[room:]
-        sure = confidences or {}
         rows = [{"queue_id": q.id, "item_id": i, "task_type": task_type, "payload": p,
                  "state": "pending", "lease_count": 0, "created_at": now,
                  "confidence": float(sure.get(i, UNSCORED))} for i, p in batch]

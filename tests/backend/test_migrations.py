@@ -31,7 +31,7 @@ KEY_COLUMNS = {"state", "label", "golden_label", "source", "kind", "status", "ou
                "assignment_status", "name", "username", "role", "version", "mode", "action",
                "audience", "task_type", "external_id", "key", "is_golden", "is_human",
                "is_active", "aggregated", "queue_kind", "tag", "rule_version", "lease_count",
-               "task_attempt"}
+               "task_attempt", "confidence"}
 #: Tables the fill must reach (every table of the schema at the time of writing).
 FILLED = {"items", "item_status", "item_embeddings", "item_scores", "item_tags", "rules",
           "rule_versions", "rule_hits", "queues", "tasks", "task_skips", "decision_events",
@@ -196,6 +196,8 @@ def before(filled: str) -> dict:
     assert any(v is not None for v in snap["decision_events"]["task_id"])
     # 0005's attempts (moderator verdicts of the demo) must survive a round trip too
     assert any(v is not None for v in snap["judgments"]["task_attempt"])
+    # 0023's lease order: tasks the classifier scored (0.5 is the never-scored default)
+    assert any(v != 0.5 for v in snap["tasks"]["confidence"])
     return snap
 
 

@@ -283,3 +283,61 @@ def test_routing_records_how_unsure_the_classifier_was(session, settings, policy
         assert task is not None and scores
         assert task.confidence == pytest.approx(max(scores.values()))
         assert task.confidence > 0.5  # a trained model is surer than a coin on these
+
+
+def test_enqueue_reads_the_newest_classifier_score_and_lease_takes_the_likeliest_flip(
+        session, settings, policy, monkeypatch):
+    """No ``confidences`` passed (the crowd's ``CROWD_DISAGREE``, appeals, spot checks):
+    enqueue reads each item's newest ``ItemScore`` itself. Items scored 0.99 (sure), 0.55
+    (unsure) and never: flip values 0.01, 0.45, 0.5, so never-scored first, then unsure,
+    sure last; a higher-priority queue's sure task still comes first; queues tied on
+    priority are one group ordered by value; a pair task gets 0.5 whatever its item's score.
+    ``QUORUM_MODERATOR_ORDER=oldest``: id order."""
+    from datetime import timedelta
+
+    from backend.items.models import ItemScore
+
+    ids = _items(session, policy, 7)
+    now = utcnow()
+    sure, unsure, never, urgent_sure, tied_unsure, was_unsure, paired = ids
+
+    def score(item_id, top, at):
+        session.add(ItemScore(item_id=item_id, model_id="m1", threshold_set_version=None,
+                              scores={"ok": top, "prohibited": round(1 - top, 6)},
+                              created_at=at))
+
+    for item_id, top in ((sure, 0.99), (unsure, 0.55), (urgent_sure, 0.99),
+                         (tied_unsure, 0.6), (paired, 0.99)):
+        score(item_id, top, now)
+    score(was_unsure, 0.52, now - timedelta(days=1))  # newest wins: sure now
+    score(was_unsure, 0.97, now)
+    session.flush()
+    queues.enqueue(session=session, kind="MANUAL", item_ids=[sure, unsure, never, was_unsure],
+                   now=now, settings=settings)
+    queues.enqueue(session=session, kind="ML_BAD_HIGH", item_ids=[urgent_sure], now=now,
+                   settings=settings)
+    queues.enqueue(session=session, kind="OTHER_FIFTY", item_ids=[tied_unsure], now=now,
+                   settings=settings)  # priority 50, as MANUAL: one group
+    [pair] = queues.enqueue(session=session, kind="PAIRS", item_ids=[paired], now=now,
+                            settings=settings, task_type="pair",
+                            payloads=[{"other_item_id": sure}], priority=10)
+    got = dict(session.execute(select(Task.item_id, Task.confidence)
+                               .where(Task.task_type == "item")).tuples().all())
+    assert got == pytest.approx({sure: 0.99, unsure: 0.55, never: 0.5, was_unsure: 0.97,
+                                 urgent_sure: 0.99, tied_unsure: 0.6})
+    assert session.get(Task, pair).confidence == 0.5
+    mod = _moderator(session, "m", ["MANUAL", "ML_BAD_HIGH", "OTHER_FIFTY", "PAIRS"])
+
+    def order() -> list[int]:
+        got = []
+        while (t := queues.lease_next(session=session, user=mod, now=now,
+                                      settings=settings)) is not None:
+            got.append(t.item_id)
+            queues.finish_leased(session=session, task=t, user=mod, now=now)
+        return got
+
+    savepoint = session.begin_nested()
+    assert order() == [urgent_sure, never, unsure, tied_unsure, was_unsure, sure, paired]
+    savepoint.rollback()
+    monkeypatch.setattr(settings, "moderator_order", "oldest")
+    assert order() == [urgent_sure, sure, unsure, never, was_unsure, tied_unsure, paired]
