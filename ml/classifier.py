@@ -149,6 +149,14 @@ def signal_matrix(signals: Signals, names: Sequence[str], log_signals: Sequence[
     return values
 
 
+def scaled_signals(signals: Signals, names: Sequence[str], log_signals: Sequence[str],
+                   n: int, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """``[n, len(names)]`` signals standardised with the training ``mean`` and ``scale``
+    (`standardise`); a missing value (NaN) becomes the training mean, i.e. 0."""
+    raw = signal_matrix(signals, names, log_signals, n)
+    return np.nan_to_num((raw - mean) / scale, nan=0.0)
+
+
 def standardise(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and scale of each column over its non-missing values (scale 1 when constant)."""
     seen = ~np.isnan(raw)
@@ -205,9 +213,8 @@ class EmbeddingClassifier:
                                    class_weight=self.class_weight, max_iter=self.max_iter)
 
     def _features(self, X: np.ndarray, signals: Signals) -> np.ndarray:
-        raw = signal_matrix(signals, self.signal_names_, self.log_signals, len(X))
-        scaled = (raw - self.signal_mean_) / self.signal_scale_
-        return np.hstack([X, np.nan_to_num(scaled, nan=0.0)])
+        return np.hstack([X, scaled_signals(signals, self.signal_names_, self.log_signals,
+                                            len(X), self.signal_mean_, self.signal_scale_)])
 
     def fit(self, X: np.ndarray, y: Sequence[str], *, signals: Signals = None,
             texts: Sequence[str] | None = None) -> Self:

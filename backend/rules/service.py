@@ -107,7 +107,7 @@ def update_rule(*, session: Session, rule: Rule, data: RuleUpdate | Mapping[str,
         checked = RuleCreate(name=rule.name, **merged)
     except ValidationError as exc:
         raise ValidationFailed(_first_error(exc)) from exc
-    if not (prechecked and merged == checked.model_dump(exclude={"name"}) == changes):
+    if not (prechecked and merged == changes):  # checked as a whole by check_rules
         _check(checked, policy)
     if merged == _definition(rule):
         return rule  # nothing changed: same version

@@ -230,6 +230,16 @@ def test_http_lease_verdict_flow(client, make_user):
         (True, "1 / 1")]
 
 
+def _work_through(session, mod, now, settings) -> list[int]:  # noqa: ANN001
+    """Lease and finish tasks as ``mod`` until none is left; the items in lease order."""
+    got = []
+    while (t := queues.lease_next(session=session, user=mod, now=now,
+                                  settings=settings)) is not None:
+        got.append(t.item_id)
+        queues.finish_leased(session=session, task=t, user=mod, now=now)
+    return got
+
+
 def test_moderators_take_the_likeliest_flip_first_within_a_queue(session, settings, policy,
                                                                   monkeypatch):
     """Within a queue the task whose decision is likeliest to flip (the lowest top
@@ -248,22 +258,15 @@ def test_moderators_take_the_likeliest_flip_first_within_a_queue(session, settin
                    settings=settings, confidences={ids[5]: 1.0})
     mod = _moderator(session, "m", ["MANUAL", "ML_BAD_HIGH"])
 
-    def order() -> list[int]:
-        got = []
-        while (t := queues.lease_next(session=session, user=mod, now=now,
-                                      settings=settings)) is not None:
-            got.append(t.item_id)
-            queues.finish_leased(session=session, task=t, user=mod, now=now)
-        return got
-
-    assert order() == [ids[5], never, also_never, unsure, middling, sure]
+    assert _work_through(session, mod, now, settings) == [ids[5], never, also_never, unsure,
+                                                          middling, sure]
     session.rollback()
     ids = _items(session, policy, 3)
     queues.enqueue(session=session, kind="MANUAL", item_ids=ids, now=now, settings=settings,
                    confidences={ids[0]: 1.0, ids[1]: 0.6, ids[2]: 0.8})
     mod = _moderator(session, "m", ["MANUAL"])
     monkeypatch.setattr(settings, "moderator_order", "oldest")
-    assert order() == ids
+    assert _work_through(session, mod, now, settings) == ids
 
 
 def test_routing_records_how_unsure_the_classifier_was(session, settings, policy, ml_on):
@@ -328,16 +331,10 @@ def test_enqueue_reads_the_newest_classifier_score_and_lease_takes_the_likeliest
     assert session.get(Task, pair).confidence == 0.5
     mod = _moderator(session, "m", ["MANUAL", "ML_BAD_HIGH", "OTHER_FIFTY", "PAIRS"])
 
-    def order() -> list[int]:
-        got = []
-        while (t := queues.lease_next(session=session, user=mod, now=now,
-                                      settings=settings)) is not None:
-            got.append(t.item_id)
-            queues.finish_leased(session=session, task=t, user=mod, now=now)
-        return got
-
     savepoint = session.begin_nested()
-    assert order() == [urgent_sure, never, unsure, tied_unsure, was_unsure, sure, paired]
+    assert _work_through(session, mod, now, settings) == [
+        urgent_sure, never, unsure, tied_unsure, was_unsure, sure, paired]
     savepoint.rollback()
     monkeypatch.setattr(settings, "moderator_order", "oldest")
-    assert order() == [urgent_sure, sure, unsure, never, was_unsure, tied_unsure, paired]
+    assert _work_through(session, mod, now, settings) == [
+        urgent_sure, sure, unsure, never, was_unsure, tied_unsure, paired]
