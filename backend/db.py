@@ -19,7 +19,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, MetaData, Table, create_engine, event, func, insert, select
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    MetaData,
+    Table,
+    any_,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -147,6 +160,17 @@ def read_only(factory: sessionmaker[Session]) -> Iterator[Session]:
     finally:
         session.rollback()
         session.close()
+
+
+def in_values(session: Session, column: Any, values: Sequence[Any],
+              item_type: Any = BigInteger) -> Any:
+    """``column IN values``; on PostgreSQL ``column = ANY(:array)``: one array parameter
+    instead of one placeholder per value. A 500-id ``IN`` list costs SQLAlchemy a bind per
+    value to render and psycopg a parse of the long query on every execution (it caches
+    only short ones): ~0.5 s of CPU per 4,000 items routed, measured in the route job."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=ARRAY(item_type)))
+    return column.in_(list(values))
 
 
 _MAX_ROWID = 2**63 - 1

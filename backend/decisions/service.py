@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import insert, select, text, update
 from sqlalchemy.orm import Session
 
-from backend.db import insert_returning_ids, utcnow
+from backend.db import in_values, insert_returning_ids, utcnow
 from backend.decisions.models import AUTOMATIC_SOURCES, HUMAN_SOURCES, DecisionEvent, ItemStatus
 from backend.errors import ValidationFailed
 
@@ -85,7 +85,7 @@ def record_decisions(
         # current, so each event supersedes the previous head and the chain never forks.
         for row in session.execute(
             select(ItemStatus.item_id, ItemStatus.event_id, ItemStatus.is_human).where(
-                ItemStatus.item_id.in_(item_ids[start:start + 500]))
+                in_values(session, ItemStatus.item_id, item_ids[start:start + 500]))
             .order_by(ItemStatus.item_id).with_for_update()
         ):
             current[row.item_id] = (row.event_id, row.is_human)

@@ -29,6 +29,7 @@ import numpy as np
 from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
+from backend.db import in_values
 from backend.decisions.models import ItemStatus
 from backend.hashes.models import REUSE_KEY, BankHash, HashBank, ItemHash, bank_key
 from backend.hashes.service import HASH_QUEUE, distance_state
@@ -108,7 +109,7 @@ def item_hashes(*, session: Session, items: Sequence[dict[str, Any]], now: datet
     hs = settings or get_hash_settings()
     ids = [r["id"] for r in items]
     stored = {r.item_id: r for r in session.scalars(
-        select(ItemHash).where(ItemHash.item_id.in_(ids)))} if ids else {}
+        select(ItemHash).where(in_values(session, ItemHash.item_id, ids)))} if ids else {}
     out: dict[int, str] = {}
     fresh: list[dict[str, Any]] = []
     for r in items:

@@ -19,11 +19,10 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Integer, any_, bindparam, select, text, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session, selectinload
 
-from backend.db import copy_rows, insert_returning_ids, utcnow
+from backend.db import copy_rows, in_values, insert_returning_ids, utcnow
 from backend.decisions.models import DecisionEvent, ItemStatus
 from backend.errors import NotFound
 from backend.items.models import Item, ItemScore
@@ -84,15 +83,6 @@ def _dump(item: ItemCreate) -> tuple[dict[str, Any], str]:
     values = item.model_dump()
     values["content_hash"] = _hash_of({k: values[k] for k in CONTENT_FIELDS})
     return values, values["content_hash"]
-
-
-def _in(session: Session, column: Any, values: Sequence[Any], item_type: Any) -> Any:
-    """``column IN values``; on PostgreSQL ``column = ANY(:array)``: one array parameter
-    instead of one placeholder per value, so psycopg parses (and caches) a short query
-    instead of re-parsing a long one on every batch."""
-    if session.get_bind().dialect.name == "postgresql":
-        return column == any_(bindparam(None, list(values), type_=ARRAY(item_type)))
-    return column.in_(values)
 
 
 def _existing(session: Session, keys: Sequence[tuple[str, str]]
@@ -198,7 +188,7 @@ def states(*, session: Session, item_ids: Sequence[int]) -> dict[int, str]:
     out: dict[int, str] = {}
     for start in range(0, len(ids), 1000):
         out.update(session.execute(select(ItemStatus.item_id, ItemStatus.state).where(
-            _in(session, ItemStatus.item_id, ids[start:start + 1000], Integer))).tuples().all())
+            in_values(session, ItemStatus.item_id, ids[start:start + 1000]))).tuples().all())
     return out
 
 
@@ -215,7 +205,7 @@ def newest_scores(*, session: Session, item_ids: Collection[int]) -> dict[int, d
     for start in range(0, len(ids), step):
         rows = session.execute(
             select(ItemScore.item_id, ItemScore.scores)
-            .where(_in(session, ItemScore.item_id, ids[start:start + step], Integer))
+            .where(in_values(session, ItemScore.item_id, ids[start:start + step]))
             .order_by(ItemScore.item_id, ItemScore.created_at.desc(), ItemScore.id)).all()
         for item_id, scores in rows:
             if item_id not in newest and scores:

@@ -18,7 +18,7 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from backend.db import read_only, transaction, utcnow
+from backend.db import in_values, read_only, transaction, utcnow
 from backend.decisions.models import ItemStatus
 from backend.routing.pipeline import PrecomputedRules, RoutingSummary, precompute_rules, route_items
 from backend.settings import Settings
@@ -47,7 +47,7 @@ def _still_received(session: Session, item_ids: Sequence[int], *, lock: bool) ->
     ids = sorted(set(item_ids))
     for start in range(0, len(ids), 1000):
         stmt = (select(ItemStatus.item_id)
-                .where(ItemStatus.item_id.in_(ids[start:start + 1000]),
+                .where(in_values(session, ItemStatus.item_id, ids[start:start + 1000]),
                        ItemStatus.state == RECEIVED)
                 .order_by(ItemStatus.item_id))
         if lock:

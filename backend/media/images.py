@@ -34,7 +34,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.contextvalues import bound
-from backend.db import read_only
+from backend.db import in_values, read_only
 from backend.errors import QuorumError
 from backend.media.fetch import _sniff, fetch_image
 from backend.media.models import FAILED, FETCHED, LOCAL, ItemImage
@@ -146,8 +146,8 @@ def prefetch(*, sessions: sessionmaker[Session], item_ids: Sequence[int],
         for start in range(0, len(ids), 1000):
             refs.update((i, str(ref)) for i, ref in session.execute(
                 select(Item.id, Item.image).join(ItemStatus, ItemStatus.item_id == Item.id)
-                .where(Item.id.in_(ids[start:start + 1000]), ItemStatus.state == "received",
-                       Item.image.is_not(None), Item.image != "")))
+                .where(in_values(session, Item.id, ids[start:start + 1000]),
+                       ItemStatus.state == "received", Item.image.is_not(None), Item.image != "")))
     # with no host allowed, every URL is refused without a connection: left to the txn
     # (only the embed stage downloads: hash banks match local files and given hashes)
     remote = ({i: ref for i, ref in refs.items() if is_remote(ref)}

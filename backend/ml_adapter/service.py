@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backend.calibration.models import ModelArtifact
 from backend.contextvalues import bound
-from backend.db import read_only
+from backend.db import in_values, read_only
 from backend.decisions.models import DecisionEvent, ItemStatus
 from backend.errors import ValidationFailed
 from backend.items.models import Item, ItemEmbedding
@@ -109,14 +109,14 @@ def missing_embeddings(*, session: Session, item_ids: Sequence[int], encoder_id:
     for start in range(0, len(ids), 500):
         have.update(session.scalars(select(ItemEmbedding.item_id).where(
             ItemEmbedding.encoder_id == encoder_id,
-            ItemEmbedding.item_id.in_(ids[start:start + 500]))))
+            in_values(session, ItemEmbedding.item_id, ids[start:start + 500]))))
     return [i for i in ids if i not in have]
 
 
 def _rows_for(session: Session, item_ids: Sequence[int]) -> list[dict[str, Any]]:
     cols = [Item.id, Item.title, Item.description, Item.image]
     rows = {r.id: r._asdict() for r in session.execute(select(*cols).where(
-        Item.id.in_(list(item_ids))))}
+        in_values(session, Item.id, list(item_ids))))}
     return [rows[i] for i in item_ids if i in rows]
 
 
@@ -132,7 +132,7 @@ def ensure_embeddings(*, session: Session, rows: Sequence[dict[str, Any]], encod
         for item_id, blob in session.execute(
             select(ItemEmbedding.item_id, ItemEmbedding.vector).where(
                 ItemEmbedding.encoder_id == encoder.encoder_id,
-                ItemEmbedding.item_id.in_(ids[start:start + 500]))):
+                in_values(session, ItemEmbedding.item_id, ids[start:start + 500]))):
             have[item_id] = np.frombuffer(blob, dtype=np.float32)
     missing = [r for r in rows if int(r["id"]) not in have]
     if missing:
@@ -358,7 +358,7 @@ def human_labels(session: Session, ids: Sequence[int]) -> dict[int, str]:
     if not ids:
         return {}
     return dict(session.execute(select(ItemStatus.item_id, ItemStatus.label).where(
-        ItemStatus.item_id.in_(ids), ItemStatus.is_human.is_(True),
+        in_values(session, ItemStatus.item_id, ids), ItemStatus.is_human.is_(True),
         ItemStatus.label.is_not(None))).tuples().all())
 
 

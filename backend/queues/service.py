@@ -29,7 +29,7 @@ from sqlalchemy import and_, bindparam, exists, func, select, text, update
 from sqlalchemy.orm import Session, joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
-from backend.db import insert_returning_ids
+from backend.db import in_values, insert_returning_ids
 from backend.decisions.models import ItemStatus
 from backend.errors import LeaseLost, NotFound, ValidationFailed
 from backend.items.service import newest_scores
@@ -111,7 +111,7 @@ def enqueue(*, session: Session, kind: str, item_ids: Sequence[int], now: dateti
             select(Task.item_id).join(Queue, Queue.id == Task.queue_id).where(
                 Queue.kind == kind, Task.task_type == task_type,
                 Task.state.in_(("pending", "leased")),
-                Task.item_id.in_(ids[start:start + 500]))))
+                in_values(session, Task.item_id, ids[start:start + 500]))))
     todo = [(i, p) for i, p in zip(ids, pl, strict=True) if i not in open_items]
     seen: set[int] = set()
     todo = [(i, p) for i, p in todo if not (i in seen or seen.add(i))]  # type: ignore[func-returns-value]
@@ -140,7 +140,7 @@ def enqueue(*, session: Session, kind: str, item_ids: Sequence[int], now: dateti
         for start in range(0, len(queued), 500):
             session.execute(
                 update(ItemStatus)
-                .where(ItemStatus.item_id.in_(queued[start:start + 500]),
+                .where(in_values(session, ItemStatus.item_id, queued[start:start + 500]),
                        ItemStatus.state == "received")
                 .values(state="queued", queue_kind=kind, updated_at=now))
     session.flush()

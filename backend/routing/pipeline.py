@@ -35,6 +35,7 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from backend.db import in_values
 from backend.decisions.service import NewDecision, record_decisions
 from backend.hashes.matching import image_signals
 from backend.items.models import Item, ItemTag
@@ -136,12 +137,13 @@ def _load_rows(session: Session, ids: Sequence[int]
                ) -> tuple[list[dict[str, Any]], dict[int, list[str]]]:
     cols = [getattr(Item, c) for c in ITEM_COLUMNS]
     rows = [dict(zip(ITEM_COLUMNS, r, strict=True))
-            for r in session.execute(select(*cols).where(Item.id.in_(ids)).order_by(Item.id))]
+            for r in session.execute(select(*cols).where(in_values(session, Item.id, ids))
+                                     .order_by(Item.id))]
     for r in rows:
         r["metadata"] = r.pop("metadata_")
     existing_tags: dict[int, list[str]] = defaultdict(list)
     for item_id, tag in session.execute(select(ItemTag.item_id, ItemTag.tag)
-                                        .where(ItemTag.item_id.in_(ids))):
+                                        .where(in_values(session, ItemTag.item_id, ids))):
         existing_tags[item_id].append(tag)
     return rows, existing_tags
 
