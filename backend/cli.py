@@ -205,6 +205,41 @@ def queues(day: Annotated[str | None, typer.Option(help="YYYY-MM-DD; default: ev
     except ValueError as exc:
         raise QuorumError(f"--day must be YYYY-MM-DD, not {day!r}") from exc
     print_queue_table(d)
+    _print_capacity()
+
+
+def _print_capacity(moved_now: int | None = None) -> None:
+    from backend.db import session_scope, utcnow
+    from backend.queues.overflow import capacity
+
+    settings = _settings()
+    if settings.moderator_daily_capacity <= 0:
+        return
+    with session_scope() as session:
+        c = capacity(session=session, settings=settings, now=utcnow())
+    line = (f"moderators today: {c.done_today} done, {c.held} held, "
+            f"{c.fixed_pending + c.overflowable_pending} waiting, capacity {c.capacity}; "
+            f"{c.moved_today} moved to {settings.moderator_overflow_kind} today")
+    if moved_now is not None:
+        line += f" ({moved_now} just now)"
+    console.print(line)
+
+
+@app.command()
+def overflow() -> None:
+    """Move what moderators cannot work today (QUORUM_MODERATOR_DAILY_CAPACITY) to the
+    crowd now, the lowest expected value first; the periodic job does it on its own."""
+    from backend.db import session_scope, utcnow
+    from backend.queues.overflow import rebalance
+
+    _ensure_schema()
+    settings = _settings()
+    if settings.moderator_daily_capacity <= 0:
+        raise QuorumError("QUORUM_MODERATOR_DAILY_CAPACITY is 0 (no limit): nothing "
+                          "overflows; set it to the tasks moderators work in a day")
+    with session_scope() as session:
+        moved = rebalance(session=session, settings=settings, now=utcnow()).moved_now
+    _print_capacity(moved_now=moved)
 
 
 @app.command("expire-leases")

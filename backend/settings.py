@@ -28,6 +28,7 @@ DEFAULT_PRIORITIES: dict[str, int] = {
     "NEW_PRODUCTS": 57,
     "SIMILAR_CONFLICT": 70,
     "MANUAL": 50,
+    "OVERFLOW": 64,
 }
 
 DEFAULT_CROWD_KINDS: list[str] = ["NEW_PRODUCTS", "GL", "ML_GOOD"]
@@ -63,6 +64,17 @@ class Settings(_Base):
     #: likeliest to flip — 1 − the classifier's top probability — then the oldest) or
     #: ``oldest``. Queues are still taken by priority, day and chunk first.
     moderator_order: Literal["value", "oldest"] = "value"
+    #: Tasks moderators work in a day (0: no limit). Beyond it, the pending tasks of
+    #: ``moderator_overflow_from`` with the lowest expected value (1 − the classifier's top
+    #: probability, × the queue's priority) move to the crowd's ``moderator_overflow_kind``
+    #: queue (`backend.queues.overflow`); see docs/queues.md.
+    moderator_daily_capacity: int = Field(0, ge=0, le=10_000_000)
+    #: Moderator queue kinds whose tasks may move to the crowd when the day is full (never
+    #: spot checks, hash matches, appeals, pairs or the crowd's own returns).
+    moderator_overflow_from: list[str] = Field(
+        default_factory=lambda: ["ML_BAD_MIDDLE", "ML_HIDE_MIDDLE"])
+    #: The crowd queue kind overflowing tasks move to (worked by the crowd).
+    moderator_overflow_kind: str = "OVERFLOW"
     #: Size of a daily queue chunk (``KIND_DATE_1``, ``_2``, ...).
     queue_chunk_size: int = 7500
     #: Kinds whose daily queues are always numbered (``NEW_PRODUCTS_2026-11-24_1``); other
@@ -112,7 +124,8 @@ class Settings(_Base):
         return self.queue_priorities.get(kind, self.default_priority)
 
     def audience_for(self, kind: str) -> str:
-        return "crowd" if kind in self.crowd_queue_kinds else "moderators"
+        crowd = kind in self.crowd_queue_kinds or kind == self.moderator_overflow_kind
+        return "crowd" if crowd else "moderators"
 
 
 @lru_cache

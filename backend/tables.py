@@ -13,11 +13,14 @@ def queue_table(day: date | None = None, title: str = "Queues") -> Table:
     from backend.queues.service import list_queues
 
     table = Table(title=title)
-    for col in ("queue", "priority", "progress", "audience", "pending", "leased"):
-        table.add_column(col, justify="right" if col != "queue" else "left")
     with session_scope() as session:
-        for r in list_queues(session=session, day=day):
-            q = r.queue
-            table.add_row(q.name, str(q.priority), r.progress, q.audience,
-                          str(r.pending), str(r.leased))
+        rows = list_queues(session=session, day=day)
+    moved = any(r.moved for r in rows)
+    for col in ("queue", "priority", "progress", "audience", "pending", "leased",
+                *(("moved to crowd",) if moved else ())):
+        table.add_column(col, justify="right" if col != "queue" else "left")
+    for r in rows:
+        q = r.queue
+        table.add_row(q.name, str(q.priority), r.progress, q.audience,
+                      str(r.pending), str(r.leased), *((str(r.moved),) if moved else ()))
     return table

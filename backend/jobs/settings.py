@@ -41,6 +41,9 @@ class JobSettings(BaseSettings):
     propose_thresholds_cron: str = "30 3 * * *"
     deliver_cron: str = "* * * * * */10"
     stalled_cron: str = "* * * * * */5"
+    #: Moderators' daily capacity (runs only with ``QUORUM_MODERATOR_DAILY_CAPACITY``):
+    #: move what they cannot work today to the crowd, the lowest value first.
+    moderator_overflow_cron: str = "*/5 * * * *"
     #: Run ``crowd sync`` on its schedule (needs ``QUORUM_CROWD_TOLOKA_URL``).
     crowd_sync_enabled: bool = False
     #: A crowd queue is pushed once it holds this many pending tasks.

@@ -10,6 +10,7 @@ these same functions; only the dispatch differs.
 | ``crowd_pull`` | ``crowd`` | one pull round of one pool (lock: one pull per pool at a time) |
 | ``propose_thresholds`` | ``periodic`` | calibrate; apply a backed proposal only with auto-apply |
 | ``deliver`` | ``deliver`` | sequence the decision feed, send due webhooks |
+| ``moderator_overflow`` | ``periodic`` | past moderators' capacity: low-value tasks to the crowd |
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from backend.db import get_sessionmaker
+from backend.db import get_sessionmaker, utcnow
 from backend.jobs import stages
 from backend.jobs.runs import AlreadyRunning, track
 from backend.jobs.settings import JobSettings, get_job_settings
@@ -57,6 +58,19 @@ def propose_thresholds() -> dict[str, Any]:
     with track(sessions=sessions, name="propose_thresholds", timeout_s=_timeout()) as run:
         run.detail = stages.propose_thresholds(sessions=sessions,
                                                auto_apply=auto_apply_enabled())
+        return run.detail
+
+
+def moderator_overflow() -> dict[str, Any]:
+    """Moderators' daily capacity (`backend.queues.overflow.rebalance`)."""
+    from backend.db import transaction
+    from backend.queues.overflow import rebalance
+
+    sessions = get_sessionmaker()
+    with track(sessions=sessions, name="moderator_overflow", timeout_s=_timeout()) as run:
+        with transaction(sessions) as session:
+            run.detail = rebalance(session=session, settings=get_settings(),
+                                   now=utcnow()).as_dict()
         return run.detail
 
 
@@ -137,11 +151,14 @@ PERIODIC: tuple[Periodic, ...] = (
     Periodic("deliver", "deliver", "deliver_cron"),
     Periodic("propose_thresholds", "periodic", "propose_thresholds_cron"),
     Periodic("crowd_sync", "crowd", "crowd_sync_cron", lambda js: js.crowd_sync_enabled),
+    Periodic("moderator_overflow", "periodic", "moderator_overflow_cron",
+             lambda js: get_settings().moderator_daily_capacity > 0),
 )
 
 #: What each periodic task runs in-process (the engine wraps ``crowd_sync`` itself).
 RUNNERS: dict[str, Callable[[], dict[str, Any]]] = {
     "expire_leases": expire_leases, "deliver": deliver,
     "propose_thresholds": propose_thresholds, "crowd_sync": crowd_sync,
+    "moderator_overflow": moderator_overflow,
 }
 QUEUES = ("embed", "periodic", "crowd", "deliver")

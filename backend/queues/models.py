@@ -9,7 +9,8 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from backend.db import Base, utcnow
 from backend.types import JSONType, TZDateTime
 
-TASK_STATES = ("pending", "leased", "done", "cancelled")
+#: ``overflow``: moved to the crowd because moderators' day was full (`queues.overflow`)
+TASK_STATES = ("pending", "leased", "done", "cancelled", "overflow")
 AUDIENCES = ("moderators", "crowd")
 #: ``item``: judge an item; ``pair``: do two items deserve the same decision?
 TASK_TYPES = ("item", "pair")

@@ -14,6 +14,7 @@ from backend.policy import get_policy
 from backend.queues import service, work
 from backend.queues.models import Task
 from backend.queues.schemas import (
+    CapacityRead,
     LeaseRequest,
     LeaseResponse,
     QueueRead,
@@ -31,7 +32,7 @@ def queue_read(row: service.QueueRow) -> QueueRead:
     q = row.queue
     return QueueRead(name=q.name, kind=q.kind, day=q.day, chunk=q.chunk, priority=q.priority,
                      audience=q.audience, total=q.total, done=row.done, pending=row.pending,
-                     leased=row.leased, progress=row.progress)
+                     leased=row.leased, moved_to_crowd=row.moved, progress=row.progress)
 
 
 def task_read(task: Task) -> TaskRead:
@@ -48,6 +49,22 @@ def list_queues(session: SessionDep, user: CurrentUser,
     """Queues; a moderator sees only the kinds they are granted."""
     return [queue_read(r) for r in service.list_queues(
         session=session, day=day, kinds=service.visible_kinds(user))]
+
+
+@router.get("/queues/capacity", response_model=CapacityRead)
+def moderator_capacity(session: SessionDep, user: CurrentUser) -> CapacityRead:
+    """Moderators' day against their daily capacity: done, held, waiting, the room left
+    for the kinds that may overflow, and what moved to the crowd today."""
+    from backend.queues.overflow import capacity
+
+    settings = get_settings()
+    c = capacity(session=session, settings=settings, now=utcnow())
+    return CapacityRead(capacity=c.capacity, done_today=c.done_today, held=c.held,
+                        fixed_pending=c.fixed_pending,
+                        overflowable_pending=c.overflowable_pending,
+                        room=c.room if c.capacity else 0, moved_today=c.moved_today,
+                        overflow_from=list(settings.moderator_overflow_from),
+                        overflow_kind=settings.moderator_overflow_kind)
 
 
 def _owned_task(session: SessionDep, task_id: int, user: User) -> Task:

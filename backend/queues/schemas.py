@@ -17,7 +17,24 @@ class QueueRead(BaseModel):
     done: int
     pending: int
     leased: int
+    moved_to_crowd: int = Field(0, description="tasks moved to the crowd because moderators' "
+                                "day was full (QUORUM_MODERATOR_DAILY_CAPACITY)")
     progress: str = Field(description="done / total")
+
+
+class CapacityRead(BaseModel):
+    """Moderators' day against ``QUORUM_MODERATOR_DAILY_CAPACITY`` (0: no limit)."""
+
+    capacity: int
+    done_today: int = Field(description="moderator tasks done since the day began")
+    held: int = Field(description="leased tasks, and expired leases their holder may answer")
+    fixed_pending: int = Field(description="pending tasks of kinds that never overflow")
+    overflowable_pending: int = Field(description="pending tasks of "
+                                      "QUORUM_MODERATOR_OVERFLOW_FROM kinds")
+    room: int = Field(description="overflowable tasks moderators have room for today")
+    moved_today: int = Field(description="tasks moved to the crowd today")
+    overflow_from: list[str]
+    overflow_kind: str
 
 
 class LeaseRequest(BaseModel):

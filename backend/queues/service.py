@@ -25,7 +25,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, bindparam, exists, func, select, text, update
+from sqlalchemy import BigInteger, and_, bindparam, exists, func, select, text, update
 from sqlalchemy.orm import Session, joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -112,6 +112,20 @@ def enqueue(*, session: Session, kind: str, item_ids: Sequence[int], now: dateti
                 Queue.kind == kind, Task.task_type == task_type,
                 Task.state.in_(("pending", "leased")),
                 in_values(session, Task.item_id, ids[start:start + 500]))))
+    if open_items and confidences and task_type == "item":
+        # re-scored while its task waits: the task takes the new score (its place in the
+        # moderators' order and in the capacity's cut follows the newest score)
+        fresh = sorted(i for i in open_items if i in confidences)
+        if fresh:
+            by_item = bindparam("b_item_id", type_=BigInteger)
+            session.execute(
+                update(Task.__table__).where(
+                    Task.__table__.c.item_id == by_item, Task.__table__.c.task_type == "item",
+                    Task.__table__.c.state == "pending",
+                    Task.__table__.c.queue_id.in_(
+                        select(Queue.id).where(Queue.kind == kind).scalar_subquery()))
+                .values(confidence=bindparam("b_confidence")),
+                [{"b_item_id": i, "b_confidence": float(confidences[i])} for i in fresh])
     todo = [(i, p) for i, p in zip(ids, pl, strict=True) if i not in open_items]
     seen: set[int] = set()
     todo = [(i, p) for i, p in todo if not (i in seen or seen.add(i))]  # type: ignore[func-returns-value]
@@ -208,6 +222,8 @@ class QueueRow:
     pending: int
     leased: int
     done: int = 0
+    #: tasks moved to the crowd because moderators' day was full (`queues.overflow`)
+    moved: int = 0
 
     @property
     def progress(self) -> str:
@@ -231,7 +247,8 @@ def list_queues(*, session: Session, day: date | None = None,
                 Task.queue_id.in_([q.id for q in queues])).group_by(Task.queue_id, Task.state)):
             counts[(qid, state)] = n
     return [QueueRow(q, counts.get((q.id, "pending"), 0), counts.get((q.id, "leased"), 0),
-                     counts.get((q.id, "done"), 0)) for q in queues]
+                     counts.get((q.id, "done"), 0), counts.get((q.id, "overflow"), 0))
+            for q in queues]
 
 
 def queue_row(*, session: Session, queue: Queue) -> QueueRow:
@@ -239,7 +256,7 @@ def queue_row(*, session: Session, queue: Queue) -> QueueRow:
     counts = dict(session.execute(select(Task.state, func.count()).where(
         Task.queue_id == queue.id).group_by(Task.state)).tuples().all())
     return QueueRow(queue, counts.get("pending", 0), counts.get("leased", 0),
-                    counts.get("done", 0))
+                    counts.get("done", 0), counts.get("overflow", 0))
 
 
 def get_queue(*, session: Session, name: str) -> Queue:
@@ -404,6 +421,9 @@ def _not_yours(task: Task) -> str:
         return f"task {task.id} is already done"
     if task.state == "cancelled":
         return f"task {task.id} was cancelled"
+    if task.state == "overflow":
+        return (f"task {task.id} moved to the crowd: moderators' day was full "
+                "(QUORUM_MODERATOR_DAILY_CAPACITY)")
     if task.state == "pending" and task.lease_owner_id is None:
         return (f"task {task.id} is not leased by anyone: lease it first "
                 "(POST /api/v1/tasks/lease)")

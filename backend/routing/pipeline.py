@@ -63,6 +63,9 @@ class RoutingSummary:
     #: automatic decisions not taken because their threshold runs in shadow, by source
     shadow_outcomes: Counter[str] = field(default_factory=Counter)
     spot_checks: int = 0
+    #: tasks moved from moderators to the crowd because their day was full (any batch's,
+    #: the lowest value first: `backend.queues.overflow`)
+    overflowed: int = 0
     #: per item, ``source:label`` of its automatic decision or ``queue:KIND`` (only with
     #: ``route_items(..., record_outcomes=True)``, as replay uses it)
     outcomes: dict[int, str] = field(default_factory=dict)
@@ -70,6 +73,7 @@ class RoutingSummary:
     def merge(self, other: RoutingSummary) -> None:
         self.items += other.items
         self.spot_checks += other.spot_checks
+        self.overflowed += other.overflowed
         self.outcomes.update(other.outcomes)
         for name in ("decided", "labels", "queued", "rule_hits", "shadow_hits",
                      "shadow_outcomes"):
@@ -336,4 +340,10 @@ def _route_batch(*, session: Session, ids: list[int], now: datetime, settings: S
         queues.enqueue(session=session, kind=kind, item_ids=item_ids, now=now,
                        settings=settings, priority=route_priority.get(kind), confidences=sure)
         summary.queued[kind] += len(item_ids)
+    if settings.moderator_daily_capacity > 0 and any(
+            routes.get(k) for k in settings.moderator_overflow_from):
+        from backend.queues import overflow
+
+        summary.overflowed = overflow.rebalance(session=session, settings=settings, now=now,
+                                                wait=False).moved_now
     return summary

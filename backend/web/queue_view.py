@@ -18,7 +18,7 @@ from backend.queues.models import Queue, Task
 from backend.users.models import User
 
 PAGE_MAX = 200
-STATES = ("pending", "leased", "done")
+STATES = ("pending", "leased", "done", "overflow")
 
 
 def viewable_queue(*, session: Session, user: User, name: str) -> Queue:

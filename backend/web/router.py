@@ -318,7 +318,12 @@ def queues_page(request: Request, session: SessionDep, settings: SettingsDep,
     now = utcnow()
     rows = web.today_queues(session=session, user=user, settings=settings, now=now)
     stats = web.moderator_stats(session=session, user=user, now=now, settings=settings)
-    return render(request, "queues.html", rows=rows, stats=stats,
+    capacity = None
+    if settings.moderator_daily_capacity > 0:
+        from backend.queues.overflow import capacity as moderator_capacity
+
+        capacity = moderator_capacity(session=session, settings=settings, now=now)
+    return render(request, "queues.html", rows=rows, stats=stats, capacity=capacity,
                   day=queues.queue_day(now, settings), notice=request.query_params.get("notice"))
 
 

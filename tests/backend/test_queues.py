@@ -338,3 +338,18 @@ def test_enqueue_reads_the_newest_classifier_score_and_lease_takes_the_likeliest
     monkeypatch.setattr(settings, "moderator_order", "oldest")
     assert _work_through(session, mod, now, settings) == [
         urgent_sure, sure, unsure, never, was_unsure, tied_unsure, paired]
+
+
+def test_a_waiting_task_takes_its_items_new_score(settings, policy):
+    """Routed again (re-scored) while its task waits: the task is not doubled and its
+    confidence is the new score, so the moderators' order follows the newest score."""
+    now = utcnow()
+    with get_sessionmaker()() as s, s.begin():
+        _, ids = ingest(session=s, rows=[item_row(i, external_id=f"R{i}") for i in range(3)],
+                        policy=policy, now=now)
+        queues.enqueue(session=s, kind="ML_BAD_MIDDLE", item_ids=ids, now=now,
+                       settings=settings, confidences=dict.fromkeys(ids, 0.6))
+        again = queues.enqueue(session=s, kind="ML_BAD_MIDDLE", item_ids=ids[:2], now=now,
+                               settings=settings, confidences={ids[0]: 0.95, ids[1]: 0.55})
+        got = dict(s.execute(select(Task.item_id, Task.confidence)).tuples().all())
+    assert again == [] and got == {ids[0]: 0.95, ids[1]: 0.55, ids[2]: 0.6}
