@@ -32,6 +32,7 @@ MATRIX: dict[tuple[str, str], set[str]] = {
     ("POST", "/api/v1/rules/{name}/promote"): STAFF,
     ("GET", "/api/v1/rules/{name}/versions"): STAFF,
     ("GET", "/api/v1/queues"): ALL,
+    ("GET", "/api/v1/queues/capacity"): ALL,
     ("POST", "/api/v1/tasks/lease"): MODS,
     ("POST", "/api/v1/tasks/{task_id}/verdict"): MODS,
     ("POST", "/api/v1/tasks/{task_id}/skip"): MODS,
