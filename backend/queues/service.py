@@ -329,6 +329,46 @@ _TAKE = {(lock, by_value): _take_next(lock=lock, by_value=by_value)
          for lock in (False, True) for by_value in (False, True)}
 
 
+def _take_next_of_tied(*, by_value: bool) -> Any:
+    """PostgreSQL, for queues tied on (priority, day, chunk): the best pending task of
+    each queue through its own index scan (``LATERAL ... LIMIT 1 FOR UPDATE SKIP
+    LOCKED`` per queue id of the array), then the best of those few — instead of one
+    ``queue_id IN (...)`` query that sorts every pending task of the group (5.7 ms at
+    7,550 pending). Locks at most one row per tied queue until the lease commits."""
+    from sqlalchemy import Integer, true
+    from sqlalchemy.dialects.postgresql import ARRAY
+    from sqlalchemy.orm import aliased
+
+    qids = (func.unnest(bindparam("queue_ids", type_=ARRAY(Integer)))
+            .table_valued("qid").render_derived(name="q"))
+    t = aliased(Task, name="t")
+    order = (t.confidence, t.id) if by_value else (t.id,)
+    per_queue = (
+        select(t.id, t.confidence)
+        .where(t.queue_id == qids.c.qid, t.state == "pending",
+               t.task_type.in_(bindparam("task_types", expanding=True)))
+        .where(~exists().where(and_(TaskSkip.task_id == t.id,
+                                    TaskSkip.user_id == bindparam("user_id"))))
+        .order_by(*order).limit(1).with_for_update(skip_locked=True)
+        .lateral("c")
+    )
+    best_order = ((per_queue.c.confidence, per_queue.c.id) if by_value
+                  else (per_queue.c.id,))
+    best = (select(per_queue.c.id).select_from(qids).join(per_queue, true())
+            .order_by(*best_order).limit(1))
+    return (
+        update(Task)
+        .where(Task.id == best.scalar_subquery(), Task.state == "pending")
+        .values(state="leased", lease_owner_id=bindparam("user_id"), leased_at=_NOW,
+                lease_expires_at=_EXPIRES, lease_count=Task.lease_count + 1)
+        .returning(Task)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )
+
+
+_TAKE_TIED = {by_value: _take_next_of_tied(by_value=by_value) for by_value in (False, True)}
+
+
 def lease_next(*, session: Session, user: User, now: datetime, settings: Settings,
                queue: Queue | None = None, lease_seconds: int | None = None,
                task_types: Sequence[str] = TASK_TYPES) -> Task | None:
@@ -377,12 +417,14 @@ def lease_next(*, session: Session, user: User, now: datetime, settings: Setting
             last_key = (q.priority, q.day, q.chunk)
         groups[-1].append(q)
     lock = session.get_bind().dialect.name == "postgresql"
-    take = _TAKE[(lock, settings.moderator_order == "value")]
+    by_value = settings.moderator_order == "value"
+    take = _TAKE[(lock, by_value)]
     params = {"user_id": user.id, "now": now, "task_types": types,
               "expires": now + timedelta(seconds=lease_seconds or settings.lease_seconds)}
     for group in groups:
-        # Pick and lease in one round trip: UPDATE ... WHERE id = (oldest) RETURNING.
-        task = session.scalars(take, {**params, "queue_ids": [q.id for q in group]}).first()
+        # Pick and lease in one round trip: UPDATE ... WHERE id = (best) RETURNING.
+        stmt = _TAKE_TIED[by_value] if lock and len(group) > 1 else take
+        task = session.scalars(stmt, {**params, "queue_ids": [q.id for q in group]}).first()
         if task is not None:
             by_id = {q.id: q for q in group}
             set_committed_value(task, "queue", by_id[task.queue_id])  # no lazy load later
