@@ -69,6 +69,13 @@ CONFIGS = {
                                    golden_schedule=((0, 19, 10), (20, 1_000_000, 100))),
     "post-0.99-gold-rate": CrowdConfig(aggregation="sds", overlap=1, min_answers=1,
                                        max_overlap=9, target_confidence=0.99),
+    # the posterior tempered on the control tasks (CrowdConfig.temper_min_gold)
+    "post-0.95-gold-rate-tempered": CrowdConfig(aggregation="sds", overlap=1, min_answers=1,
+                                                max_overlap=7, target_confidence=0.95,
+                                                temper_min_gold=30),
+    "post-0.9-gold-rate-tempered": CrowdConfig(aggregation="sds", overlap=1, min_answers=1,
+                                               max_overlap=7, target_confidence=0.9,
+                                               temper_min_gold=30),
 }
 
 

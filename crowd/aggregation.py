@@ -174,7 +174,8 @@ def _smoothed_vote(data: pd.DataFrame, n_labels: int, skills: pd.Series | None =
 
 
 def _posteriors(coded: Coded, *, method: str, seed: int, prior: np.ndarray | None = None,
-                classifier: np.ndarray | None = None) -> pd.DataFrame:
+                classifier: np.ndarray | None = None, temper_min_gold: int = 0
+                ) -> pd.DataFrame:
     data, gold = coded.data, coded.gold
     if method == "mv":
         skills = _gold_skills(data, gold) if gold is not None else None
@@ -187,8 +188,8 @@ def _posteriors(coded: Coded, *, method: str, seed: int, prior: np.ndarray | Non
         return DawidSkene(n_iter=100).fit(data, true_labels=gold).probas_
     if method == "sds":
         annotator = classifier_symbols(classifier) if classifier is not None else None
-        return ShrunkDawidSkene().fit(data, true_labels=gold, task_prior=prior,
-                                      annotator=annotator).probas_
+        return ShrunkDawidSkene(temper_min_gold=temper_min_gold).fit(
+            data, true_labels=gold, task_prior=prior, annotator=annotator).probas_
     if method == "glad":
         np.random.seed(seed)  # GLAD's initialisation draws from numpy's global RNG
         return GLAD(n_iter=100).fit_predict_proba(data)
@@ -219,18 +220,23 @@ def aggregate(
     seed: int = 0,
     prior: pd.DataFrame | None = None,
     classifier: pd.DataFrame | None = None,
+    temper_min_gold: int = 0,
 ) -> pd.DataFrame:
     """Aggregate ``answers`` (columns ``task``, ``worker``, ``label``; one row per answer).
 
     ``gold``: known labels (Series/Mapping ``task -> label`` or a frame ``task, label``).
     ``prior`` / ``classifier``: ``task × label`` probabilities (``sds``; see the module).
-    Returns one row per task: ``task, label, confidence, n_answers, method, status``.
+    ``temper_min_gold``: ``sds``'s posterior tempered on the gold (`CrowdConfig`).
+    Returns one row per task: ``task, label, confidence, n_answers, method, status``;
+    ``.attrs["temperature"]``: what the posterior was tempered by (1.0: not tempered).
     """
     if answers.empty:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in RESULT_COLUMNS})
     coded = Coded.of(answers, _gold_series(gold))
-    raw = _posteriors(coded, method=method, seed=seed, prior=coded.align(prior),
-                      classifier=coded.align(classifier)).fillna(0.0)
+    fitted = _posteriors(coded, method=method, seed=seed, prior=coded.align(prior),
+                         classifier=coded.align(classifier), temper_min_gold=temper_min_gold)
+    temperature = float(fitted.attrs.get("temperature", 1.0))
+    raw = fitted.fillna(0.0)
     probas = raw.reindex(columns=range(len(coded.labels)), fill_value=0.0)
     values = probas.to_numpy(dtype=float)
     order = np.argsort(-values, axis=1, kind="stable")
@@ -256,4 +262,7 @@ def aggregate(
     needs_more = tie | (out["n_answers"] < min_answers).to_numpy() | (top < target_confidence)
     out["status"] = np.where(needs_more, "needs_more", "decided")
     # task codes follow the sorted task names: ordering by code orders by task
-    return out[RESULT_COLUMNS].iloc[np.argsort(task_codes, kind="stable")].reset_index(drop=True)
+    result = out[RESULT_COLUMNS].iloc[np.argsort(task_codes, kind="stable")].reset_index(
+        drop=True)
+    result.attrs["temperature"] = temperature  # sds tempered on the gold; else 1.0
+    return result

@@ -46,6 +46,13 @@ class CrowdConfig:
     project is checked at once and often, a well-known one rarely or never — the control
     tasks go where they buy information. Empty: a control task in every suite
     (``golden_per_suite``), as before.
+
+    Tempered confidence (``sds`` only): ``temper_min_gold`` > 0 checks the posterior on
+    the control tasks — each judged from its first 1, 2, … answers with its own gold left
+    out — and, once at least that many control tasks have answers, divides every item's
+    log-posterior by the temperature (≥ 1: never sharper) that fits their gold best, so a
+    model that states 0.99 where the gold says 0.7 buys more answers instead of stopping.
+    0: off.
     """
 
     overlap: int = 2
@@ -77,6 +84,7 @@ class CrowdConfig:
     golden_schedule: tuple[tuple[int, int, int], ...] = ()
     golden_schedule_scope: str = "PROJECT"
     golden_schedule_window_days: int = 365
+    temper_min_gold: int = 0
 
     def __post_init__(self) -> None:
         if not 1 <= self.overlap <= self.max_overlap:
@@ -102,6 +110,8 @@ class CrowdConfig:
             raise ValueError("golden_schedule_scope is PROJECT or POOL")
         if not 1 <= self.golden_schedule_window_days <= 365:
             raise ValueError("golden_schedule_window_days is between 1 and 365")
+        if not 0 <= self.temper_min_gold <= 100_000:
+            raise ValueError("temper_min_gold is a count of control tasks, 0 (off) or more")
         if self.reward_per_suite < 0.005:
             raise ValueError("Toloka pays at least $0.005 per suite")
 

@@ -33,6 +33,7 @@ def next_round(
         gold=gold,
         target_confidence=config.target_confidence,
         min_answers=config.min_answers,
+        temper_min_gold=config.temper_min_gold,
     )
     control = (
         set(answers.loc[answers["is_golden"].astype(bool), "task"])

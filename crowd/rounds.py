@@ -53,6 +53,8 @@ class Outcome:
     to_people: dict[str, str]
     more: pd.DataFrame
     exhausted: bool
+    #: the temperature the posterior was divided by (``CrowdConfig.temper_min_gold``)
+    temperature: float = 1.0
 
 
 def decide(
@@ -93,6 +95,7 @@ def decide(
             min_answers=config.min_answers,
             prior=scores if config.classifier == "prior" else None,
             classifier=scores if config.classifier == "annotator" else None,
+            temper_min_gold=config.temper_min_gold,
         )
         if len(data)
         else aggregate(data)
@@ -133,6 +136,7 @@ def decide(
         to_people=to_people,
         more=more[NEXT_COLUMNS].reset_index(drop=True),
         exhausted=exhausted,
+        temperature=float(verdicts.attrs.get("temperature", 1.0)),
     )
 
 

@@ -43,7 +43,10 @@ class ShrunkDawidSkene:
     """
 
     def __init__(self, *, strength: float = 4.0, pooled_strength: float = 20.0,
-                 n_iter: int = 50, tol: float = 1e-6) -> None:
+                 n_iter: int = 50, tol: float = 1e-6, temper_min_gold: int = 0,
+                 temper_max_answers: int = 5) -> None:
+        self.temper_min_gold = temper_min_gold
+        self.temper_max_answers = temper_max_answers
         self.strength = strength
         self.pooled_strength = pooled_strength
         self.n_iter = n_iter
@@ -174,12 +177,63 @@ class ShrunkDawidSkene:
             np.add.at(logp, a_t, np.log(a_err[:, a_s]).T)
         for c in range(k):
             logp[:, c] += np.bincount(t, weights=held[:, c], minlength=n_tasks)
+        self.temperature_ = 1.0
+        if self.temper_min_gold > 0 and gold_t is not None:
+            self.temperature_ = self._temperature(
+                base=logp, held=held,
+                t=t, gold_t=gold_t, gold_l=gold_l, n_tasks=n_tasks)
+            logp = logp / self.temperature_
         post = np.exp(logp - logp.max(axis=1, keepdims=True))
         post /= post.sum(axis=1, keepdims=True)
         if gold_t is not None:
             post[gold_t] = np.eye(k)[gold_l]
         answered = np.unique(t)
         self.probas_ = pd.DataFrame(post[answered], index=pd.Index(answered, name="task"))
+        self.probas_.attrs["temperature"] = self.temperature_
         self.errors_, self.pooled_, self.priors_ = errors, pooled, priors
         self.annotator_errors_ = a_err
         return self
+
+    #: temperatures tried (≥ 1: tempering never makes the posterior sharper)
+    TEMPERATURES = np.exp(np.linspace(0.0, np.log(20.0), 61))
+
+    def _temperature(self, *, base: np.ndarray, held: np.ndarray, t: np.ndarray,
+                     gold_t: np.ndarray, gold_l: np.ndarray, n_tasks: int) -> float:
+        """The temperature whose tempered posteriors fit the control tasks' gold best.
+
+        Each control task is judged as a real one would be at the answer counts where
+        stopping decides: from its first 1, 2, … ``temper_max_answers`` answers, each
+        answer's likelihood from its worker's matrix with this task's own (gold) share
+        taken out (``held``), on the task's prior. 1.0 below ``temper_min_gold`` control
+        tasks with answers."""
+        is_gold = np.zeros(n_tasks, dtype=bool)
+        is_gold[gold_t] = True
+        label_of = np.full(n_tasks, -1, dtype=np.int64)
+        label_of[gold_t] = gold_l
+        rows = np.flatnonzero(is_gold[t])
+        if len(np.unique(t[rows])) < self.temper_min_gold:
+            return 1.0
+        # the task's prior: its log-posterior less every answer's held-out term
+        full = np.zeros_like(base)
+        np.add.at(full, t[rows], held[rows])
+        prior = base - full
+        # running sums of the answers' terms per control task, in answer order
+        order = rows[np.argsort(t[rows], kind="stable")]
+        tasks = t[order]
+        rank = np.arange(len(order)) - np.searchsorted(tasks, tasks, side="left")
+        keep = rank < self.temper_max_answers
+        order, tasks = order[keep], tasks[keep]
+        cum = np.cumsum(held[order], axis=0)
+        start = np.searchsorted(tasks, tasks, side="left")
+        before = np.where((start > 0)[:, None], cum[np.maximum(start - 1, 0)], 0.0)
+        logits = prior[tasks] + cum - before  # one row per (control task, first m answers)
+        truth = label_of[tasks]
+        best, best_nll = 1.0, np.inf
+        for temp in self.TEMPERATURES:
+            z = logits / temp
+            z = z - z.max(axis=1, keepdims=True)
+            nll = float(-(z[np.arange(len(z)), truth]
+                          - np.log(np.exp(z).sum(axis=1))).sum())
+            if nll < best_nll - 1e-9:
+                best, best_nll = float(temp), nll
+        return best

@@ -583,7 +583,9 @@ def _resolve(session: Session, *, pool: CrowdPool, snap: _Snapshot, outcome: Out
         task_id=snap.queue_tasks.get(int(v["task"])), crowd_pool_id=pool.id,
         aggregation_method=snap.method, confidence=float(v["confidence"]),
         details={"answers": answers.get(int(v["task"]), []), "n_answers": int(v["n_answers"]),
-                 "toloka_pool_id": snap.toloka_pool_id, "queue": pool.config.get("queue")})
+                 "toloka_pool_id": snap.toloka_pool_id, "queue": pool.config.get("queue"),
+                 **({"temperature": round(outcome.temperature, 3)}
+                    if outcome.temperature != 1.0 else {})})
         for v in outcome.decided.to_dict("records")]
     to_mods = {int(k): why for k, why in outcome.to_people.items()}
     record_decisions(session=session, decisions=decisions, now=now)
