@@ -388,3 +388,95 @@ def test_moderators_finish_every_task_once(stack: Stack, kill: bool) -> None:
           f"{len(tally.ok)} verdicts answered 200 ({tally.replays} replays), "
           f"{tally.conflicts} refused 409, {tally.expired} leases run out, "
           f"{tally.retries} retries after a dead server")
+
+
+# --- moderators' daily capacity: rebalances killed with SIGKILL while moderators work ------
+
+
+async def _rebalancer(url: str, env: dict[str, str], rng: random.Random, stop: asyncio.Event,
+                      runs: Counter[str]) -> None:
+    """`quorum overflow` again and again (as the periodic job would run it), every other
+    run killed with SIGKILL at a random moment: mid-import, mid-transaction or after."""
+    while not stop.is_set():
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "backend.cli", "overflow", cwd=str(ROOT), env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        if rng.random() < 0.5:
+            await asyncio.sleep(rng.uniform(0.3, 3.0))
+            if proc.returncode is None:
+                proc.kill()
+                runs["killed"] += 1
+            await proc.wait()
+        else:
+            out, err = await proc.communicate()
+            runs["ok" if proc.returncode == 0 else f"rc {proc.returncode}"] += 1
+            if proc.returncode != 0:
+                runs["stderr: " + err.decode()[-200:]] += 1
+        await asyncio.sleep(0.05)
+
+
+def test_capacity_overflow_under_load_and_kill_9(stack: Stack) -> None:
+    """32 moderators over HTTP work two queues while `quorum overflow` processes move what
+    is over the day's capacity to the crowd, half of them killed with SIGKILL. Every task
+    ends answered once (a 200, one judgment, one event) or moved (no answer at all), never
+    both; every item with a moved task has exactly one crowd task."""
+    from backend.db import session_scope
+    from backend.queues.models import Queue, Task
+
+    with session_scope(stack.url) as s:  # the module's earlier phases count as today's work
+        done_before = s.scalar(select(func.count()).select_from(Task)
+                               .where(Task.state == "done"))
+    item_ids = _enqueue_phase(stack.url, 3)
+    env = dict(os.environ, QUORUM_DATABASE_URL=stack.url, QUORUM_ML_ENABLED="false",
+               QUORUM_MODERATOR_DAILY_CAPACITY=str(done_before + 120),
+               QUORUM_MODERATOR_OVERFLOW_FROM='["STRESS_A", "STRESS_B"]',
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    runs: Counter[str] = Counter()
+
+    async def phase() -> Tally:
+        tally = Tally()
+        rng = random.Random(SEED + 3)
+        bases = [s.base for s in stack.servers]
+        deadline = time.monotonic() + 150
+        stop = asyncio.Event()
+        side = [asyncio.create_task(_chaos(stack.url, tally, rng, stop)),
+                asyncio.create_task(_rebalancer(stack.url, env, rng, stop, runs))]
+        try:
+            await asyncio.gather(*[_moderator(k, t, bases, tally, deadline, 3)
+                                   for k, t in enumerate(stack.tokens)])
+        finally:
+            stop.set()
+            await asyncio.gather(*side)
+        return tally
+
+    tally = asyncio.run(phase())
+    assert not tally.errors, tally.errors[:5]
+    assert not [r for r in runs if r.startswith(("rc", "stderr"))], runs
+    with session_scope(stack.url) as s:
+        tasks = {row[0]: (row[1], row[2]) for row in s.execute(
+            select(Task.id, Task.state, Task.item_id).join(Queue, Queue.id == Task.queue_id)
+            .where(Task.item_id.in_(item_ids), Queue.kind.in_(KINDS)))}
+        answered = {row[0]: (row[1], row[2]) for row in s.execute(text(
+            "SELECT t.id, (SELECT count(*) FROM judgments j WHERE j.task_id = t.id), "
+            "(SELECT count(*) FROM decision_events e WHERE e.task_id = t.id AND e.is_human) "
+            "FROM tasks t WHERE t.id = ANY(:ids)"), {"ids": list(tasks)})}
+        crowd = Counter(s.scalars(select(Task.item_id).join(Queue, Queue.id == Task.queue_id)
+                                  .where(Queue.kind == "OVERFLOW",
+                                         Task.item_id.in_(item_ids))))
+    states = Counter(state for state, _ in tasks.values())
+    assert set(states) <= {"done", "overflow"} and states["overflow"] > 0, states
+    ok_tasks = {v["task_id"] for v in tally.ok}
+    for task_id, (state, _) in tasks.items():
+        if state == "done":
+            assert answered[task_id] == (1, 1) and task_id in ok_tasks, task_id
+        else:  # moved: nobody's verdict on it was accepted
+            assert answered[task_id] == (0, 0) and task_id not in ok_tasks, task_id
+    moved_items = {item for state, item in tasks.values() if state == "overflow"}
+    assert set(crowd) == moved_items and set(crowd.values()) == {1}
+    # the moderators' day: what they did in this phase, at most the capacity's 120
+    # (plus at most one task per moderator leased in a rebalance's window)
+    assert 0 < states["done"] <= 120 + MODERATORS
+    assert runs["killed"] > 0 and runs["ok"] > 0, runs
+    print(f"\ncapacity: {len(tasks)} tasks, {states['done']} answered by moderators, "
+          f"{states['overflow']} moved to the crowd ({len(moved_items)} items); "
+          f"`quorum overflow` runs: {dict(runs)}")
