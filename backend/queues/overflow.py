@@ -20,7 +20,9 @@ moves then; a task that moved never comes back. The crowd's own returns
 (`check_settings` refuses such a configuration), so an item the crowd could not settle
 is never bounced back to it. Runs after every routing transaction that queued an
 overflowable kind (skipped while another run holds the lock; the periodic
-``moderator_overflow`` job catches up) and on its own cron.
+``moderator_overflow`` job catches up) and on its own cron. With a daily crowd budget
+(``QUORUM_CROWD_DAILY_BUDGET``) no more move than the budget left pays for, after the
+tasks already waiting in the crowd's queues: the rest stay with moderators.
 """
 
 from __future__ import annotations
@@ -133,6 +135,24 @@ def capacity(*, session: Session, settings: Settings, now: datetime) -> Capacity
                     moved_today=moved)
 
 
+def _crowd_can_pay(*, session: Session, settings: Settings, now: datetime) -> int | None:
+    """How many more items the crowd's daily budget pays for, less the item tasks already
+    waiting in its queues (they are pushed first); None without a budget. Moving more
+    would only park them in a crowd queue that cannot be pushed today."""
+    from backend.crowdwork.service import budget_cap
+    from backend.crowdwork.settings import get_crowd_settings
+
+    crowd = get_crowd_settings()
+    if crowd.daily_budget <= 0:
+        return None
+    budget = budget_cap(session=session, crowd=crowd, config=crowd.crowd_config(), now=now)
+    waiting = session.scalar(
+        select(func.count()).select_from(Task).join(Queue, Queue.id == Task.queue_id)
+        .where(Queue.audience == "crowd", Task.state == "pending",
+               Task.task_type == "item")) or 0
+    return max(int(budget["items"]) - waiting, 0)
+
+
 def rebalance(*, session: Session, settings: Settings, now: datetime,
               wait: bool = True) -> Capacity:
     """Move the pending overflowable tasks beyond moderators' room today to the crowd's
@@ -157,12 +177,18 @@ def rebalance(*, session: Session, settings: Settings, now: datetime,
     if state.overflowable_pending <= state.room:
         return state
     value = (1.0 - Task.confidence) * Queue.priority
+    affordable = _crowd_can_pay(session=session, settings=settings, now=now)
+    if affordable == 0:
+        state.skipped = ("the crowd's daily budget (QUORUM_CROWD_DAILY_BUDGET) is committed "
+                         "or already pays for the tasks waiting in the crowd's queues")
+        return state
     beyond = session.execute(
         select(Task.id).join(Queue, Queue.id == Task.queue_id)
         .where(Queue.audience == "moderators", Queue.kind.in_(settings.moderator_overflow_from),
                Task.task_type == "item", Task.state == "pending",
                Task.lease_owner_id.is_(None))
-        .order_by(value.desc(), Task.id).offset(state.room)).scalars().all()
+        .order_by(value.desc(), Task.id).offset(state.room)
+        .limit(affordable)).scalars().all()
     moved: list[tuple[int, int, float, str]] = []
     for i in range(0, len(beyond), 500):
         ids = beyond[i:i + 500]

@@ -385,3 +385,36 @@ def test_the_cli_moves_and_reports_or_says_why_not(capped, policy, db_url):
             "today (3 just now)") in r.stdout
     table = quorum(capped, "queues", env=env)
     assert "moved to crowd" in table.stdout and "OVERFLOW_" in table.stdout
+
+
+def test_no_more_move_than_the_crowds_budget_pays_for(capped, policy, monkeypatch):
+    """$0.10 a day at $0.02 an item (two answers, no control tasks, $0.01 each) pays for
+    five items; two already wait in a crowd queue, so three of the six over the capacity
+    move (the likeliest to flip of them) and the rest stay with moderators."""
+    from backend.crowdwork.settings import get_crowd_settings
+
+    monkeypatch.setenv("QUORUM_CROWD_DAILY_BUDGET", "0.10")
+    monkeypatch.setenv("QUORUM_CROWD_OVERLAP", "2")
+    monkeypatch.setenv("QUORUM_CROWD_MIN_ANSWERS", "2")
+    monkeypatch.setenv("QUORUM_CROWD_GOLDEN_PER_SUITE", "0")
+    monkeypatch.setenv("QUORUM_CROWD_REWARD_PER_TASK", "0.01")
+    get_crowd_settings.cache_clear()
+    now = utcnow()
+    try:
+        with session_scope() as s:
+            waiting = _items(s, policy, 2, start=200)
+            queues.enqueue(session=s, kind="NEW_PRODUCTS", item_ids=waiting, now=now,
+                           settings=capped)
+            ids = _items(s, policy, 12)
+            queues.enqueue(session=s, kind="ML_BAD_MIDDLE", item_ids=ids, now=now,
+                           settings=capped, confidences={i: 0.6 + 0.01 * k
+                                                         for k, i in enumerate(ids)})
+            state = rebalance(session=s, settings=capped, now=now)
+            mods = _states(s, "ML_BAD_MIDDLE")
+        assert state.moved_now == 3
+        assert [i for i in ids if mods[i] == "overflow"] == ids[6:9]
+        with session_scope() as s:  # the budget is spoken for: nothing more moves
+            again = rebalance(session=s, settings=capped, now=now)
+        assert again.moved_now == 0 and "daily budget" in again.skipped
+    finally:
+        get_crowd_settings.cache_clear()
