@@ -418,3 +418,24 @@ def test_no_more_move_than_the_crowds_budget_pays_for(capped, policy, monkeypatc
         assert again.moved_now == 0 and "daily budget" in again.skipped
     finally:
         get_crowd_settings.cache_clear()
+
+
+def test_the_periodic_job_rebalances_and_is_recorded(capped, policy):
+    """With a capacity set, the in-process worker runs ``moderator_overflow`` on its cron;
+    the run and what it moved are in ``job_runs`` (``quorum jobs``, ``/admin/jobs``)."""
+    from backend.jobs.inline import InlineWorker
+    from backend.jobs.models import JobRun
+
+    now = utcnow()
+    with session_scope() as s:
+        ids = _items(s, policy, 8)
+        queues.enqueue(session=s, kind="ML_BAD_MIDDLE", item_ids=ids, now=now,
+                       settings=capped, confidences={i: 0.6 for i in ids})
+    w = InlineWorker()
+    assert "moderator_overflow" in w.due
+    w.due = dict.fromkeys(w.due, now)
+    assert "moderator_overflow" in w.run_due()
+    with session_scope() as s:
+        run = s.scalar(select(JobRun).where(JobRun.name == "moderator_overflow"))
+        assert run.outcome == "ok" and run.detail["moved_now"] == 2
+        assert run.detail["room"] == 6 and run.detail["capacity"] == 6
