@@ -50,9 +50,9 @@ class CrowdConfig:
     Tempered confidence (``sds`` only): ``temper_min_gold`` > 0 checks the posterior on
     the control tasks — each judged from its first 1, 2, … answers with its own gold left
     out — and, once at least that many control tasks have answers, divides every item's
-    log-posterior by the temperature (≥ 1: never sharper) that fits their gold best, so a
-    model that states 0.99 where the gold says 0.7 buys more answers instead of stopping.
-    0: off.
+    log-posterior by the temperature (≥ 1: never sharper) and adds the per-class bias that
+    fit their gold best, so a model that states 0.99 where the gold says 0.7 buys more
+    answers instead of stopping. 0: off.
     """
 
     overlap: int = 2

@@ -24,6 +24,11 @@ label × a confidence bin), is one more observation with a confusion matrix of i
 with the crowd — so a classifier that is wrong on the items it sends to the crowd counts
 for little, unlike a prior taken at its word.
 
+**Tempered on the gold** (``temper_min_gold``): with enough control tasks, a temperature
+and a per-class bias fitted on their held-out posteriors at 1–5 answers
+(`ShrunkDawidSkene._temperature`) are applied to every task's log-posterior, for crowds
+whose errors are not independent given the true label (docs/crowd.md).
+
 Input: the `crowd.aggregation.Coded` columns ``task, worker, label`` (int codes).
 """
 
@@ -39,7 +44,8 @@ class ShrunkDawidSkene:
     """EM for Dawid–Skene with pooled-matrix shrinkage; ``fit(data, true_labels=None)``.
 
     Learned: ``probas_`` (tasks × labels, a DataFrame indexed by task code),
-    ``errors_`` (workers × K × K), ``pooled_`` (K × K), ``priors_`` (K).
+    ``errors_`` (workers × K × K), ``pooled_`` (K × K), ``priors_`` (K),
+    ``temperature_`` and ``class_bias_`` (K; 1.0 and zeros when not tempered).
     """
 
     def __init__(self, *, strength: float = 4.0, pooled_strength: float = 20.0,
@@ -177,12 +183,11 @@ class ShrunkDawidSkene:
             np.add.at(logp, a_t, np.log(a_err[:, a_s]).T)
         for c in range(k):
             logp[:, c] += np.bincount(t, weights=held[:, c], minlength=n_tasks)
-        self.temperature_ = 1.0
+        self.temperature_, self.class_bias_ = 1.0, np.zeros(k)
         if self.temper_min_gold > 0 and gold_t is not None:
-            self.temperature_ = self._temperature(
-                base=logp, held=held,
-                t=t, gold_t=gold_t, gold_l=gold_l, n_tasks=n_tasks)
-            logp = logp / self.temperature_
+            self.temperature_, self.class_bias_ = self._temperature(
+                base=logp, held=held, t=t, gold_t=gold_t, gold_l=gold_l, n_tasks=n_tasks)
+            logp = logp / self.temperature_ + self.class_bias_
         post = np.exp(logp - logp.max(axis=1, keepdims=True))
         post /= post.sum(axis=1, keepdims=True)
         if gold_t is not None:
@@ -194,25 +199,33 @@ class ShrunkDawidSkene:
         self.annotator_errors_ = a_err
         return self
 
-    #: temperatures tried (≥ 1: tempering never makes the posterior sharper)
-    TEMPERATURES = np.exp(np.linspace(0.0, np.log(20.0), 61))
+    #: the largest temperature fitted (≥ 1: tempering never makes the posterior sharper)
+    MAX_TEMPERATURE = 20.0
 
     def _temperature(self, *, base: np.ndarray, held: np.ndarray, t: np.ndarray,
-                     gold_t: np.ndarray, gold_l: np.ndarray, n_tasks: int) -> float:
-        """The temperature whose tempered posteriors fit the control tasks' gold best.
+                     gold_t: np.ndarray, gold_l: np.ndarray, n_tasks: int
+                     ) -> tuple[float, np.ndarray]:
+        """The temperature T ≥ 1 and the per-class bias b whose tempered posteriors
+        ``softmax(log p / T + b)`` fit the control tasks' gold best (maximum likelihood,
+        a standard-normal prior on each bias; the first class's bias is 0).
 
         Each control task is judged as a real one would be at the answer counts where
         stopping decides: from its first 1, 2, … ``temper_max_answers`` answers, each
         answer's likelihood from its worker's matrix with this task's own (gold) share
-        taken out (``held``), on the task's prior. 1.0 below ``temper_min_gold`` control
-        tasks with answers."""
+        taken out (``held``), on the task's prior. A scalar T cannot undo errors that hit
+        some classes only (workers who answer "ok" for much of what is truly bad); the
+        bias can. (1.0, 0) below ``temper_min_gold`` control tasks with answers."""
+        from scipy.optimize import minimize
+
+        k = base.shape[1]
+        none = (1.0, np.zeros(k))
         is_gold = np.zeros(n_tasks, dtype=bool)
         is_gold[gold_t] = True
         label_of = np.full(n_tasks, -1, dtype=np.int64)
         label_of[gold_t] = gold_l
         rows = np.flatnonzero(is_gold[t])
         if len(np.unique(t[rows])) < self.temper_min_gold:
-            return 1.0
+            return none
         # the task's prior: its log-posterior less every answer's held-out term
         full = np.zeros_like(base)
         np.add.at(full, t[rows], held[rows])
@@ -227,13 +240,17 @@ class ShrunkDawidSkene:
         start = np.searchsorted(tasks, tasks, side="left")
         before = np.where((start > 0)[:, None], cum[np.maximum(start - 1, 0)], 0.0)
         logits = prior[tasks] + cum - before  # one row per (control task, first m answers)
+        rows_at = np.arange(len(logits))
         truth = label_of[tasks]
-        best, best_nll = 1.0, np.inf
-        for temp in self.TEMPERATURES:
-            z = logits / temp
+
+        def loss(params: np.ndarray) -> float:
+            z = logits / np.exp(params[0]) + np.r_[0.0, params[1:]]
             z = z - z.max(axis=1, keepdims=True)
-            nll = float(-(z[np.arange(len(z)), truth]
-                          - np.log(np.exp(z).sum(axis=1))).sum())
-            if nll < best_nll - 1e-9:
-                best, best_nll = float(temp), nll
-        return best
+            nll = -(z[rows_at, truth] - np.log(np.exp(z).sum(axis=1))).sum()
+            return float(nll + 0.5 * (params[1:] ** 2).sum())
+
+        bounds = [(0.0, float(np.log(self.MAX_TEMPERATURE)))] + [(-5.0, 5.0)] * (k - 1)
+        fit = minimize(loss, np.zeros(k), method="L-BFGS-B", bounds=bounds)
+        if not np.isfinite(fit.fun) or fit.fun > loss(np.zeros(k)):
+            return none
+        return float(np.exp(fit.x[0])), np.r_[0.0, fit.x[1:]]
