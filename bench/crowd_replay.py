@@ -84,6 +84,17 @@ CONFIGS = {
                                                  temper_min_gold=30),
     "post-0.995-gold-rate": CrowdConfig(aggregation="sds", overlap=1, min_answers=1,
                                         max_overlap=9, target_confidence=0.995),
+    # lone answers in the worker matrices (CrowdConfig.lone_answers)
+    "post-0.95-sched-lone": CrowdConfig(aggregation="sds", overlap=1, min_answers=1,
+                                        max_overlap=7, target_confidence=0.95,
+                                        golden_schedule=((0, 19, 10), (20, 1_000_000, 100)),
+                                        lone_answers=True),
+    "post-0.95-gold-rate-lone": CrowdConfig(aggregation="sds", overlap=1, min_answers=1,
+                                            max_overlap=7, target_confidence=0.95,
+                                            lone_answers=True),
+    "post-0.95-gold-rate-tempered-lone": CrowdConfig(
+        aggregation="sds", overlap=1, min_answers=1, max_overlap=7, target_confidence=0.95,
+        temper_min_gold=30, lone_answers=True),
     "post-0.9-gold-rate-tempered": CrowdConfig(aggregation="sds", overlap=1, min_answers=1,
                                                max_overlap=7, target_confidence=0.9,
                                                temper_min_gold=30),

@@ -174,8 +174,8 @@ def _smoothed_vote(data: pd.DataFrame, n_labels: int, skills: pd.Series | None =
 
 
 def _posteriors(coded: Coded, *, method: str, seed: int, prior: np.ndarray | None = None,
-                classifier: np.ndarray | None = None, temper_min_gold: int = 0
-                ) -> pd.DataFrame:
+                classifier: np.ndarray | None = None, temper_min_gold: int = 0,
+                lone_answers: bool = False) -> pd.DataFrame:
     data, gold = coded.data, coded.gold
     if method == "mv":
         skills = _gold_skills(data, gold) if gold is not None else None
@@ -188,7 +188,7 @@ def _posteriors(coded: Coded, *, method: str, seed: int, prior: np.ndarray | Non
         return DawidSkene(n_iter=100).fit(data, true_labels=gold).probas_
     if method == "sds":
         annotator = classifier_symbols(classifier) if classifier is not None else None
-        return ShrunkDawidSkene(temper_min_gold=temper_min_gold).fit(
+        return ShrunkDawidSkene(temper_min_gold=temper_min_gold, lone_answers=lone_answers).fit(
             data, true_labels=gold, task_prior=prior, annotator=annotator).probas_
     if method == "glad":
         np.random.seed(seed)  # GLAD's initialisation draws from numpy's global RNG
@@ -221,12 +221,14 @@ def aggregate(
     prior: pd.DataFrame | None = None,
     classifier: pd.DataFrame | None = None,
     temper_min_gold: int = 0,
+    lone_answers: bool = False,
 ) -> pd.DataFrame:
     """Aggregate ``answers`` (columns ``task``, ``worker``, ``label``; one row per answer).
 
     ``gold``: known labels (Series/Mapping ``task -> label`` or a frame ``task, label``).
     ``prior`` / ``classifier``: ``task × label`` probabilities (``sds``; see the module).
-    ``temper_min_gold``: ``sds``'s posterior tempered on the gold (`CrowdConfig`).
+    ``temper_min_gold``: ``sds``'s posterior tempered on the gold; ``lone_answers``: its
+    matrices count single-answer items too (`CrowdConfig`).
     Returns one row per task: ``task, label, confidence, n_answers, method, status``;
     ``.attrs["temperature"]``: what the posterior was tempered by (1.0: not tempered).
     """
@@ -234,7 +236,8 @@ def aggregate(
         return pd.DataFrame({c: pd.Series(dtype=object) for c in RESULT_COLUMNS})
     coded = Coded.of(answers, _gold_series(gold))
     fitted = _posteriors(coded, method=method, seed=seed, prior=coded.align(prior),
-                         classifier=coded.align(classifier), temper_min_gold=temper_min_gold)
+                         classifier=coded.align(classifier), temper_min_gold=temper_min_gold,
+                         lone_answers=lone_answers)
     temperature = float(fitted.attrs.get("temperature", 1.0))
     raw = fitted.fillna(0.0)
     probas = raw.reindex(columns=range(len(coded.labels)), fill_value=0.0)

@@ -52,7 +52,9 @@ class CrowdConfig:
     out — and, once at least that many control tasks have answers, divides every item's
     log-posterior by the temperature (≥ 1: never sharper) and adds the per-class bias that
     fit their gold best, so a model that states 0.99 where the gold says 0.7 buys more
-    answers instead of stopping. 0: off.
+    answers instead of stopping. 0: off. ``lone_answers`` (``sds``): items with a single
+    answer count in the worker matrices too (the full likelihood; with calibrated stopping
+    the items with several answers are a biased sample). Best with tempering on.
     """
 
     overlap: int = 2
@@ -85,6 +87,7 @@ class CrowdConfig:
     golden_schedule_scope: str = "PROJECT"
     golden_schedule_window_days: int = 365
     temper_min_gold: int = 0
+    lone_answers: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.overlap <= self.max_overlap:

@@ -34,6 +34,7 @@ def next_round(
         target_confidence=config.target_confidence,
         min_answers=config.min_answers,
         temper_min_gold=config.temper_min_gold,
+        lone_answers=config.lone_answers,
     )
     control = (
         set(answers.loc[answers["is_golden"].astype(bool), "task"])

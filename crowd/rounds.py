@@ -96,6 +96,7 @@ def decide(
             prior=scores if config.classifier == "prior" else None,
             classifier=scores if config.classifier == "annotator" else None,
             temper_min_gold=config.temper_min_gold,
+            lone_answers=config.lone_answers,
         )
         if len(data)
         else aggregate(data)

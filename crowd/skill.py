@@ -50,7 +50,8 @@ class ShrunkDawidSkene:
 
     def __init__(self, *, strength: float = 4.0, pooled_strength: float = 20.0,
                  n_iter: int = 50, tol: float = 1e-6, temper_min_gold: int = 0,
-                 temper_max_answers: int = 5) -> None:
+                 temper_max_answers: int = 5, lone_answers: bool = False) -> None:
+        self.lone_answers = lone_answers
         self.temper_min_gold = temper_min_gold
         self.temper_max_answers = temper_max_answers
         self.strength = strength
@@ -118,7 +119,13 @@ class ShrunkDawidSkene:
             evidence |= has_prior
         if a_t is not None:
             evidence[a_t] = True
-        use = evidence[t]
+        # ``lone_answers``: count them anyway — the full likelihood. Calibrated stopping
+        # asks a second answer only where the first was unsure, so the tasks with several
+        # answers are not a random sample of the items: leaving the lone ones out biases the
+        # matrices (ConvAbuse with few control tasks: unanimous abusive items stated ~0.69).
+        # In a crowd the model misfits, counting them sharpens its over-confidence unless
+        # the posterior is tempered on the gold.
+        use = np.ones(len(t), dtype=bool) if self.lone_answers else evidence[t]
         for _ in range(self.n_iter):
             # M-step: per-worker counts n_w[true, observed], the pooled matrix, the shrinkage
             # (a task's lone answer would only confirm itself: left out, see above)
