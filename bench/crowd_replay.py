@@ -95,6 +95,15 @@ CONFIGS = {
     "post-0.95-gold-rate-tempered-lone": CrowdConfig(
         aggregation="sds", overlap=1, min_answers=1, max_overlap=7, target_confidence=0.95,
         temper_min_gold=30, lone_answers=True),
+    "post-0.99-gold-rate-lone": CrowdConfig(aggregation="sds", overlap=1, min_answers=1,
+                                            max_overlap=9, target_confidence=0.99,
+                                            lone_answers=True),
+    "post-0.995-gold-rate-lone": CrowdConfig(aggregation="sds", overlap=1, min_answers=1,
+                                             max_overlap=9, target_confidence=0.995,
+                                             lone_answers=True),
+    "post-0.995-gold-rate-tempered-lone": CrowdConfig(
+        aggregation="sds", overlap=1, min_answers=1, max_overlap=9, target_confidence=0.995,
+        temper_min_gold=30, lone_answers=True),
     "post-0.9-gold-rate-tempered": CrowdConfig(aggregation="sds", overlap=1, min_answers=1,
                                                max_overlap=7, target_confidence=0.9,
                                                temper_min_gold=30),
