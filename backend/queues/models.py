@@ -51,6 +51,8 @@ class Task(Base):
         Index("ix_tasks_queue_id_state_id", "queue_id", "state", "id"),
         Index("ix_tasks_state_lease_expires_at", "state", "lease_expires_at"),
         Index("ix_tasks_queue_id_state_confidence_id", "queue_id", "state", "confidence", "id"),
+        #: today's done / moved tasks for the moderators' capacity (`queues.overflow`)
+        Index("ix_tasks_state_done_at", "state", "done_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
