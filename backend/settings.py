@@ -67,7 +67,7 @@ class Settings(_Base):
     #: Tasks moderators work in a day (0: no limit). Beyond it, the pending tasks of
     #: ``moderator_overflow_from`` with the lowest expected value (1 − the classifier's top
     #: probability, × the queue's priority) move to the crowd's ``moderator_overflow_kind``
-    #: queue (`backend.queues.overflow`); see docs/queues.md.
+    #: queue (`backend.queues.overflow`); see docs/crowd.md.
     moderator_daily_capacity: int = Field(0, ge=0, le=10_000_000)
     #: Moderator queue kinds whose tasks may move to the crowd when the day is full (never
     #: spot checks, hash matches, appeals, pairs or the crowd's own returns).

@@ -39,7 +39,7 @@ from backend.db import in_values
 from backend.decisions.models import ItemStatus
 from backend.errors import ValidationFailed
 from backend.queues.models import Queue, Task
-from backend.queues.service import enqueue
+from backend.queues.service import enqueue, queue_day
 from backend.settings import Settings
 
 #: Kinds whose tasks stay with moderators whatever the capacity: checks of decisions
@@ -105,33 +105,31 @@ def check_settings(settings: Settings) -> None:
 
 
 def day_start(now: datetime, settings: Settings) -> datetime:
-    """The start of ``now``'s day in the queues' time zone, in UTC."""
-    tz = ZoneInfo(settings.queue_timezone)
-    local = now.astimezone(tz)
-    return datetime.combine(local.date(), time(), tzinfo=tz).astimezone(UTC)
-
-
-def _moderator_tasks() -> Any:
-    return (select(func.count()).select_from(Task)
-            .join(Queue, Queue.id == Task.queue_id).where(Queue.audience == "moderators"))
+    """The start of ``now``'s queue day (`queues.service.queue_day`), in UTC."""
+    return datetime.combine(queue_day(now, settings), time(),
+                            tzinfo=ZoneInfo(settings.queue_timezone)).astimezone(UTC)
 
 
 def capacity(*, session: Session, settings: Settings, now: datetime) -> Capacity:
-    """Moderators' load today against ``QUORUM_MODERATOR_DAILY_CAPACITY``."""
+    """Moderators' load today against ``QUORUM_MODERATOR_DAILY_CAPACITY``: one query
+    over the moderator tasks that are open, or were finished or moved today."""
     start = day_start(now, settings)
-    kinds = list(settings.moderator_overflow_from)
-    base = _moderator_tasks()
-    overflowable = Queue.kind.in_(kinds) & (Task.task_type == "item")
-    done_today = session.scalar(base.where(Task.state == "done", Task.done_at >= start)) or 0
-    held = session.scalar(base.where(
-        (Task.state == "leased")
-        | ((Task.state == "pending") & Task.lease_owner_id.is_not(None)))) or 0
-    pending_free = base.where(Task.state == "pending", Task.lease_owner_id.is_(None))
-    fixed = session.scalar(pending_free.where(~overflowable)) or 0
-    free = session.scalar(pending_free.where(overflowable)) or 0
-    moved = session.scalar(base.where(Task.state == "overflow", Task.done_at >= start)) or 0
+    overflowable = Queue.kind.in_(list(settings.moderator_overflow_from)) & (
+        Task.task_type == "item")
+    free = (Task.state == "pending") & Task.lease_owner_id.is_(None)
+    done_today, held, fixed, waiting, moved = session.execute(
+        select(func.count().filter(Task.state == "done"),
+               func.count().filter((Task.state == "leased") | (
+                   (Task.state == "pending") & Task.lease_owner_id.is_not(None))),
+               func.count().filter(free & ~overflowable),
+               func.count().filter(free & overflowable),
+               func.count().filter(Task.state == "overflow"))
+        .select_from(Task).join(Queue, Queue.id == Task.queue_id)
+        .where(Queue.audience == "moderators",
+               Task.state.in_(("pending", "leased"))
+               | (Task.state.in_(("done", "overflow")) & (Task.done_at >= start)))).one()
     return Capacity(capacity=settings.moderator_daily_capacity, done_today=done_today,
-                    held=held, fixed_pending=fixed, overflowable_pending=free,
+                    held=held, fixed_pending=fixed, overflowable_pending=waiting,
                     moved_today=moved)
 
 
