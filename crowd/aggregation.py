@@ -230,7 +230,10 @@ def aggregate(
     ``temper_min_gold``: ``sds``'s posterior tempered on the gold; ``lone_answers``: its
     matrices count single-answer items too (`CrowdConfig`).
     Returns one row per task: ``task, label, confidence, n_answers, method, status``;
-    ``.attrs["temperature"]``: what the posterior was tempered by (1.0: not tempered).
+    ``.attrs["temperature"]``: what the posterior was tempered by (1.0: not tempered);
+    ``.attrs["class_bias"]``: ``label -> bias`` added to the tempered log-posterior (empty
+    when not tempered) — with the temperature, what turned the model's posterior into the
+    stated confidence: ``softmax(log p / T + b)``.
     """
     if answers.empty:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in RESULT_COLUMNS})
@@ -239,6 +242,9 @@ def aggregate(
                          classifier=coded.align(classifier), temper_min_gold=temper_min_gold,
                          lone_answers=lone_answers)
     temperature = float(fitted.attrs.get("temperature", 1.0))
+    bias = fitted.attrs.get("class_bias")
+    class_bias = ({label: float(b) for label, b in zip(coded.labels, bias, strict=True)}
+                  if bias is not None and np.any(bias) else {})
     raw = fitted.fillna(0.0)
     probas = raw.reindex(columns=range(len(coded.labels)), fill_value=0.0)
     values = probas.to_numpy(dtype=float)
@@ -268,4 +274,5 @@ def aggregate(
     result = out[RESULT_COLUMNS].iloc[np.argsort(task_codes, kind="stable")].reset_index(
         drop=True)
     result.attrs["temperature"] = temperature  # sds tempered on the gold; else 1.0
+    result.attrs["class_bias"] = class_bias
     return result

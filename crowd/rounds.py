@@ -55,6 +55,8 @@ class Outcome:
     exhausted: bool
     #: the temperature the posterior was divided by (``CrowdConfig.temper_min_gold``)
     temperature: float = 1.0
+    #: label → the bias added to the tempered log-posterior (empty: not tempered)
+    class_bias: Mapping[str, float] = field(default_factory=dict)
 
 
 def decide(
@@ -138,6 +140,7 @@ def decide(
         more=more[NEXT_COLUMNS].reset_index(drop=True),
         exhausted=exhausted,
         temperature=float(verdicts.attrs.get("temperature", 1.0)),
+        class_bias=dict(verdicts.attrs.get("class_bias") or {}),
     )
 
 

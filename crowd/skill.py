@@ -202,6 +202,7 @@ class ShrunkDawidSkene:
         answered = np.unique(t)
         self.probas_ = pd.DataFrame(post[answered], index=pd.Index(answered, name="task"))
         self.probas_.attrs["temperature"] = self.temperature_
+        self.probas_.attrs["class_bias"] = self.class_bias_.copy()  # by label code
         self.errors_, self.pooled_, self.priors_ = errors, pooled, priors
         self.annotator_errors_ = a_err
         return self

@@ -573,6 +573,17 @@ def _snapshot(session: Session, pool: CrowdPool) -> _Snapshot:
         open_real=open_real)
 
 
+def tempering(outcome: Outcome) -> dict[str, Any]:
+    """What tempered the posterior behind a crowd decision (`CrowdConfig.temper_min_gold`),
+    for its details: the temperature and the per-label bias, so the stated confidence is
+    ``softmax(log p / temperature + class_bias)`` of the model's posterior. Empty when
+    the posterior was not tempered."""
+    if outcome.temperature == 1.0 and not outcome.class_bias:
+        return {}
+    return {"temperature": round(outcome.temperature, 4),
+            "class_bias": {k: round(float(b), 4) for k, b in sorted(outcome.class_bias.items())}}
+
+
 def _resolve(session: Session, *, pool: CrowdPool, snap: _Snapshot, outcome: Outcome,
              answers: dict[int, list[dict[str, Any]]], settings: Settings,
              crowd: CrowdSettings, now: datetime) -> tuple[int, int]:
@@ -584,8 +595,7 @@ def _resolve(session: Session, *, pool: CrowdPool, snap: _Snapshot, outcome: Out
         aggregation_method=snap.method, confidence=float(v["confidence"]),
         details={"answers": answers.get(int(v["task"]), []), "n_answers": int(v["n_answers"]),
                  "toloka_pool_id": snap.toloka_pool_id, "queue": pool.config.get("queue"),
-                 **({"temperature": round(outcome.temperature, 3)}
-                    if outcome.temperature != 1.0 else {})})
+                 **tempering(outcome)})
         for v in outcome.decided.to_dict("records")]
     to_mods = {int(k): why for k, why in outcome.to_people.items()}
     record_decisions(session=session, decisions=decisions, now=now)

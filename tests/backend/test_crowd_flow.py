@@ -172,3 +172,30 @@ def test_the_classifier_score_is_the_prior_and_the_report_shows_control_cost(set
 def _queued(queue: str) -> set[int]:
     with session_scope() as s:
         return set(s.scalars(select(Task.item_id).join(Queue).where(Queue.name == queue)))
+
+
+def test_a_tempered_decision_records_what_tempered_it(settings, policy):
+    """Issue #13, provenance: with ``temper_min_gold`` the stated confidence is
+    ``softmax(log p / T + b)``; each crowd decision's details carry T and the per-label
+    bias b, so the decision can be replayed from what it records."""
+    queue, truth = seed_queue(settings, policy, n=24, n_golden=8)
+    crowd = CrowdSettings(overlap=3, min_answers=3, max_overlap=5, target_confidence=0.7,
+                          tasks_per_suite=4, golden_per_suite=1, aggregation="sds",
+                          emulator_workers=12, pool_config={"temper_min_gold": 2})
+    workers = [SimWorker(f"w{i}", accuracy=0.85, seconds_per_task=10.0) for i in range(10)]
+    with Emulator(seed=3, workers=workers, truth=truth) as emu:
+        rt = crowd_runtime(settings, crowd, policy, emu.url)
+        pushed = push_queue(rt=rt, queue_name=queue)
+        for _ in range(8):
+            emu.work(pushed.toloka_pool_id)
+            last = pull_pool(rt=rt, pool_id=pushed.pool_id)
+            if last.state == "closed":
+                break
+    with session_scope() as s:
+        events = s.scalars(select(DecisionEvent).where(DecisionEvent.source == "crowd")).all()
+    assert events
+    for e in events:
+        assert e.details["temperature"] >= 1.0
+        bias = e.details["class_bias"]
+        assert e.label in bias and {a["label"] for a in e.details["answers"]} <= set(bias)
+        assert all(-5.0 <= b <= 5.0 for b in bias.values())

@@ -119,3 +119,41 @@ def test_the_config_reaches_the_aggregation_stopping_reads():
 def test_the_setting_is_bounded():
     with pytest.raises(ValueError, match="temper_min_gold"):
         CrowdConfig(temper_min_gold=-1)
+
+
+def test_the_recorded_temperature_and_bias_replay_the_stated_confidence():
+    """A decision's details carry the temperature and the per-label bias: with them the
+    untempered model's posterior gives back every stated confidence (the provenance a
+    replay needs; without the bias a tempered label could not be reproduced)."""
+    answers, truth, gold, is_gold = crowd(hard_share=0.5)
+    named = answers.assign(task=answers["task"].map(lambda i: f"t{i:05d}"),
+                           worker=answers["worker"].map(str),
+                           label=answers["label"].map({0: "ok", 1: "bad"}))
+    gold_named = pd.Series(gold.map({0: "ok", 1: "bad"}).to_numpy(),
+                           index=[f"t{i:05d}" for i in gold.index])
+    kw = dict(method="sds", gold=gold_named)
+    plain = aggregate(named, **kw)
+    tempered = aggregate(named, temper_min_gold=30, **kw)
+    assert plain.attrs["class_bias"] == {}
+    bias = tempered.attrs["class_bias"]
+    assert set(bias) == {"ok", "bad"} and any(abs(b) > 0.05 for b in bias.values())
+    temp = tempered.attrs["temperature"]
+    real = ~plain["task"].isin(gold_named.index)
+    # the untempered posterior of each label, from the plain fit's stated label/confidence
+    p_top = plain["confidence"].to_numpy(dtype=float)
+    p_bad = np.where(plain["label"] == "bad", p_top, 1 - p_top)
+    z_bad = np.log(np.clip(p_bad, 1e-300, None)) / temp + bias["bad"]
+    z_ok = np.log(np.clip(1 - p_bad, 1e-300, None)) / temp + bias["ok"]
+    replayed_bad = 1 / (1 + np.exp(z_ok - z_bad))
+    t_top = tempered["confidence"].to_numpy(dtype=float)
+    t_bad = np.where(tempered["label"] == "bad", t_top, 1 - t_top)
+    assert (plain["task"] == tempered["task"]).all()
+    sure = real.to_numpy() & (p_top < 1 - 1e-9)  # a posterior of exactly 1 has lost its logit
+    assert sure.sum() > 1000
+    np.testing.assert_allclose(replayed_bad[sure], t_bad[sure], atol=1e-6)
+    # and the product's round carries them to the decision's details
+    cfg = CrowdConfig(aggregation="sds", overlap=1, min_answers=1, max_overlap=7,
+                      target_confidence=0.95, temper_min_gold=30)
+    out = decide(named, config=cfg, method="sds", gold=gold_named,
+                 open_items=set(named["task"]) - set(gold_named.index), exhausted=False)
+    assert out.class_bias == pytest.approx(bias)
