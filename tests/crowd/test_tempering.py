@@ -40,6 +40,17 @@ def crowd(hard_share: float, *, seed: int = 0, n: int = 3000, n_gold: int = 300)
     return answers, truth, pd.Series(truth[gold], index=gold), is_gold
 
 
+def named_crowd(hard_share: float) -> tuple[pd.DataFrame, pd.Series]:
+    """`crowd`'s answers and gold with string tasks, workers and labels, as the product's."""
+    answers, _, gold, _ = crowd(hard_share=hard_share)
+    named = answers.assign(task=answers["task"].map(lambda i: f"t{i:05d}"),
+                           worker=answers["worker"].map(str),
+                           label=answers["label"].map({0: "ok", 1: "bad"}))
+    gold_named = pd.Series(gold.map({0: "ok", 1: "bad"}).to_numpy(),
+                           index=[f"t{i:05d}" for i in gold.index])
+    return named, gold_named
+
+
 def sure_decisions(model: ShrunkDawidSkene, truth: np.ndarray, is_gold: np.ndarray,
                    at: float = 0.9) -> tuple[int, float, float]:
     """The real (non-control) items stated at ≥ ``at``: how many, the mean stated
@@ -91,12 +102,7 @@ def test_too_few_control_tasks_leave_the_posterior_as_it_is():
 
 
 def test_the_config_reaches_the_aggregation_stopping_reads():
-    answers, truth, gold, is_gold = crowd(hard_share=0.5)
-    named = answers.assign(task=answers["task"].map(lambda i: f"t{i:05d}"),
-                           worker=answers["worker"].map(str),
-                           label=answers["label"].map({0: "ok", 1: "bad"}))
-    gold_named = pd.Series(gold.map({0: "ok", 1: "bad"}).to_numpy(),
-                           index=[f"t{i:05d}" for i in gold.index])
+    named, gold_named = named_crowd(hard_share=0.5)
     cfg = CrowdConfig(aggregation="sds", overlap=1, min_answers=1, max_overlap=7,
                       target_confidence=0.95, temper_min_gold=30)
     kw = dict(method="sds", gold=gold_named, target_confidence=0.95, min_answers=1)
@@ -125,12 +131,7 @@ def test_the_recorded_temperature_and_bias_replay_the_stated_confidence():
     """A decision's details carry the temperature and the per-label bias: with them the
     untempered model's posterior gives back every stated confidence (the provenance a
     replay needs; without the bias a tempered label could not be reproduced)."""
-    answers, truth, gold, is_gold = crowd(hard_share=0.5)
-    named = answers.assign(task=answers["task"].map(lambda i: f"t{i:05d}"),
-                           worker=answers["worker"].map(str),
-                           label=answers["label"].map({0: "ok", 1: "bad"}))
-    gold_named = pd.Series(gold.map({0: "ok", 1: "bad"}).to_numpy(),
-                           index=[f"t{i:05d}" for i in gold.index])
+    named, gold_named = named_crowd(hard_share=0.5)
     kw = dict(method="sds", gold=gold_named)
     plain = aggregate(named, **kw)
     tempered = aggregate(named, temper_min_gold=30, **kw)
